@@ -1,0 +1,64 @@
+// The one params struct each backend receives: raw pointers, sizes and element strides, validated by the
+// front door (src/api). Kernels know nothing of frameworks or of TensorView.
+#pragma once
+#include <cstdint>
+
+#include "s2attn/pattern_rules.h"
+#include "s2attn/tensor.h"
+
+namespace s2attn {
+
+// Strides of a [batch, seq, head, (dim)] operand; the dim stride is 1. For varlen operands batch == 0 and
+// a sequence starts at token cu_seqlens[b].
+struct SeqStrides {
+  int64_t batch = 0, seq = 0, head = 0;
+};
+
+struct AttentionParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;  // may be null in forward
+  SeqStrides q_stride, k_stride, v_stride, out_stride;
+  SeqStrides lse_stride;  // lse[b, h, s] at b*batch + h*head + s*seq (+ cu_seqlens_q[b] tokens when varlen)
+  DType dtype = DType::f32;
+
+  int32_t batch = 0;
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t seqlen_q = 0;  // per-sequence length (dense batch) or the maximum (varlen)
+  int32_t seqlen_k = 0;
+  const int32_t* cu_seqlens_q = nullptr;  // [batch + 1] or null
+  const int32_t* cu_seqlens_k = nullptr;
+  int64_t q_offset = -1;  // absolute position of query row 0; -1: seqlen_k - seqlen_q of each sequence
+  float scale = 1.f;
+
+  PatternRules pattern;  // mask pointers are on the tensors' device
+  int32_t num_threads = 0;
+  void* stream = nullptr;
+  bool deterministic = false;
+
+  // Per-sequence geometry.
+  int32_t group_size() const { return num_heads / num_kv_heads; }
+  int64_t q_begin(int32_t b) const { return cu_seqlens_q ? cu_seqlens_q[b] : 0; }
+  int64_t k_begin(int32_t b) const { return cu_seqlens_k ? cu_seqlens_k[b] : 0; }
+  int32_t len_q(int32_t b) const {
+    return cu_seqlens_q ? cu_seqlens_q[b + 1] - cu_seqlens_q[b] : seqlen_q;
+  }
+  int32_t len_k(int32_t b) const {
+    return cu_seqlens_k ? cu_seqlens_k[b + 1] - cu_seqlens_k[b] : seqlen_k;
+  }
+  int64_t offset_q(int32_t b) const { return q_offset >= 0 ? q_offset : int64_t(len_k(b)) - len_q(b); }
+};
+
+struct AttentionBwdParams : AttentionParams {
+  const void* dout = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  SeqStrides dout_stride, dq_stride, dk_stride, dv_stride;
+};
+
+}  // namespace s2attn
