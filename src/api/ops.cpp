@@ -1,21 +1,34 @@
-// The front doors: validate, then dispatch on the tensors' device.
+// The front doors: validate, then dispatch on the tensors' device (and, on CUDA, the GPU's capability).
 #include "s2attn/ops.h"
 
 #include "api/validate.h"
 #include "cpu/cpu_backend.h"
+#ifdef S2ATTN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 namespace s2attn {
 namespace {
 
-void require_backend(const TensorView& q, Backend requested) {
-  if (q.device.type == DeviceType::cpu) {
+// The backend that serves tensors on `device`, honouring an explicit request.
+Backend choose_backend(const Device& device, Backend requested) {
+  if (device.type == DeviceType::cpu) {
     if (requested != Backend::automatic && requested != Backend::cpu) {
       throw InvalidArgument("backend", "the CPU backend (or automatic) for CPU tensors");
     }
-    return;
+    return Backend::cpu;
   }
-  // NOTE: the CUDA backends arrive with the portable and Hopper paths; until then CUDA tensors are refused.
+#ifdef S2ATTN_WITH_CUDA
+  if (requested == Backend::cpu) throw InvalidArgument("backend", "a CUDA backend (or automatic) for CUDA tensors");
+  if (cuda::compute_capability(device.index) < 80) {
+    throw Unsupported("s2attn's CUDA backends need compute capability 8.0 or newer");
+  }
+  // NOTE: the Hopper path (cuda_sm90) is picked here on sm_90 once it exists.
+  return Backend::cuda_sm80;
+#else
+  (void)requested;
   throw Unsupported("s2attn was built without a CUDA backend; CUDA tensors cannot be processed");
+#endif
 }
 
 }  // namespace
@@ -23,8 +36,12 @@ void require_backend(const TensorView& q, Backend requested) {
 void forward(const Pattern& pattern, const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, const TensorView& lse, const AttentionOptions& options) {
   const AttentionParams params = make_forward_params(pattern, q, k, v, out, lse, options);
-  require_backend(q, options.backend);
-  cpu::forward(params);
+  switch (choose_backend(q.device, options.backend)) {
+#ifdef S2ATTN_WITH_CUDA
+    case Backend::cuda_sm80: cuda::forward_sm80(params); return;
+#endif
+    default: cpu::forward(params); return;
+  }
 }
 
 void backward(const Pattern& pattern, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -32,12 +49,28 @@ void backward(const Pattern& pattern, const TensorView& q, const TensorView& k, 
               const TensorView& dk, const TensorView& dv, const AttentionOptions& options) {
   const AttentionBwdParams params =
       make_backward_params(pattern, q, k, v, out, lse, dout, dq, dk, dv, options);
-  require_backend(q, options.backend);
-  cpu::backward(params);
+  switch (choose_backend(q.device, options.backend)) {
+#ifdef S2ATTN_WITH_CUDA
+    case Backend::cuda_sm80: cuda::backward_sm80(params); return;
+#endif
+    default: cpu::backward(params); return;
+  }
 }
 
 bool backend_available(Backend backend) {
-  return backend == Backend::automatic || backend == Backend::cpu;
+  switch (backend) {
+    case Backend::automatic:
+    case Backend::cpu: return true;
+#ifdef S2ATTN_WITH_CUDA
+    case Backend::cuda_sm80:
+      try {
+        return cuda::compute_capability(0) >= 80;
+      } catch (const Error&) {
+        return false;
+      }
+#endif
+    default: return false;
+  }
 }
 
 }  // namespace s2attn

@@ -1,0 +1,60 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make demo   - install what is needed, build, run the S2 attention demonstration on the best backend
+#   make test   - install what is needed, build, run every test (C++ under CTest, ASan+UBSan, Python)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+JOBS   ?= 2
+BUILD  ?= build
+
+.PHONY: demo test install venv cpp-test cpp-asan-test cpp-example py-test bench-cpu clean
+
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# The Python package builds its CUDA backends only where a GPU driver answers; CPU-only machines skip nvcc.
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo ON || echo OFF)
+
+install: venv
+	CMAKE_ARGS="-DS2ATTN_CUDA=$(if $(filter ON,$(HAVE_GPU)),AUTO,OFF) $(CMAKE_ARGS)" \
+	  $(PY) -m pip install -q --no-build-isolation --no-deps .
+
+demo: install
+	$(PY) -m s2attn demo
+
+test: cpp-test cpp-asan-test cpp-example py-test
+
+# Compiles the CUDA backends too where nvcc is present (a compile check on CPU-only machines).
+cpp-test:
+	cmake -S . -B $(BUILD)/cpp -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(BUILD)/cpp -j $(JOBS)
+	ctest --test-dir $(BUILD)/cpp --output-on-failure
+
+cpp-asan-test:
+	cmake -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DS2ATTN_SANITIZE=ON -DS2ATTN_CPU_NATIVE=OFF -DS2ATTN_CUDA=OFF > /dev/null
+	cmake --build $(BUILD)/asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(BUILD)/asan --output-on-failure
+
+# The installed C++ package, consumed through find_package(s2attn) by examples/cpp_consumer.
+cpp-example:
+	cmake -S . -B $(BUILD)/pkg -DCMAKE_BUILD_TYPE=Release -DS2ATTN_BUILD_TESTS=OFF -DS2ATTN_CUDA=OFF -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(BUILD)/prefix > /dev/null
+	cmake --build $(BUILD)/pkg -j $(JOBS)
+	cmake --install $(BUILD)/pkg > /dev/null
+	cmake -S examples/cpp_consumer -B $(BUILD)/consumer -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/prefix > /dev/null
+	cmake --build $(BUILD)/consumer -j $(JOBS)
+	$(BUILD)/consumer/s2attn_example
+
+py-test: install
+	$(PY) -m pytest tests/python -q
+
+bench-cpu: install
+	$(PY) bench/cpu_scaling.py
+
+clean:
+	rm -rf $(BUILD)
