@@ -158,16 +158,17 @@ struct SegmentList {
     lo = imax(lo, 0);
     hi = imin(hi, end);
     if (lo >= hi) return;
-    seg[n].lo = lo;
-    seg[n].hi = hi;
-    seg[n].stride = stride;
-    seg[n].phase = pmod(phase, stride);
+    const Segment s{lo, hi, stride, pmod(phase, stride)};
+    // a select over constant indices (not seg[n] = s): the list stays in registers on the GPU
+    for (int k = 0; k < kMaxSegments; ++k) {
+      if (k == n) seg[k] = s;
+    }
     ++n;
   }
   // Smallest member >= x, or `end` when there is none.
   S2_HD int32_t next_from(int32_t x) const {
     int32_t best = end;
-    for (int k = 0; k < n; ++k) {
+    for (int k = 0; k < kMaxSegments && k < n; ++k) {  // constant bound: unrollable, registers on the GPU
       const int32_t j = segment_first_from(seg[k], x);
       if (j < seg[k].hi && j < best) best = j;
     }
@@ -181,6 +182,10 @@ struct SegmentList {
 S2_HD SegmentList row_segments(const PatternRules& p, int32_t h, int32_t i, int32_t nk) {
   SegmentList s;
   s.end = p.causal ? imin(nk, i + 1) : nk;
+  if (i < 0) {  // no such query block: nothing is visible (keeps the non-causal case from seeing blocks)
+    s.end = 0;
+    return s;
+  }
   const int32_t ph = pattern_head(p, h);
   if (is_dense_head(p, ph) || i < p.dense_prefix_blocks) {
     s.add(0, s.end, 1, 0);

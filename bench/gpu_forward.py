@@ -1,0 +1,194 @@
+"""GPU forward benchmark: s2attn against its peers in the same process (DESIGN.md section 4).
+
+Peers: PyTorch SDPA with the flash backend (FlashAttention-2 code) and the cuDNN backend (dense causal), and
+FlexAttention (torch.compile) with the same S2 block pattern as a BlockMask built at the block level.
+Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16, V in {8, 16, 32}, S in {8192, 32768}
+(--long adds 131072). Timing: triton.testing.do_bench, median.
+
+    python3 bench/gpu_forward.py --out results.json [--long] [--seqlens 8192,32768] [--strides 8,16,32]
+
+Reported per row: ms, dense-equivalent TFLOP/s = 4 * B * H * S^2 * D / 2 / t (causal), effective TFLOP/s
+= dense-equivalent x block density (density = visible blocks / causal block triangle; 1 for the dense
+peers), and the speedup over the SDPA flash backend.
+"""
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import s2attn
+
+B, H, D, BS, L = 1, 32, 128, 64, 16
+DTYPE = torch.bfloat16
+
+
+def do_bench(fn):
+    from triton.testing import do_bench as tb
+
+    try:
+        return float(tb(fn, warmup=25, rep=200, return_mode="median"))
+    except TypeError:  # older triton: no return_mode
+        return float(tb(fn, warmup=25, rep=200, quantiles=[0.5])[0])
+
+
+def driver_version():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - informational only
+        return f"unknown ({e})"
+
+
+def dense_tflops(S, ms):
+    return 4.0 * B * H * S * S * D / 2.0 / (ms * 1e-3) / 1e12
+
+
+def rel_err(x, ref):
+    x, ref = x.float(), ref.float()
+    return ((x - ref).norm() / ref.norm()).item()
+
+
+def flex_block_mask(pattern, S, device):
+    """The pattern as a FlexAttention BlockMask, built at the block level (no S x S evaluation): diagonal
+    blocks are partial (mask_mod applies the causal cut), the other visible blocks are full."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nb = S // BS
+    bm = torch.from_numpy(pattern.to_block_mask(nb, nb).copy()).to(device=device, dtype=torch.bool)  # [H, nb, nb]
+    diag = torch.eye(nb, dtype=torch.bool, device=device)[None]
+    partial, full = bm & diag, bm & ~diag
+
+    def indices(m):
+        num = m.sum(-1, dtype=torch.int32)
+        idx = torch.sort(m.to(torch.int8), dim=-1, descending=True, stable=True).indices.to(torch.int32)
+        return num[None].contiguous(), idx[None].contiguous()  # [1, H, nb], [1, H, nb, nb]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return bm[h, q_idx // BS, kv_idx // BS] & (q_idx >= kv_idx)
+
+    kv_num, kv_idx = indices(partial)
+    full_num, full_idx = indices(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=BS, mask_mod=mask_mod,
+                                    seq_lengths=(S, S))
+
+
+def bench_seqlen(S, strides, rows, errors):
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    # one storage for everyone: [B, H, S, D] (SDPA / Flex layout); s2attn reads it as a [B, S, H, D] view
+    q = torch.randn(B, H, S, D, device=dev, dtype=DTYPE)
+    k = torch.randn(B, H, S, D, device=dev, dtype=DTYPE)
+    v = torch.randn(B, H, S, D, device=dev, dtype=DTYPE)
+    qs, ks, vs = (x.transpose(1, 2) for x in (q, k, v))
+    qc, kc, vc = (x.contiguous() for x in (qs, ks, vs))  # bshd-contiguous copies
+    ref_ms = None
+
+    def add(name, V, ms, density, note=""):
+        nonlocal ref_ms
+        dense_eq = dense_tflops(S, ms)
+        row = dict(impl=name, S=S, V=V, ms=ms, dense_equiv_tflops=dense_eq, density=density,
+                   effective_tflops=dense_eq * density, note=note)
+        if name == "sdpa_flash":
+            ref_ms = ms
+        row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if ref_ms else None
+        rows.append(row)
+        print(f"  {name:<22} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
+              f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} {note}", flush=True)
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", "CUDNN_ATTENTION")):
+        try:
+            be = backend if not isinstance(backend, str) else getattr(SDPBackend, backend)
+            with sdpa_kernel(be):
+                fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+                fn()
+                add(name, 0, do_bench(fn), 1.0)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
+            print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
+
+    flex = None
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        flex = torch.compile(flex_attention, dynamic=False)
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"flex import/compile S={S}: {e}")
+
+    for V in strides:
+        pattern = s2attn.local_stride(H, BS, L, V, causal=True)
+        density = float(pattern.density(S))
+        out = s2attn.attention(qs, ks, vs, pattern)
+        add("s2attn", V, do_bench(lambda: s2attn.attention(qs, ks, vs, pattern, out=out)), density,
+            "bhsd storage")
+        out_c = s2attn.attention(qc, kc, vc, pattern)
+        add("s2attn", V, do_bench(lambda: s2attn.attention(qc, kc, vc, pattern, out=out_c)), density,
+            "bshd storage")
+        if flex is not None:
+            try:
+                t0 = time.time()
+                bmask = flex_block_mask(pattern, S, dev)
+                opts = {"BLOCK_M": 64, "BLOCK_N": 64}  # the sparse blocks are 64 x 64
+                try:
+                    fo = flex(q, k, v, block_mask=bmask, kernel_options=opts)
+                    torch.cuda.synchronize()
+                except Exception as e:  # noqa: BLE001 - retry with Flex's own tile choice
+                    errors.append(f"flex S={S} V={V} with {opts}: {type(e).__name__}: {e}; retried without")
+                    opts = None
+                    fo = flex(q, k, v, block_mask=bmask)
+                    torch.cuda.synchronize()
+                compile_s = time.time() - t0
+                err = rel_err(out.transpose(1, 2), fo)
+                add("flex", V, do_bench(lambda: flex(q, k, v, block_mask=bmask, kernel_options=opts)), density,
+                    f"compile {compile_s:.0f}s, s2attn vs flex rel err {err:.1e}")
+                rows[-1]["s2attn_vs_flex_rel_err"] = err
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"flex S={S} V={V}: {type(e).__name__}: {e}")
+                print(f"  flex V={V}: failed ({type(e).__name__}: {e})", flush=True)
+    del q, k, v, qc, kc, vc
+    torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="gpu_forward.json")
+    ap.add_argument("--long", action="store_true", help="add S = 131072")
+    ap.add_argument("--seqlens", default="8192,32768")
+    ap.add_argument("--strides", default="8,16,32")
+    args = ap.parse_args()
+    seqlens = [int(s) for s in args.seqlens.split(",")] + ([131072] if args.long else [])
+    strides = [int(s) for s in args.strides.split(",")]
+    import triton
+
+    meta = dict(gpu=torch.cuda.get_device_name(), driver=driver_version(), cuda=torch.version.cuda,
+                torch=torch.__version__, triton=triton.__version__, s2attn=s2attn.__version__,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                command=" ".join([sys.executable] + sys.argv),
+                shape=dict(B=B, H=H, D=D, dtype="bf16", causal=True, block=BS, local_blocks=L),
+                timing="triton.testing.do_bench median (warmup 25 ms, rep 200 ms)")
+    print(json.dumps(meta, indent=1), flush=True)
+    rows, errors = [], []
+    for S in seqlens:
+        print(f"S = {S}", flush=True)
+        bench_seqlen(S, strides, rows, errors)
+    with open(args.out, "w") as f:
+        json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
+    print(f"\n{'impl':<12}{'S':>8}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
+    for r in rows:
+        sp = f"{r['speedup_vs_sdpa_flash']:.2f}x" if r["speedup_vs_sdpa_flash"] else "-"
+        print(f"{r['impl']:<12}{r['S']:>8}{r['V'] or '-':>4}{r['ms']:>10.3f}{r['dense_equiv_tflops']:>10.1f}"
+              f"{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
+    if errors:
+        print("\nerrors:\n  " + "\n  ".join(errors))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

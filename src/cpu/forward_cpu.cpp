@@ -1,0 +1,184 @@
+// CPU forward: one task per (sequence, query block, q head or the q heads of a GQA group that share the
+// pattern), an online softmax over the visible key blocks only, fp32 throughout. The tile is computed
+// transposed, S^T = K (scale * log2(e) * Q)^T with keys as rows and queries as columns: the stationary Q
+// tile is transposed once per task, each key block is read row-major, and the softmax reductions over keys
+// run element-wise across rows (vectorized). Only a key block that crosses the causal diagonal is masked;
+// a partial last key block just has fewer rows.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/block_schedule.h"
+#include "cpu/cpu_backend.h"
+#include "cpu/scratch.h"
+#include "cpu/thread_pool.h"
+#include "cpu/tile_io.h"
+#include "cpu/tile_math.h"
+
+namespace s2attn::cpu {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Online-softmax update of the running max m and sum l (log2 domain) of each query column with the
+// scores st[0, N) x [0, W) (one key per row, -inf where hidden): st becomes the probabilities
+// exp2(st - m_new) and alpha the factor exp2(m_old - m_new) the column's running output must be scaled by.
+// m_use and sum are scratch of W floats.
+void online_softmax(float* __restrict st, int N, int W, float* __restrict m, float* __restrict l,
+                    float* __restrict alpha, float* __restrict m_use, float* __restrict sum) {
+  for (int c = 0; c < W; ++c) m_use[c] = -kInf;
+  for (int r = 0; r < N; ++r) {
+    const float* row = st + int64_t(r) * W;
+    for (int c = 0; c < W; ++c) m_use[c] = std::max(m_use[c], row[c]);
+  }
+  for (int c = 0; c < W; ++c) {
+    const float m_new = std::max(m[c], m_use[c]);
+    const float ref = m_new == -kInf ? 0.f : m_new;  // a column with nothing visible yet stays at 0
+    alpha[c] = fast_exp2(m[c] - ref);
+    m[c] = m_new;
+    m_use[c] = ref;
+    sum[c] = 0.f;
+  }
+  for (int r = 0; r < N; ++r) {
+    float* row = st + int64_t(r) * W;
+    for (int c = 0; c < W; ++c) {
+      const float e = fast_exp2(row[c] - m_use[c]);
+      row[c] = e;
+      sum[c] += e;
+    }
+  }
+  for (int c = 0; c < W; ++c) l[c] = madd(l[c], alpha[c], sum[c]);
+}
+
+// Query block i of the nh q heads h0 .. h0 + nh - 1 (one GQA group, or part of one, sharing the pattern):
+// their rows are packed side by side as the columns of the transposed tiles (column g * M + r is row r of
+// head h0 + g), so each key block is loaded and multiplied once for all of them.
+void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32_t h0, int nh, int32_t i,
+                  Scratch& scratch) {
+  const DType dt = p.dtype;
+  const int D = p.head_dim;
+  const int bs = s.bs;
+  const int r_lo = s.row_lo(i);
+  const int M = s.row_hi(i) - r_lo;
+  const int64_t row0 = s.q_begin + r_lo;  // token index of the tile's first row
+  const int hk = h0 / p.group_size();
+  auto out_at = [&](int g) { return operand_row(p.out, dt, p.out_stride, b, row0, h0 + g); };
+  auto lse_at = [&](int g) {
+    return p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq;
+  };
+  if (i < 0) {  // rows before key position 0 see nothing
+    for (int g = 0; g < nh; ++g) {
+      zero_rows(dt, out_at(g), p.out_stride.seq, M, D);
+      if (p.lse) {
+        for (int r = 0; r < M; ++r) lse_at(g)[r * p.lse_stride.seq] = -kInf;
+      }
+    }
+    return;
+  }
+
+  const int MG = nh * M;       // packed rows
+  const int W = pad_cols(MG);  // query columns of the transposed tiles
+  const int Dp = pad_cols(D);
+  float *qt, *kb, *vb, *st, *o, *m, *l, *alpha, *m_use, *sum, *row;
+  scratch.carve({{&qt, size_t(D) * W},
+                 {&kb, size_t(bs) * D},
+                 {&vb, size_t(bs) * Dp},
+                 {&st, size_t(bs) * W},
+                 {&o, size_t(MG) * Dp},
+                 {&m, size_t(W)},
+                 {&l, size_t(W)},
+                 {&alpha, size_t(W)},
+                 {&m_use, size_t(W)},
+                 {&sum, size_t(W)},
+                 {&row, size_t(D)}});
+
+  for (int g = 0; g < nh; ++g) {
+    const void* q = operand_row(p.q, dt, p.q_stride, b, row0, h0 + g);
+    load_tile_transposed(dt, q, p.q_stride.seq, M, D, p.scale * kLog2e, qt + g * M, W,
+                         g + 1 < nh ? M : W - g * M, row);
+  }
+  std::fill(o, o + size_t(MG) * Dp, 0.f);
+  std::fill(m, m + W, -kInf);
+  std::fill(l, l + W, 0.f);
+
+  const void* k = operand_row(p.k, dt, p.k_stride, b, s.k_begin, hk);
+  const void* v = operand_row(p.v, dt, p.v_stride, b, s.k_begin, hk);
+  const int64_t pos0 = s.offset + r_lo;  // absolute position of row 0
+  const bool causal = p.pattern.causal != 0;
+
+  BlockIterator it = row_blocks(p.pattern, h0, i, s.nk);
+  for (int32_t j = it.first(), j_next; j < it.end(); j = j_next) {
+    const int64_t t0 = int64_t(j) * bs;
+    const int N = s.keys(j);
+    load_tile(dt, element_ptr(k, dt, t0 * p.k_stride.seq), p.k_stride.seq, N, D, 1.f, kb, D);
+    load_tile(dt, element_ptr(v, dt, t0 * p.v_stride.seq), p.v_stride.seq, N, D, 1.f, vb, Dp);
+    j_next = it.next(j);
+    if (j_next < it.end()) {
+      const int64_t t1 = int64_t(j_next) * bs;
+      prefetch_tile(dt, element_ptr(k, dt, t1 * p.k_stride.seq), p.k_stride.seq, s.keys(j_next), D);
+      prefetch_tile(dt, element_ptr(v, dt, t1 * p.v_stride.seq), p.v_stride.seq, s.keys(j_next), D);
+    }
+    gemm<false, false>(N, W, D, kb, D, qt, W, st, W);  // S^T = K Q^T
+    if (causal && t0 + N - 1 > pos0) {
+      // The diagonal block: key t is hidden from the rows r with pos0 + r < t, in every packed head.
+      for (int r = 0; r < N; ++r) {
+        const int hide = static_cast<int>(std::clamp<int64_t>(t0 + r - pos0, 0, M));
+        float* srow = st + int64_t(r) * W;
+        for (int g = 0; g < nh; ++g) {
+          for (int c = g * M; c < g * M + hide; ++c) srow[c] = -kInf;
+        }
+      }
+    }
+    online_softmax(st, N, W, m, l, alpha, m_use, sum);
+    for (int c = 0; c < MG; ++c) {
+      if (alpha[c] != 1.f) {
+        float* orow = o + int64_t(c) * Dp;
+        const float a = alpha[c];
+        for (int d = 0; d < Dp; ++d) orow[d] *= a;
+      }
+    }
+    gemm<true, true>(MG, Dp, N, st, W, vb, Dp, o, Dp);  // O += P V, P = (S^T)^T
+  }
+
+  // out = O / l; a row that saw nothing has l = 0, O = 0: out 0, lse -inf.
+  for (int c = 0; c < MG; ++c) {
+    const bool seen = l[c] > 0.f;
+    m[c] = seen ? (m[c] + std::log2(l[c])) * kLn2 : -kInf;
+    alpha[c] = seen ? 1.f / l[c] : 0.f;
+  }
+  for (int g = 0; g < nh; ++g) {
+    if (p.lse) {
+      float* lse = lse_at(g);
+      for (int r = 0; r < M; ++r) lse[r * p.lse_stride.seq] = m[g * M + r];
+    }
+    store_tile(dt, o + int64_t(g) * M * Dp, Dp, M, D, 1.f, alpha + g * M, out_at(g), p.out_stride.seq);
+  }
+}
+
+}  // namespace
+
+void forward(const AttentionParams& p) {
+  const int nh = heads_per_task(p);
+  std::vector<SeqBlocks> seqs(p.batch);
+  std::vector<BlockTask> tasks;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    seqs[b] = seq_blocks(p, b);
+    const SeqBlocks& s = seqs[b];
+    for (int32_t h = 0; h < p.num_heads; h += nh) {
+      for (int32_t i = s.q_first; i < s.q_end; ++i) {
+        const int64_t rows = nh * (s.row_hi(i) - s.row_lo(i));
+        const int64_t blocks = i < 0 ? 0 : count_blocks(row_blocks(p.pattern, h, i, s.nk), 0);
+        tasks.push_back({b, h, i, (blocks * s.bs + 1) * rows});
+      }
+    }
+  }
+  order_longest_first(tasks);
+  parallel_for(static_cast<int64_t>(tasks.size()), p.num_threads, [&](int64_t t) {
+    Scratch& scratch = thread_scratch();
+    const BlockTask& task = tasks[t];
+    forward_tile(p, seqs[task.b], task.b, task.h, nh, task.blk, scratch);
+  });
+}
+
+}  // namespace s2attn::cpu

@@ -1,0 +1,69 @@
+#include "cuda/common/device.h"
+
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <string>
+
+#include "cuda/common/cuda_check.h"
+#include "s2attn/errors.h"
+
+namespace s2attn::cuda {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+}  // namespace
+
+int compute_capability(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> cache{};  // 0: not queried yet
+  if (device >= 0 && device < kMaxDevices) {
+    const int cc = cache[device].load(std::memory_order_relaxed);
+    if (cc != 0) return cc;
+  }
+  int count = 0;
+  S2_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (device < 0 || device >= count) {
+    throw DeviceError("no CUDA device " + std::to_string(device) + " (this process sees " +
+                      std::to_string(count) + ")");
+  }
+  int major = 0, minor = 0;
+  S2_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  S2_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  const int cc = major * 10 + minor;
+  if (device < kMaxDevices) cache[device].store(cc, std::memory_order_relaxed);
+  return cc;
+}
+
+int device_of(const void* ptr, const char* name) {
+  cudaPointerAttributes attr{};
+  S2_CUDA_CHECK(cudaPointerGetAttributes(&attr, ptr));
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
+    throw InvalidArgument(name, "CUDA device memory for the CUDA backend");
+  }
+  return attr.device;
+}
+
+DeviceGuard::DeviceGuard(int device) {
+  int current = 0;
+  S2_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device) {
+    S2_CUDA_CHECK(cudaSetDevice(device));
+    previous_ = current;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0) cudaSetDevice(previous_);  // a destructor must not throw; nothing to do on failure
+}
+
+void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* done) {
+  static std::mutex mutex;
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (bit != 0 && (*done & bit)) return;
+  S2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  *done |= bit;
+}
+
+}  // namespace s2attn::cuda

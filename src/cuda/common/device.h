@@ -1,0 +1,34 @@
+// Host-side device queries shared by the CUDA backends: compute capability (cached), the device that owns
+// a pointer, a scoped current-device switch, and the one-time opt-in to large dynamic shared memory.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace s2attn::cuda {
+
+// Compute capability (major * 10 + minor) of `device`, queried once per device and cached.
+// (Declared in cuda_backend.h too; defined in device.cpp.)
+int compute_capability(int device);
+
+// The device whose memory `ptr` points to (device memory or managed memory); throws InvalidArgument
+// naming `name` for host memory.
+int device_of(const void* ptr, const char* name);
+
+// Makes `device` current for the lifetime of the guard (no-op when it already is), then restores.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// Sets cudaFuncAttributeMaxDynamicSharedMemorySize of `kernel` to `bytes` once per device. `done` is a
+// per-kernel bit set of the devices already configured (a static in the caller's template).
+void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* done);
+
+}  // namespace s2attn::cuda

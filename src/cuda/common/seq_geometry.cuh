@@ -1,0 +1,33 @@
+// Device equivalents of AttentionParams' per-sequence helpers (those are host-only: they read cu_seqlens,
+// which are device pointers for CUDA operands).
+#pragma once
+#include <cstdint>
+
+#include "common/attention_params.h"
+
+namespace s2attn::cuda {
+
+struct SeqGeometry {
+  int64_t q_begin = 0, k_begin = 0;  // first token of sequence b in the operands
+  int len_q = 0, len_k = 0;
+  int offset = 0;                    // absolute position of query row 0; negative rows see nothing
+};
+
+__device__ __forceinline__ SeqGeometry seq_geometry(const AttentionParams& p, int b) {
+  SeqGeometry g;
+  if (p.cu_seqlens_q != nullptr) {
+    const int q0 = p.cu_seqlens_q[b], k0 = p.cu_seqlens_k[b];
+    g.q_begin = q0;
+    g.k_begin = k0;
+    g.len_q = p.cu_seqlens_q[b + 1] - q0;
+    g.len_k = p.cu_seqlens_k[b + 1] - k0;
+  } else {
+    g.len_q = p.seqlen_q;
+    g.len_k = p.seqlen_k;
+  }
+  // the host checks q_offset + seqlen_q < 2^30, so positions fit an int
+  g.offset = p.q_offset >= 0 ? static_cast<int>(p.q_offset) : g.len_k - g.len_q;
+  return g;
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,29 @@
+// Definition of run_forward_sm80: included by the instantiation files only.
+#pragma once
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "cuda/sm80/forward_kernel_sm80.cuh"
+#include "cuda/sm80/forward_sm80.h"
+
+namespace s2attn::cuda {
+
+template <typename Elem, int kHeadDim, int kBlockN>
+void run_forward_sm80(const AttentionParams& params, const ForwardLaunch& launch) {
+  using T = ForwardTraitsSm80<Elem, kHeadDim, query_tile_sm80(), kBlockN>;
+  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmemBytes
+  const auto kernel = forward_kernel_sm80<T>;
+  if (T::kSmemBytes > 48 * 1024) {
+    set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), T::kSmemBytes, launch.device, &smem_configured);
+  }
+  const int64_t ctas = int64_t(launch.query_tiles) * params.batch * params.num_heads;
+  kernel<<<static_cast<unsigned>(ctas), T::kThreads, T::kSmemBytes, launch.stream>>>(params, launch.query_tiles);
+  S2_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace s2attn::cuda
+
+// One explicit instantiation per (dtype, head dim, key tile); use inside namespace s2attn::cuda.
+#define S2ATTN_INSTANTIATE_FORWARD_SM80(ELEM, HEAD_DIM)                                                   \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 16>(const AttentionParams&, const ForwardLaunch&); \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 32>(const AttentionParams&, const ForwardLaunch&); \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 64>(const AttentionParams&, const ForwardLaunch&);

@@ -1,0 +1,56 @@
+// Tile sizes and shared-memory layout of the portable (sm_80+) forward kernel, in one place, with the
+// reason for each choice. Host and device code include it; nothing here is architecture-specific beyond
+// the mma.sync m16n8k16 shape.
+#pragma once
+#include <cstdint>
+
+namespace s2attn::cuda {
+
+// Keys per tile: the sparse block size up to 64. A visible block is then computed whole (no waste on
+// the invisible neighbours a larger tile would drag in), and a 128-token block is two tiles of 64 (a 128
+// x 128 fp32 score tile would not fit the registers of 4 warps next to the output accumulator).
+constexpr int key_tile_sm80(int block_size) { return block_size < 64 ? block_size : 64; }
+
+// Query rows per CTA: 64 = 4 warps x 16 rows, each warp one m16 tile, so Q stays in registers and a warp
+// holds O (16 x D fp32), S (16 x kBlockN fp32) and Q (16 x D) without spilling at D = 128. A CTA then
+// spans at most 4 sparse query blocks (block 16): their visible key blocks are merged (key_tiles_sm80.cuh).
+// NOTE: 128 rows per CTA (2 m16 tiles per warp, Q re-read from shared memory) halves the K/V shared-memory
+// traffic per FLOP; the kernel template supports it (kBlockM = 128) but it is not instantiated until it is
+// measured against 64 on the GPU.
+constexpr int query_tile_sm80() { return 64; }
+
+template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_>
+struct ForwardTraitsSm80 {
+  using Elem = Elem_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;  // query rows per CTA
+  static constexpr int kBlockN = kBlockN_;  // keys per tile
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpRows = kBlockM / kWarps;
+  static constexpr int kMTiles = kWarpRows / 16;  // m16 tiles per warp
+  static constexpr int kNTiles = kBlockN / 8;     // n8 tiles of a warp's score tile S
+  static constexpr int kDTiles = kHeadDim / 8;    // n8 tiles of a warp's output tile O
+  static constexpr int kQkSteps = kHeadDim / 16;  // k16 steps of S = Q K^T
+  static constexpr int kPvSteps = kBlockN / 16;   // k16 steps of O += P V
+  static constexpr int kChunks = kHeadDim / 8;    // 16-byte chunks of a row in shared memory
+  static constexpr bool kQInRegs = kMTiles == 1;  // else Q fragments are re-read from shared memory
+  // K/V double buffer: the next tile's cp.async loads fly while this tile is computed.
+  static constexpr int kStages = 2;
+  static constexpr int kQElems = kBlockM * kHeadDim;
+  static constexpr int kTileElems = kBlockN * kHeadDim;
+  static constexpr int kSmemBytes = (kQElems + kStages * 2 * kTileElems) * 2;  // 16-bit elements
+  // D = 128, kBlockN = 64: 80 KiB, 2 CTAs per SM on A100 (164 KiB) and H100 (228 KiB), so registers may
+  // go up to 255. D = 64 (40 KiB) could fit more CTAs, but ptxas spills under a 168-register cap (it
+  // hoists a whole tile's K fragments), so it gets 2 as well until measured otherwise.
+  static constexpr int kMinBlocksPerSm = 2;
+
+  static_assert(kBlockM % (16 * kWarps) == 0, "whole m16 tiles per warp");
+  static_assert(kMTiles <= 2, "at most 32 rows per warp (registers)");
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "whole k16 steps");
+  static_assert(kChunks >= 8, "the XOR swizzle spans 8 chunks: head_dim >= 64");
+  static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                "whole cp.async chunks per thread");
+};
+
+}  // namespace s2attn::cuda

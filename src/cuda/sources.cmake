@@ -1,0 +1,55 @@
+# The CUDA backends, added to the s2attn target. Included by cmake/cuda.cmake once it has found nvcc.
+#   S2ATTN_CUDA_ARCHS: SASS architectures of the portable (mma.sync) path; the lowest also ships as PTX.
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+
+set(S2ATTN_CUDA_ARCHS "80;90" CACHE STRING "CUDA architectures of the portable kernels (e.g. 80;90)")
+
+set(S2ATTN_CUDA_SOURCES
+  src/cuda/common/device.cpp
+  src/cuda/sm80/forward_sm80.cu
+  src/cuda/sm80/instantiations/forward_sm80_bf16_d64.cu
+  src/cuda/sm80/instantiations/forward_sm80_bf16_d128.cu
+  src/cuda/sm80/instantiations/forward_sm80_fp16_d64.cu
+  src/cuda/sm80/instantiations/forward_sm80_fp16_d128.cu
+)
+target_sources(s2attn PRIVATE ${S2ATTN_CUDA_SOURCES})
+
+# SASS for every listed architecture plus PTX of the lowest one (JIT-compiled on newer GPUs).
+list(SORT S2ATTN_CUDA_ARCHS COMPARE NATURAL)
+list(GET S2ATTN_CUDA_ARCHS 0 _s2attn_lowest_arch)
+set(_s2attn_archs "")
+foreach(arch IN LISTS S2ATTN_CUDA_ARCHS)
+  list(APPEND _s2attn_archs "${arch}-real")
+endforeach()
+list(APPEND _s2attn_archs "${_s2attn_lowest_arch}-virtual")
+set_target_properties(s2attn PROPERTIES
+  CUDA_ARCHITECTURES "${_s2attn_archs}"
+  CUDA_STANDARD 17
+  CUDA_STANDARD_REQUIRED ON
+  POSITION_INDEPENDENT_CODE ON)
+
+# The target's host warning flags (-Wall -Wextra, set before this file) mean nothing to nvcc: keep every
+# plain option of the target for C++ sources only, then give CUDA sources their own.
+get_target_property(_s2attn_opts s2attn COMPILE_OPTIONS)
+if(_s2attn_opts)
+  set(_s2attn_cxx_opts "")
+  foreach(opt IN LISTS _s2attn_opts)
+    if(opt MATCHES "^\\$<")
+      list(APPEND _s2attn_cxx_opts "${opt}")
+    else()
+      list(APPEND _s2attn_cxx_opts "$<$<COMPILE_LANGUAGE:CXX>:${opt}>")
+    endif()
+  endforeach()
+  set_property(TARGET s2attn PROPERTY COMPILE_OPTIONS "${_s2attn_cxx_opts}")
+endif()
+
+# -DNDEBUG always for device code (device asserts serialise the tensor-core pipeline); -lineinfo for
+# profilers and compute-sanitizer. The host -Wall -Wextra of the target stays on the host compiler.
+target_compile_options(s2attn PRIVATE
+  "$<$<COMPILE_LANGUAGE:CUDA>:-O3;-DNDEBUG;-lineinfo;--expt-relaxed-constexpr;-Xcompiler=-Wall,-Wextra>")
+
+target_compile_definitions(s2attn PUBLIC S2ATTN_WITH_CUDA)
+# PUBLIC: whatever links the static s2attn (the tests, the Python extension) links the CUDA runtime too.
+# The static runtime: the extension then needs no libcudart on the loader path, whatever CUDA torch ships.
+target_link_libraries(s2attn PUBLIC CUDA::cudart_static)

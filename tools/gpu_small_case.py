@@ -1,0 +1,89 @@
+"""A few small s2attn CUDA forward calls for compute-sanitizer (memcheck, racecheck): odd lengths, every
+block size and head dim, GQA, decode, bidirectional, varlen with an empty sequence and Sq > Sk. Checks
+the outputs against a float64 reference too; exits non-zero on a mismatch.
+
+    compute-sanitizer --tool memcheck python3 tools/gpu_small_case.py
+"""
+import itertools
+import math
+import sys
+
+import torch
+
+import s2attn
+
+DEV = torch.device("cuda")
+
+
+def element_mask(p, sq, sk):
+    off, bs = sk - sq, p.block_size
+    pos = off + torch.arange(sq)
+    qb = torch.div(pos, bs, rounding_mode="floor")
+    kb = torch.arange(sk) // bs
+    lo, hi = max(int(qb.min()), 0), int(qb.max()) + 1
+    m = torch.zeros(p.num_heads, sq, sk, dtype=torch.bool)
+    if hi > lo:
+        bm = torch.from_numpy(p.to_block_mask(hi - lo, int(kb.max()) + 1, lo).copy()).bool()
+        ok = qb >= 0
+        m = bm[:, torch.where(ok, qb - lo, 0)][:, :, kb] & ok[None, :, None]
+        if p.causal:
+            m &= (torch.arange(sk)[None, :] <= pos[:, None])[None]
+    return m.to(DEV)
+
+
+def reference(q, k, v, m):
+    q, k, v = q.double(), k.double(), v.double()
+    g = q.shape[1] // k.shape[1]
+    s = torch.einsum("qhd,khd->hqk", q, k.repeat_interleave(g, 1)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~m, -math.inf)
+    mx = s.amax(-1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    p = torch.exp(s - mx).masked_fill(~m, 0)
+    l = p.sum(-1, keepdim=True)
+    return torch.einsum("hqk,khd->qhd", p / torch.where(l == 0, torch.ones_like(l), l), v.repeat_interleave(g, 1))
+
+
+def check(name, out, ref):
+    assert not torch.isnan(out).any(), f"{name}: NaN in the output"
+    err = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    print(f"{name}: rel err {err:.2e}")
+    return err <= 1e-2
+
+
+def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen):
+    p = s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
+    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    if len(lens_q) == 1:  # dense batch of one
+        out = s2attn.attention(q[None], k[None], v[None], p)[0]
+    else:
+        out = s2attn.attention(q, k, v, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    torch.cuda.synchronize()
+    ref = torch.zeros(Tq, H, D, dtype=torch.float64, device=DEV)
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq:
+            ref[q0:q0 + sq] = reference(q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk], element_mask(p, sq, sk))
+        q0, k0 = q0 + sq, k0 + sk
+    return check(name, out, ref)
+
+
+def main():
+    gen = torch.Generator().manual_seed(0)
+    ok = True
+    ok &= run("odd-77-bs16-d64-gqa", [77], [77], 4, 2, 64, 16, True, torch.bfloat16, gen)
+    ok &= run("decode-bs128-d128", [1], [203], 2, 1, 128, 128, True, torch.float16, gen)
+    ok &= run("chunk-bs64-d128", [70], [203], 2, 2, 128, 64, True, torch.bfloat16, gen)
+    ok &= run("bidir-bs32-d64", [50], [70], 2, 2, 64, 32, False, torch.float16, gen)
+    ok &= run("varlen-bs64-d128", [1, 17, 0, 40, 90], [1, 30, 5, 40, 60], 4, 2, 128, 64, True, torch.bfloat16, gen)
+    ok &= run("varlen-bs16-d64", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, gen)
+    print("small cases:", "OK" if ok else "MISMATCH")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
