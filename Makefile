@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= 2
 BUILD  ?= build
 
-.PHONY: demo test install venv cpp-test cpp-asan-test cpp-example py-test bench-cpu clean
+.PHONY: demo test install venv cutlass cpp-test cpp-asan-test cpp-example py-test bench-cpu clean
 
 $(VENV)/.stamp: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,19 @@ venv: $(VENV)/.stamp
 
 # The Python package builds its CUDA backends only where a GPU driver answers; CPU-only machines skip nvcc.
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo ON || echo OFF)
+HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo ON || echo OFF)
 
-install: venv
+# CUTLASS/CuTe headers of the Hopper path, from the pinned nvidia-cutlass wheel (headers only, no deps).
+CUTLASS_VERSION := 4.2.0.0
+CUTLASS_STAMP   := .deps/cutlass/.stamp-$(CUTLASS_VERSION)
+$(CUTLASS_STAMP): | venv
+	rm -rf .deps/cutlass
+	$(PY) -m pip install -q --no-deps --target .deps/cutlass nvidia-cutlass==$(CUTLASS_VERSION)
+	touch $@
+cutlass: $(CUTLASS_STAMP)
+CUDA_DEPS := $(if $(filter ON,$(HAVE_NVCC)),cutlass,)
+
+install: venv $(if $(filter ON,$(HAVE_GPU)),cutlass,)
 	CMAKE_ARGS="-DS2ATTN_CUDA=$(if $(filter ON,$(HAVE_GPU)),AUTO,OFF) $(CMAKE_ARGS)" \
 	  $(PY) -m pip install -q --no-build-isolation --no-deps .
 
@@ -30,7 +41,7 @@ demo: install
 test: cpp-test cpp-asan-test cpp-example py-test
 
 # Compiles the CUDA backends too where nvcc is present (a compile check on CPU-only machines).
-cpp-test:
+cpp-test: $(CUDA_DEPS)
 	cmake -S . -B $(BUILD)/cpp -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build $(BUILD)/cpp -j $(JOBS)
 	ctest --test-dir $(BUILD)/cpp --output-on-failure

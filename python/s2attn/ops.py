@@ -16,12 +16,13 @@ def _lse_shape(q, cu_seqlens_q):
 
 
 def attention(q, k, v, pattern, *, softmax_scale=None, cu_seqlens_q=None, cu_seqlens_k=None, q_offset=None,
-              return_lse=False, out=None, lse=None, num_threads=0):
+              return_lse=False, out=None, lse=None, num_threads=0, backend="auto"):
     """S2 attention: softmax(scale * q k^T + pattern mask) v.
 
     q [B, Sq, H, D], k/v [B, Sk, Hkv, D] (any strides, last dim contiguous), or varlen [T, H, D] with
     cu_seqlens_q/k int32 [B+1]. Returns out (and lse float32 [B, H, Sq] / [H, Tq] when return_lse).
-    Rows that see no key return 0 and lse -inf.
+    Rows that see no key return 0 and lse -inf. backend: "auto" (the tensors' device and the GPU decide),
+    "cpu", "cuda_sm80" (portable CUDA path) or "cuda_sm90" (Hopper path; an error where it has no kernel).
     """
     if not isinstance(pattern, _s2attn.Pattern):
         raise invalid("pattern", f"an s2attn Pattern, got {type(pattern).__name__}")
@@ -31,13 +32,14 @@ def attention(q, k, v, pattern, *, softmax_scale=None, cu_seqlens_q=None, cu_seq
         lse = empty_like_shape(q, _lse_shape(q, cu_seqlens_q), "float32")
     _s2attn.forward(pattern, native(q, "q"), native(k, "k"), native(v, "v"), native(out, "out"),
                     native(lse, "lse"), softmax_scale, native(cu_seqlens_q, "cu_seqlens_q"),
-                    native(cu_seqlens_k, "cu_seqlens_k"), q_offset, int(num_threads), stream_of(q))
+                    native(cu_seqlens_k, "cu_seqlens_k"), q_offset, int(num_threads), stream_of(q),
+                    str(backend))
     return (out, lse) if return_lse else out
 
 
 def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, cu_seqlens_q=None,
                        cu_seqlens_k=None, q_offset=None, deterministic=False, dq=None, dk=None, dv=None,
-                       num_threads=0):
+                       num_threads=0, backend="auto"):
     """Gradients (dq, dk, dv) of `attention` given dout, the forward's out and lse."""
     if not isinstance(pattern, _s2attn.Pattern):
         raise invalid("pattern", f"an s2attn Pattern, got {type(pattern).__name__}")
@@ -50,5 +52,5 @@ def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, 
                      native(lse, "lse"), native(dout, "dout"), native(dq, "dq"), native(dk, "dk"),
                      native(dv, "dv"), softmax_scale, native(cu_seqlens_q, "cu_seqlens_q"),
                      native(cu_seqlens_k, "cu_seqlens_k"), q_offset, bool(deterministic), int(num_threads),
-                     stream_of(q))
+                     stream_of(q), str(backend))
     return dq, dk, dv

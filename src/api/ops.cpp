@@ -23,8 +23,19 @@ Backend choose_backend(const Device& device, Backend requested) {
   if (cuda::compute_capability(device.index) < 80) {
     throw Unsupported("s2attn's CUDA backends need compute capability 8.0 or newer");
   }
-  // NOTE: the Hopper path (cuda_sm90) is picked here on sm_90 once it exists.
-  return Backend::cuda_sm80;
+  if (requested == Backend::cuda_sm90) {
+#ifdef S2ATTN_WITH_SM90
+    if (cuda::compute_capability(device.index) != 90) {
+      throw InvalidArgument("backend", "cuda_sm90 only on a compute capability 9.0 GPU (H100/H200)");
+    }
+    return Backend::cuda_sm90;
+#else
+    throw Unsupported("s2attn was built without the Hopper (sm_90a) path");
+#endif
+  }
+  if (requested == Backend::cuda_sm80) return Backend::cuda_sm80;
+  // automatic: the Hopper path on sm_90 (per call, where it has a variant), else the portable one
+  return cuda::compute_capability(device.index) == 90 ? Backend::cuda_sm90 : Backend::cuda_sm80;
 #else
   (void)requested;
   throw Unsupported("s2attn was built without a CUDA backend; CUDA tensors cannot be processed");
@@ -38,6 +49,20 @@ void forward(const Pattern& pattern, const TensorView& q, const TensorView& k, c
   const AttentionParams params = make_forward_params(pattern, q, k, v, out, lse, options);
   switch (choose_backend(q.device, options.backend)) {
 #ifdef S2ATTN_WITH_CUDA
+#ifdef S2ATTN_WITH_SM90
+    case Backend::cuda_sm90:
+      if (cuda::forward_sm90_supports(params)) {
+        cuda::forward_sm90(params);
+        return;
+      }
+      if (options.backend == Backend::cuda_sm90) {
+        throw Unsupported("the Hopper path has no forward kernel for this dtype / head dim / block size / pattern");
+      }
+      cuda::forward_sm80(params);
+      return;
+#else
+    case Backend::cuda_sm90: cuda::forward_sm80(params); return;
+#endif
     case Backend::cuda_sm80: cuda::forward_sm80(params); return;
 #endif
     default: cpu::forward(params); return;
@@ -51,6 +76,8 @@ void backward(const Pattern& pattern, const TensorView& q, const TensorView& k, 
       make_backward_params(pattern, q, k, v, out, lse, dout, dq, dk, dv, options);
   switch (choose_backend(q.device, options.backend)) {
 #ifdef S2ATTN_WITH_CUDA
+    // NOTE: the Hopper backward (issue 6) is picked here once it exists; until then the portable one.
+    case Backend::cuda_sm90:
     case Backend::cuda_sm80: cuda::backward_sm80(params); return;
 #endif
     default: cpu::backward(params); return;
@@ -68,6 +95,14 @@ bool backend_available(Backend backend) {
       } catch (const Error&) {
         return false;
       }
+#ifdef S2ATTN_WITH_SM90
+    case Backend::cuda_sm90:
+      try {
+        return cuda::compute_capability(0) == 90;
+      } catch (const Error&) {
+        return false;
+      }
+#endif
 #endif
     default: return false;
   }

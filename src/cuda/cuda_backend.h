@@ -12,4 +12,12 @@ int compute_capability(int device);
 void forward_sm80(const AttentionParams& params);
 void backward_sm80(const AttentionBwdParams& params);
 
+#ifdef S2ATTN_WITH_SM90
+// Hopper-native path (sm_90a: wgmma, TMA, warp specialisation); defined in src/cuda/sm90.
+// forward_sm90_supports: whether a kernel variant for these params is built (dtype, head dim, block size,
+// pattern kind); the dispatcher falls back to the portable path when it is not.
+bool forward_sm90_supports(const AttentionParams& params);
+void forward_sm90(const AttentionParams& params);
+#endif
+
 }  // namespace s2attn::cuda

@@ -53,3 +53,18 @@ target_compile_definitions(s2attn PUBLIC S2ATTN_WITH_CUDA)
 # PUBLIC: whatever links the static s2attn (the tests, the Python extension) links the CUDA runtime too.
 # The static runtime: the extension then needs no libcudart on the loader path, whatever CUDA torch ships.
 target_link_libraries(s2attn PUBLIC CUDA::cudart_static)
+
+# The Hopper-native path (sm_90a: wgmma, TMA): its own object library, compiled for sm_90a only, built when
+# the CUTLASS/CuTe headers are present (`make cutlass` installs the pinned ones into .deps/cutlass).
+set(S2ATTN_CUTLASS_INCLUDE "${CMAKE_CURRENT_SOURCE_DIR}/.deps/cutlass/cutlass_library/source/include"
+  CACHE PATH "CUTLASS/CuTe include directory (from the nvidia-cutlass wheel)")
+set(S2ATTN_SM90 "AUTO" CACHE STRING "Build the Hopper path: AUTO (when the CUTLASS headers are found), ON or OFF")
+if(NOT S2ATTN_SM90 STREQUAL "OFF")
+  if(EXISTS "${S2ATTN_CUTLASS_INCLUDE}/cute/tensor.hpp")
+    include(${CMAKE_CURRENT_LIST_DIR}/sm90/sm90.cmake OPTIONAL)
+  elseif(S2ATTN_SM90 STREQUAL "ON")
+    message(FATAL_ERROR "S2ATTN_SM90=ON but no CUTLASS headers at S2ATTN_CUTLASS_INCLUDE=${S2ATTN_CUTLASS_INCLUDE}")
+  else()
+    message(STATUS "s2attn: no CUTLASS headers (run `make cutlass`); the Hopper path is not built")
+  endif()
+endif()

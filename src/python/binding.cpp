@@ -71,10 +71,20 @@ s2attn::TensorView optional_view(const std::optional<Array>& a, const char* name
   return a ? view_of(*a, name) : s2attn::TensorView{};
 }
 
+s2attn::Backend backend_of(const std::string& name) {
+  if (name == "auto") return s2attn::Backend::automatic;
+  if (name == "cpu") return s2attn::Backend::cpu;
+  if (name == "cuda_sm80") return s2attn::Backend::cuda_sm80;
+  if (name == "cuda_sm90") return s2attn::Backend::cuda_sm90;
+  throw s2attn::InvalidArgument("backend", "one of 'auto', 'cpu', 'cuda_sm80', 'cuda_sm90', got '" + name + "'");
+}
+
 s2attn::AttentionOptions make_options(std::optional<float> scale, const std::optional<InArray>& cu_q,
                                       const std::optional<InArray>& cu_k, std::optional<int64_t> q_offset,
-                                      int num_threads, bool deterministic, uintptr_t stream) {
+                                      int num_threads, bool deterministic, uintptr_t stream,
+                                      const std::string& backend) {
   s2attn::AttentionOptions o;
+  o.backend = backend_of(backend);
   o.softmax_scale = scale;
   o.cu_seqlens_q = optional_view(cu_q, "cu_seqlens_q");
   o.cu_seqlens_k = optional_view(cu_k, "cu_seqlens_k");
@@ -207,8 +217,9 @@ NB_MODULE(_s2attn, m) {
   m.def("forward",
         [](const s2attn::Pattern& pattern, InArray q, InArray k, InArray v, OutArray out,
            std::optional<OutArray> lse, std::optional<float> scale, std::optional<InArray> cu_q,
-           std::optional<InArray> cu_k, std::optional<int64_t> q_offset, int num_threads, uintptr_t stream) {
-          const auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, false, stream);
+           std::optional<InArray> cu_k, std::optional<int64_t> q_offset, int num_threads, uintptr_t stream,
+           const std::string& backend) {
+          const auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, false, stream, backend);
           const auto qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
           const auto ov = view_of(out, "out"), lv = optional_view(lse, "lse");
           nb::gil_scoped_release release;
@@ -216,14 +227,14 @@ NB_MODULE(_s2attn, m) {
         },
         "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "softmax_scale"_a.none(),
         "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "q_offset"_a.none(), "num_threads"_a = 0,
-        "stream"_a = 0);
+        "stream"_a = 0, "backend"_a = "auto");
 
   m.def("backward",
         [](const s2attn::Pattern& pattern, InArray q, InArray k, InArray v, InArray out, InArray lse,
            InArray dout, OutArray dq, OutArray dk, OutArray dv, std::optional<float> scale,
            std::optional<InArray> cu_q, std::optional<InArray> cu_k, std::optional<int64_t> q_offset,
-           bool deterministic, int num_threads, uintptr_t stream) {
-          const auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, deterministic, stream);
+           bool deterministic, int num_threads, uintptr_t stream, const std::string& backend) {
+          const auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, deterministic, stream, backend);
           const auto qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
           const auto ov = view_of(out, "out"), lv = view_of(lse, "lse"), dov = view_of(dout, "dout");
           const auto dqv = view_of(dq, "dq"), dkv = view_of(dk, "dk"), dvv = view_of(dv, "dv");
@@ -232,7 +243,7 @@ NB_MODULE(_s2attn, m) {
         },
         "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a, "dq"_a, "dk"_a, "dv"_a,
         "softmax_scale"_a.none(), "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "q_offset"_a.none(),
-        "deterministic"_a = false, "num_threads"_a = 0, "stream"_a = 0);
+        "deterministic"_a = false, "num_threads"_a = 0, "stream"_a = 0, "backend"_a = "auto");
 
   m.def("backend_available",
         [](const std::string& name) {
