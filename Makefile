@@ -17,6 +17,11 @@ $(VENV)/.stamp: requirements-dev.txt
 
 venv: $(VENV)/.stamp
 
+# PyTorch (CPU use of the pinned wheel) for the s2attn.torch tests; about a minute and 4.6 GB.
+$(VENV)/.torch-stamp: requirements-torch.txt | venv
+	$(PY) -m pip install -q -r requirements-torch.txt
+	touch $@
+
 # The Python package builds its CUDA backends only where a GPU driver answers; CPU-only machines skip nvcc.
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo ON || echo OFF)
 HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo ON || echo OFF)
@@ -61,7 +66,7 @@ cpp-example:
 	cmake --build $(BUILD)/consumer -j $(JOBS)
 	$(BUILD)/consumer/s2attn_example
 
-py-test: install
+py-test: install $(VENV)/.torch-stamp
 	$(PY) -m pytest tests/python -q
 
 bench-cpu: install

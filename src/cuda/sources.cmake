@@ -54,6 +54,9 @@ target_compile_definitions(s2attn PUBLIC S2ATTN_WITH_CUDA)
 # The static runtime: the extension then needs no libcudart on the loader path, whatever CUDA torch ships.
 target_link_libraries(s2attn PUBLIC CUDA::cudart_static)
 
+# Paged-KV inference kernels (decode, chunked prefill, LSE combine): portable, same archs as above.
+include(${CMAKE_CURRENT_SOURCE_DIR}/src/inference/inference_cuda.cmake OPTIONAL)
+
 # The Hopper-native path (sm_90a: wgmma, TMA): its own object library, compiled for sm_90a only, built when
 # the CUTLASS/CuTe headers are present (`make cutlass` installs the pinned ones into .deps/cutlass).
 set(S2ATTN_CUTLASS_INCLUDE "${CMAKE_CURRENT_SOURCE_DIR}/.deps/cutlass/cutlass_library/source/include"
