@@ -1,11 +1,15 @@
 """GPU forward benchmark: s2attn against its peers in the same process (DESIGN.md section 4).
 
-Peers: PyTorch SDPA with the flash backend (FlashAttention-2 code) and the cuDNN backend (dense causal), and
-FlexAttention (torch.compile) with the same S2 block pattern as a BlockMask built at the block level.
+Rows: s2attn's portable path (backend="cuda_sm80", impl s2attn_sm80) and, on an H100/H200, its Hopper path
+(backend="cuda_sm90", impl s2attn_sm90), each on the S2 pattern and on the dense causal pattern (all heads
+dense: impl *_dense, compared with cuDNN); peers: PyTorch SDPA with the flash backend (FlashAttention-2 code)
+and the cuDNN backend (dense causal), and FlexAttention (torch.compile) with the same S2 block pattern as a
+BlockMask built at the block level.
 Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16, V in {8, 16, 32}, S in {8192, 32768}
 (--long adds 131072). Timing: triton.testing.do_bench, median.
 
     python3 bench/gpu_forward.py --out results.json [--long] [--seqlens 8192,32768] [--strides 8,16,32]
+                                 [--no-flex] [--no-sm80]
 
 Reported per row: ms, dense-equivalent TFLOP/s = 4 * B * H * S^2 * D / 2 / t (causal), effective TFLOP/s
 = dense-equivalent x block density (density = visible blocks / causal block triangle; 1 for the dense
@@ -77,7 +81,7 @@ def flex_block_mask(pattern, S, device):
                                     seq_lengths=(S, S))
 
 
-def bench_seqlen(S, strides, rows, errors):
+def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
     torch.manual_seed(0)
     dev = torch.device("cuda")
     # one storage for everyone: [B, H, S, D] (SDPA / Flex layout); s2attn reads it as a [B, S, H, D] view
@@ -97,7 +101,7 @@ def bench_seqlen(S, strides, rows, errors):
             ref_ms = ms
         row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if ref_ms else None
         rows.append(row)
-        print(f"  {name:<22} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
+        print(f"  {name:<18} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
               f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} {note}", flush=True)
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -113,23 +117,55 @@ def bench_seqlen(S, strides, rows, errors):
             errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
             print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
 
+    sm90 = s2attn.backend_available("cuda_sm90")
+    backends = ([("s2attn_sm80", "cuda_sm80")] if sm80_on else []) + ([("s2attn_sm90", "cuda_sm90")] if sm90 else [])
+
+    def s2_rows(name, backend, V, pattern, density, ref=None):
+        """One row per storage (bshd contiguous, bhsd = the peers' storage); err vs `ref` in the note."""
+        try:
+            out_c = s2attn.attention(qc, kc, vc, pattern, backend=backend)
+            note = ""
+            if ref is not None:
+                note = f", rel err vs {ref[0]} {rel_err(out_c, ref[1]):.1e}"
+            add(name, V, do_bench(lambda: s2attn.attention(qc, kc, vc, pattern, out=out_c, backend=backend)),
+                density, "bshd storage" + note)
+            out = s2attn.attention(qs, ks, vs, pattern, backend=backend)
+            add(name, V, do_bench(lambda: s2attn.attention(qs, ks, vs, pattern, out=out, backend=backend)),
+                density, "bhsd storage")
+            return out
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            errors.append(f"{name} S={S} V={V}: {type(e).__name__}: {e}")
+            print(f"  {name} V={V}: failed ({type(e).__name__}: {e})", flush=True)
+            return None
+
+    # dense causal through s2attn (every head dense), against cuDNN / FA2 above
+    dense_pattern = s2attn.dense(H, BS, causal=True)
+    sdpa_ref = F.scaled_dot_product_attention(q[:, :4], k[:, :4], v[:, :4], is_causal=True).transpose(1, 2)
+    for name, backend in backends:
+        out = s2_rows(name + "_dense", backend, 0, dense_pattern, 1.0)
+        if out is not None:
+            rows[-1]["note"] += f", rel err vs sdpa (4 heads) {rel_err(out[:, :, :4], sdpa_ref):.1e}"
+
     flex = None
     try:
-        from torch.nn.attention.flex_attention import flex_attention
+        if flex_on:
+            from torch.nn.attention.flex_attention import flex_attention
 
-        flex = torch.compile(flex_attention, dynamic=False)
+            flex = torch.compile(flex_attention, dynamic=False)
     except Exception as e:  # noqa: BLE001
         errors.append(f"flex import/compile S={S}: {e}")
 
     for V in strides:
         pattern = s2attn.local_stride(H, BS, L, V, causal=True)
         density = float(pattern.density(S))
-        out = s2attn.attention(qs, ks, vs, pattern)
-        add("s2attn", V, do_bench(lambda: s2attn.attention(qs, ks, vs, pattern, out=out)), density,
-            "bhsd storage")
-        out_c = s2attn.attention(qc, kc, vc, pattern)
-        add("s2attn", V, do_bench(lambda: s2attn.attention(qc, kc, vc, pattern, out=out_c)), density,
-            "bshd storage")
+        out, ref = None, None
+        for name, backend in backends:
+            o = s2_rows(name, backend, V, pattern, density, ref)
+            if o is not None and out is None:
+                out = o
+                ref = (name, o.contiguous())
+        if out is None:
+            continue
         if flex is not None:
             try:
                 t0 = time.time()
@@ -161,6 +197,8 @@ def main():
     ap.add_argument("--long", action="store_true", help="add S = 131072")
     ap.add_argument("--seqlens", default="8192,32768")
     ap.add_argument("--strides", default="8,16,32")
+    ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes minutes)")
+    ap.add_argument("--no-sm80", action="store_true", help="skip the portable path's rows")
     args = ap.parse_args()
     seqlens = [int(s) for s in args.seqlens.split(",")] + ([131072] if args.long else [])
     strides = [int(s) for s in args.strides.split(",")]
@@ -176,13 +214,13 @@ def main():
     rows, errors = [], []
     for S in seqlens:
         print(f"S = {S}", flush=True)
-        bench_seqlen(S, strides, rows, errors)
+        bench_seqlen(S, strides, rows, errors, flex_on=not args.no_flex, sm80_on=not args.no_sm80)
     with open(args.out, "w") as f:
         json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
-    print(f"\n{'impl':<12}{'S':>8}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
+    print(f"\n{'impl':<18}{'S':>8}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
     for r in rows:
         sp = f"{r['speedup_vs_sdpa_flash']:.2f}x" if r["speedup_vs_sdpa_flash"] else "-"
-        print(f"{r['impl']:<12}{r['S']:>8}{r['V'] or '-':>4}{r['ms']:>10.3f}{r['dense_equiv_tflops']:>10.1f}"
+        print(f"{r['impl']:<18}{r['S']:>8}{r['V'] or '-':>4}{r['ms']:>10.3f}{r['dense_equiv_tflops']:>10.1f}"
               f"{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))

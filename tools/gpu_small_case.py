@@ -1,6 +1,7 @@
-"""A few small s2attn CUDA forward calls for compute-sanitizer (memcheck, racecheck): odd lengths, every
-block size and head dim, GQA, decode, bidirectional, varlen with an empty sequence and Sq > Sk. Checks
-the outputs against a float64 reference too; exits non-zero on a mismatch.
+"""A few small s2attn CUDA forward and backward calls for compute-sanitizer (memcheck, racecheck): odd
+lengths, every block size and head dim, GQA, decode, bidirectional, varlen with an empty sequence and
+Sq > Sk; the backward in both modes (atomic dQ and deterministic). Checks the outputs against a float64
+reference too; exits non-zero on a mismatch.
 
     compute-sanitizer --tool memcheck python3 tools/gpu_small_case.py
 """
@@ -72,6 +73,29 @@ def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen):
     return check(name, out, ref)
 
 
+def run_backward(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, deterministic, gen):
+    """Backward (dq, dk, dv) against torch autograd of the float64 reference, per sequence."""
+    p = s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q, k, v = (torch.randn(T, h, D, generator=gen).to(dtype).to(DEV) for T, h in ((Tq, H), (Tk, Hkv), (Tk, Hkv)))
+    dout = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
+    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    out, lse = s2attn.attention(q, k, v, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True)
+    got = s2attn.attention_backward(dout, q, k, v, out, lse, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                                    deterministic=deterministic)
+    torch.cuda.synchronize()
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq and sk:
+            x = [t.double().requires_grad_() for t in (q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk])]
+            reference(*x, element_mask(p, sq, sk)).backward(dout[q0:q0 + sq].double())
+            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = (t.grad for t in x)
+        q0, k0 = q0 + sq, k0 + sk
+    return all([check(f"{name} {g}", x, r) for g, x, r in zip(("dq", "dk", "dv"), got, ref)])
+
+
 def main():
     gen = torch.Generator().manual_seed(0)
     ok = True
@@ -81,6 +105,11 @@ def main():
     ok &= run("bidir-bs32-d64", [50], [70], 2, 2, 64, 32, False, torch.float16, gen)
     ok &= run("varlen-bs64-d128", [1, 17, 0, 40, 90], [1, 30, 5, 40, 60], 4, 2, 128, 64, True, torch.bfloat16, gen)
     ok &= run("varlen-bs16-d64", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, gen)
+    ok &= run_backward("bwd-varlen-bs64-d128", [1, 17, 0, 40, 90], [1, 30, 5, 40, 60], 4, 2, 128, 64, True,
+                       torch.bfloat16, False, gen)
+    ok &= run_backward("bwd-varlen-bs16-d64-det", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, True, gen)
+    ok &= run_backward("bwd-bidir-bs128-d64", [77], [77], 2, 2, 64, 128, False, torch.bfloat16, False, gen)
+    ok &= run_backward("bwd-chunk-bs32-d128-det", [50], [130], 4, 2, 128, 32, True, torch.float16, True, gen)
     print("small cases:", "OK" if ok else "MISMATCH")
     return 0 if ok else 1
 

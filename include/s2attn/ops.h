@@ -11,6 +11,7 @@
 //
 // A query row that sees no key gets output 0 and LSE = -inf (never NaN); its gradients are 0.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -30,6 +31,10 @@ struct AttentionOptions {
   int num_threads = 0;                 // CPU: 0 = all hardware threads (or S2ATTN_NUM_THREADS)
   void* stream = nullptr;              // CUDA: cudaStream_t to launch on
   bool deterministic = false;          // backward: bitwise-repeatable gradients
+  // CUDA backward: caller-owned device scratch (uint8, contiguous, 16-byte aligned, on q's device) of at
+  // least backward_workspace_size() bytes. Without one the backward allocates it stream-ordered
+  // (cudaMallocAsync / cudaFreeAsync on `stream`). Ignored by the CPU backend.
+  TensorView workspace;
   Backend backend = Backend::automatic;
 };
 
@@ -42,6 +47,11 @@ void forward(const Pattern& pattern, const TensorView& q, const TensorView& k, c
 void backward(const Pattern& pattern, const TensorView& q, const TensorView& k, const TensorView& v,
               const TensorView& out, const TensorView& lse, const TensorView& dout, const TensorView& dq,
               const TensorView& dk, const TensorView& dv, const AttentionOptions& options = {});
+
+// Bytes of device scratch `backward` needs for these operands and options (the fp32 dQ accumulator and
+// per-row statistics; deterministic mode needs no dQ accumulator). 0 for CPU tensors.
+size_t backward_workspace_size(const Pattern& pattern, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const AttentionOptions& options = {});
 
 // Which backends this build has, and whether the running machine can use them.
 bool backend_available(Backend backend);

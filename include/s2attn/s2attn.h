@@ -5,3 +5,4 @@
 #include "s2attn/ops.h"
 #include "s2attn/pattern.h"
 #include "s2attn/tensor.h"
+#include "s2attn/paged.h"

@@ -39,8 +39,13 @@ def attention(q, k, v, pattern, *, softmax_scale=None, cu_seqlens_q=None, cu_seq
 
 def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, cu_seqlens_q=None,
                        cu_seqlens_k=None, q_offset=None, deterministic=False, dq=None, dk=None, dv=None,
-                       num_threads=0, backend="auto"):
-    """Gradients (dq, dk, dv) of `attention` given dout, the forward's out and lse."""
+                       num_threads=0, backend="auto", workspace=None):
+    """Gradients (dq, dk, dv) of `attention` given dout, the forward's out and lse.
+
+    workspace (CUDA only, optional): a uint8 device buffer of at least `backward_workspace_size(...)` bytes
+    (contiguous, 16-byte aligned); without one the CUDA backward allocates its scratch on the stream.
+    deterministic: bitwise-repeatable gradients (on CUDA, dQ without atomics; somewhat slower).
+    """
     if not isinstance(pattern, _s2attn.Pattern):
         raise invalid("pattern", f"an s2attn Pattern, got {type(pattern).__name__}")
     if lse is None:
@@ -52,5 +57,16 @@ def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, 
                      native(lse, "lse"), native(dout, "dout"), native(dq, "dq"), native(dk, "dk"),
                      native(dv, "dv"), softmax_scale, native(cu_seqlens_q, "cu_seqlens_q"),
                      native(cu_seqlens_k, "cu_seqlens_k"), q_offset, bool(deterministic), int(num_threads),
-                     stream_of(q), str(backend))
+                     stream_of(q), str(backend), native(workspace, "workspace"))
     return dq, dk, dv
+
+
+def backward_workspace_size(q, k, v, pattern, *, cu_seqlens_q=None, cu_seqlens_k=None, q_offset=None,
+                            deterministic=False, backend="auto"):
+    """Bytes of device scratch `attention_backward` needs for these operands (0 for CPU arrays)."""
+    if not isinstance(pattern, _s2attn.Pattern):
+        raise invalid("pattern", f"an s2attn Pattern, got {type(pattern).__name__}")
+    return int(_s2attn.backward_workspace_size(pattern, native(q, "q"), native(k, "k"), native(v, "v"),
+                                               native(cu_seqlens_q, "cu_seqlens_q"),
+                                               native(cu_seqlens_k, "cu_seqlens_k"), q_offset, bool(deterministic),
+                                               str(backend)))

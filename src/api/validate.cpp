@@ -1,6 +1,7 @@
 #include "api/validate.h"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace s2attn {
@@ -102,6 +103,31 @@ const int32_t* cu_seqlens(const char* name, const TensorView& t, const TensorVie
     }
   }
   return cu;
+}
+
+// The caller's workspace for the CUDA backward, if any: uint8, contiguous, 16-byte aligned, large enough.
+void workspace(AttentionBwdParams& p, const AttentionOptions& o, const TensorView& q) {
+  const TensorView& w = o.workspace;
+  if (q.device.type != DeviceType::cuda || !w.defined()) return;  // CPU: no scratch on the device
+  require_same_device("workspace", w, q);
+  if (w.dtype != DType::u8) {
+    throw DTypeMismatch("workspace", std::string("dtype uint8, got ") + dtype_name(w.dtype));
+  }
+  int64_t expect = 1;
+  for (int i = w.ndim - 1; i >= 0; --i) {
+    if (w.shape[i] > 1 && w.stride[i] != expect) throw InvalidArgument("workspace", "a contiguous tensor");
+    expect *= w.shape[i];
+  }
+  if ((reinterpret_cast<uintptr_t>(w.data) & 15) != 0) {
+    throw InvalidArgument("workspace", "a 16-byte aligned data pointer");
+  }
+  const uint64_t need = BackwardWorkspace(p.num_heads, p.total_q, p.head_dim, p.deterministic).bytes();
+  if (static_cast<uint64_t>(w.numel()) < need) {
+    throw InvalidArgument("workspace", "at least " + std::to_string(need) +
+                                           " bytes (backward_workspace_size), got " + std::to_string(w.numel()));
+  }
+  p.workspace = w.data;
+  p.workspace_bytes = static_cast<uint64_t>(w.numel());
 }
 
 }  // namespace
@@ -260,7 +286,18 @@ AttentionBwdParams make_backward_params(const Pattern& pattern, const TensorView
   p.dq = dq.data;
   p.dk = dk.data;
   p.dv = dv.data;
+  p.total_q = varlen ? q.shape[0] : q.shape[0] * q.shape[1];
+  workspace(p, o, q);
   return p;
+}
+
+size_t backward_workspace_size(const Pattern& pattern, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const AttentionOptions& options) {
+  // the forward's checks (q stands in for out: same shape and dtype) give the shapes and a named error
+  const AttentionParams p = make_forward_params(pattern, q, k, v, q, TensorView{}, options);
+  if (q.device.type != DeviceType::cuda) return 0;
+  const int64_t rows = p.cu_seqlens_q ? q.shape[0] : q.shape[0] * q.shape[1];
+  return static_cast<size_t>(BackwardWorkspace(p.num_heads, rows, p.head_dim, options.deterministic).bytes());
 }
 
 }  // namespace s2attn

@@ -59,6 +59,35 @@ struct AttentionBwdParams : AttentionParams {
   void* dk = nullptr;
   void* dv = nullptr;
   SeqStrides dout_stride, dq_stride, dk_stride, dv_stride;
+  // Device scratch of the CUDA backward (BackwardWorkspace below), or null: the backend then allocates
+  // it stream-ordered on `stream`. Validated to hold at least BackwardWorkspace::bytes.
+  void* workspace = nullptr;
+  uint64_t workspace_bytes = 0;
+  int64_t total_q = 0;  // query rows of the operands: batch * seqlen_q, or varlen total_q
+};
+
+// Layout of the CUDA backward's workspace, shared by the front door (its size, for
+// backward_workspace_size) and the kernels (its sections). Per q head h and query row t of the operands
+// (t = b * seqlen_q + r, or the varlen token index), fp32:
+//   lse2[h][t]   the forward's lse in the log2 domain, +inf for a row that saw nothing (P = exp2(s - lse2))
+//   dsum[h][t]   rowsum(dO * O)
+//   dq[h][t][D]  the dQ accumulator (atomics); absent in deterministic mode, where dQ has its own kernel
+// Each section starts on a 256-byte boundary.
+struct BackwardWorkspace {
+  static constexpr uint64_t kAlign = 256;
+  static constexpr uint64_t round_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+  uint64_t stats_floats = 0;  // heads * rows
+  uint64_t dq_floats = 0;     // heads * rows * head_dim, or 0
+
+  BackwardWorkspace(int64_t heads, int64_t rows, int64_t head_dim, bool deterministic)
+      : stats_floats(uint64_t(heads) * uint64_t(rows)),
+        dq_floats(deterministic ? 0 : uint64_t(heads) * uint64_t(rows) * uint64_t(head_dim)) {}
+
+  uint64_t lse2_offset() const { return 0; }
+  uint64_t dsum_offset() const { return round_up(stats_floats * 4); }
+  uint64_t dq_offset() const { return dsum_offset() + round_up(stats_floats * 4); }
+  uint64_t bytes() const { return dq_offset() + round_up(dq_floats * 4); }
 };
 
 }  // namespace s2attn

@@ -71,19 +71,21 @@ inline int64_t count_blocks(BlockIterator it, int32_t lo) {
 // same block pattern see the same key blocks, so their rows can share each key block's load and GEMMs.
 // The largest divisor of the group size whose packed rows (heads * block_size) stay within kMaxPackedRows
 // (cache-sized tiles); 1 when the group's heads have different patterns.
+// rows_per_head: the rows one head contributes (the block size, or fewer when queries are few: decode).
 constexpr int kMaxPackedRows = 256;
-inline int heads_per_task(const AttentionParams& p) {
-  const PatternRules& r = p.pattern;
-  const int G = p.group_size();
-  for (int32_t h = 0; h < p.num_heads; ++h) {
+inline int heads_per_task(const PatternRules& r, int32_t num_heads, int32_t G, int32_t rows_per_head) {
+  for (int32_t h = 0; h < num_heads; ++h) {
     const int32_t h0 = h - h % G;
     const bool same =
         r.use_mask ? mask_head(r, h) == mask_head(r, h0) : pattern_head(r, h) == pattern_head(r, h0);
     if (!same) return 1;
   }
-  int n = std::max(1, std::min(G, kMaxPackedRows / std::max(1, r.block_size)));
+  int n = std::max(1, std::min<int>(G, kMaxPackedRows / std::max(1, rows_per_head)));
   while (G % n != 0) --n;
   return n;
+}
+inline int heads_per_task(const AttentionParams& p) {
+  return heads_per_task(p.pattern, p.num_heads, p.group_size(), p.pattern.block_size);
 }
 
 // One unit of parallel work: sequence b, head h (query head or KV head), block blk (query or key block).

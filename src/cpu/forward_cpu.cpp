@@ -11,6 +11,7 @@
 
 #include "cpu/block_schedule.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/online_softmax.h"
 #include "cpu/scratch.h"
 #include "cpu/thread_pool.h"
 #include "cpu/tile_io.h"
@@ -20,36 +21,6 @@ namespace s2attn::cpu {
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// Online-softmax update of the running max m and sum l (log2 domain) of each query column with the
-// scores st[0, N) x [0, W) (one key per row, -inf where hidden): st becomes the probabilities
-// exp2(st - m_new) and alpha the factor exp2(m_old - m_new) the column's running output must be scaled by.
-// m_use and sum are scratch of W floats.
-void online_softmax(float* __restrict st, int N, int W, float* __restrict m, float* __restrict l,
-                    float* __restrict alpha, float* __restrict m_use, float* __restrict sum) {
-  for (int c = 0; c < W; ++c) m_use[c] = -kInf;
-  for (int r = 0; r < N; ++r) {
-    const float* row = st + int64_t(r) * W;
-    for (int c = 0; c < W; ++c) m_use[c] = std::max(m_use[c], row[c]);
-  }
-  for (int c = 0; c < W; ++c) {
-    const float m_new = std::max(m[c], m_use[c]);
-    const float ref = m_new == -kInf ? 0.f : m_new;  // a column with nothing visible yet stays at 0
-    alpha[c] = fast_exp2(m[c] - ref);
-    m[c] = m_new;
-    m_use[c] = ref;
-    sum[c] = 0.f;
-  }
-  for (int r = 0; r < N; ++r) {
-    float* row = st + int64_t(r) * W;
-    for (int c = 0; c < W; ++c) {
-      const float e = fast_exp2(row[c] - m_use[c]);
-      row[c] = e;
-      sum[c] += e;
-    }
-  }
-  for (int c = 0; c < W; ++c) l[c] = madd(l[c], alpha[c], sum[c]);
-}
 
 // Query block i of the nh q heads h0 .. h0 + nh - 1 (one GQA group, or part of one, sharing the pattern):
 // their rows are packed side by side as the columns of the transposed tiles (column g * M + r is row r of

@@ -12,6 +12,11 @@ set(S2ATTN_CUDA_SOURCES
   src/cuda/sm80/instantiations/forward_sm80_bf16_d128.cu
   src/cuda/sm80/instantiations/forward_sm80_fp16_d64.cu
   src/cuda/sm80/instantiations/forward_sm80_fp16_d128.cu
+  src/cuda/sm80/backward_sm80.cu
+  src/cuda/sm80/instantiations/backward_sm80_bf16_d64.cu
+  src/cuda/sm80/instantiations/backward_sm80_bf16_d128.cu
+  src/cuda/sm80/instantiations/backward_sm80_fp16_d64.cu
+  src/cuda/sm80/instantiations/backward_sm80_fp16_d128.cu
 )
 target_sources(s2attn PRIVATE ${S2ATTN_CUDA_SOURCES})
 

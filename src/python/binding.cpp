@@ -127,6 +127,8 @@ void translate(const std::exception_ptr& p, void*) {
 
 }  // namespace
 
+void bind_paged(nb::module_& m);  // binding_paged.cpp
+
 NB_MODULE(_s2attn, m) {
   m.doc() = "s2attn native extension (use the s2attn package, not this module)";
   nb::register_exception_translator(translate);
@@ -233,8 +235,10 @@ NB_MODULE(_s2attn, m) {
         [](const s2attn::Pattern& pattern, InArray q, InArray k, InArray v, InArray out, InArray lse,
            InArray dout, OutArray dq, OutArray dk, OutArray dv, std::optional<float> scale,
            std::optional<InArray> cu_q, std::optional<InArray> cu_k, std::optional<int64_t> q_offset,
-           bool deterministic, int num_threads, uintptr_t stream, const std::string& backend) {
-          const auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, deterministic, stream, backend);
+           bool deterministic, int num_threads, uintptr_t stream, const std::string& backend,
+           std::optional<OutArray> workspace) {
+          auto o = make_options(scale, cu_q, cu_k, q_offset, num_threads, deterministic, stream, backend);
+          o.workspace = optional_view(workspace, "workspace");
           const auto qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
           const auto ov = view_of(out, "out"), lv = view_of(lse, "lse"), dov = view_of(dout, "dout");
           const auto dqv = view_of(dq, "dq"), dkv = view_of(dk, "dk"), dvv = view_of(dv, "dv");
@@ -243,7 +247,19 @@ NB_MODULE(_s2attn, m) {
         },
         "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a, "dq"_a, "dk"_a, "dv"_a,
         "softmax_scale"_a.none(), "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "q_offset"_a.none(),
-        "deterministic"_a = false, "num_threads"_a = 0, "stream"_a = 0, "backend"_a = "auto");
+        "deterministic"_a = false, "num_threads"_a = 0, "stream"_a = 0, "backend"_a = "auto",
+        "workspace"_a.none() = nb::none());
+
+  m.def("backward_workspace_size",
+        [](const s2attn::Pattern& pattern, InArray q, InArray k, InArray v, std::optional<InArray> cu_q,
+           std::optional<InArray> cu_k, std::optional<int64_t> q_offset, bool deterministic,
+           const std::string& backend) {
+          const auto o = make_options(std::nullopt, cu_q, cu_k, q_offset, 0, deterministic, 0, backend);
+          const auto qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
+          return s2attn::backward_workspace_size(pattern, qv, kv, vv, o);
+        },
+        "pattern"_a, "q"_a, "k"_a, "v"_a, "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "q_offset"_a.none(),
+        "deterministic"_a = false, "backend"_a = "auto");
 
   m.def("backend_available",
         [](const std::string& name) {
@@ -253,4 +269,5 @@ NB_MODULE(_s2attn, m) {
           throw s2attn::InvalidArgument("backend", "one of 'cpu', 'cuda_sm80', 'cuda_sm90', got '" + name + "'");
         },
         "name"_a);
+  bind_paged(m);
 }

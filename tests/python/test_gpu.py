@@ -415,9 +415,196 @@ def test_float32_is_unsupported(gen):
         s2attn.attention(q, k, v, s2attn.dense(2, 16))
 
 
-def test_backward_is_unsupported(gen):
+def test_backward_block_mask_pattern_is_unsupported(gen):
     q, k, v = _qkv(gen)
-    p = s2attn.dense(2, 16)
-    out, lse = s2attn.attention(q, k, v, p, return_lse=True)
-    with pytest.raises(s2attn.UnsupportedError, match="backward"):
-        s2attn.attention_backward(torch.ones_like(out), q, k, v, out, lse, p)
+    p = s2attn.block_mask_pattern(np.tril(np.ones((4, 4), np.uint8)), 2, 16)
+    lse = torch.zeros(1, 2, 64, dtype=torch.float32, device=DEV)
+    with pytest.raises(s2attn.UnsupportedError, match="block-mask"):
+        s2attn.attention_backward(torch.ones_like(q), q, k, v, q, lse, p)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# backward: dq, dk, dv against torch autograd of the float64 dense masked reference
+
+
+GRAD_TOL = 1e-2
+
+
+def ref_backward(q, k, v, dout, mask, scale):
+    """float64 gradients of ref_attention's out for the cotangent dout (rows that see nothing: 0)."""
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    out, _ = ref_attention(q64, k64, v64, mask, scale)
+    out.backward(dout.double())
+    return q64.grad, k64.grad, v64.grad
+
+
+def check_grads(got, ref):
+    for name, x, r in zip(("dq", "dk", "dv"), got, ref):
+        check(name, x, r, GRAD_TOL)
+
+
+def run_backward(q, k, v, pattern, layout, deterministic=False, **kw):
+    """Forward on the GPU, then backward into NaN-poisoned gradients stored in `layout`. Returns
+    (dout, (dq, dk, dv))."""
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+    dout = to_layout(torch.randn(out.shape, device=DEV).to(out.dtype), layout)
+    poisoned = [to_layout(torch.zeros_like(x), layout).fill_(float("nan")) for x in (q, k, v)]
+    dq, dk, dv = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=deterministic,
+                                           dq=poisoned[0], dk=poisoned[1], dv=poisoned[2], **kw)
+    torch.cuda.synchronize()
+    assert dq is poisoned[0] and dk is poisoned[1] and dv is poisoned[2]
+    return dout, (dq, dk, dv)
+
+
+BWD_CASES = CASES[::2] + [
+    _c(1, 130, 130, 4, 1, 128, "rules", 32, causal=False),  # MQA, bidirectional with rules
+    _c(2, 64, 64, 2, 2, 64, "dense", 16),
+    _c(1, 500, 500, 8, 2, 128, "ls_pq", 64),
+    _c(1, 257, 257, 4, 2, 64, "paper", 128),
+]
+
+
+def case_inputs(c, dtype, gen):
+    """pattern, q, k, v (fresh random, in the case's layout), the op's keyword arguments, scale, element mask."""
+    B, Sq, Sk, H, Hkv, D = c["B"], c["Sq"], c["Sk"], c["H"], c["Hkv"], c["D"]
+    pattern = make_pattern(c["pattern"], H, Hkv, c["bs"], c["causal"])
+    q = randn(gen, (B, Sq, H, D), dtype, c["layout"])
+    k = randn(gen, (B, Sk, Hkv, D), dtype, c["layout"])
+    v = randn(gen, (B, Sk, Hkv, D), dtype, c["layout"])
+    kw = dict(softmax_scale=c["scale"], q_offset=c["q_offset"])
+    scale = c["scale"] if c["scale"] is not None else 1.0 / math.sqrt(D)
+    return pattern, q, k, v, kw, scale, element_mask(pattern, Sq, Sk, c["q_offset"])
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", BWD_CASES, ids=[case_id(c) for c in BWD_CASES])
+def test_backward_matches_reference(c, dtype, gen):
+    pattern, q, k, v, kw, scale, mask = case_inputs(c, dtype, gen)
+    dout, got = run_backward(q, k, v, pattern, c["layout"], **kw)
+    check_grads(got, ref_backward(q, k, v, dout, mask, scale))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", BWD_CASES[::4], ids=[case_id(c) for c in BWD_CASES[::4]])
+def test_backward_deterministic_matches_reference_and_repeats(c, dtype, gen):
+    pattern, q, k, v, kw, scale, mask = case_inputs(c, dtype, gen)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    runs = [s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, **kw) for _ in range(3)]
+    torch.cuda.synchronize()
+    for r in runs[1:]:
+        for a, b in zip(runs[0], r):
+            assert torch.equal(a, b), "deterministic backward differs between runs"
+    check_grads(runs[0], ref_backward(q, k, v, dout, mask, scale))
+
+
+def test_backward_deterministic_is_bitwise_repeatable_at_scale(gen):
+    # many key tiles add into each dQ row (vertical blocks): where atomics would reorder sums
+    pattern = make_pattern("paper", 8, 2, 64, True)
+    q, k, v = (randn(gen, (1, 4096, h, 128), "bf16") for h in (8, 2, 2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    a = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True)
+    b = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True)
+    c = s2attn.attention_backward(dout, q, k, v, out, lse, pattern)  # atomics: close, not necessarily equal
+    torch.cuda.synchronize()
+    for x, y, z in zip(a, b, c):
+        assert torch.equal(x, y)
+        check("deterministic vs atomic", x, z, 1e-2)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("vc", VARLEN_CASES, ids=[f"varlen{i}" for i in range(len(VARLEN_CASES))])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_varlen_matches_reference(vc, dtype, deterministic, gen):
+    lens_q, lens_k, H, Hkv, D, kind, bs, causal, layout, q_offset = vc
+    pattern = make_pattern(kind, H, Hkv, bs, causal)
+    cu_q = torch.tensor([0] + list(np.cumsum(lens_q)), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + list(np.cumsum(lens_k)), dtype=torch.int32, device=DEV)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q = randn(gen, (Tq, H, D), dtype, layout)
+    k = randn(gen, (Tk, Hkv, D), dtype, layout)
+    v = randn(gen, (Tk, Hkv, D), dtype, layout)
+    kw = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, q_offset=q_offset)
+    dout, got = run_backward(q, k, v, pattern, layout, deterministic=deterministic, **kw)
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq and sk:
+            m = element_mask(pattern, sq, sk, q_offset)
+            g = ref_backward(q[None, q0:q0 + sq], k[None, k0:k0 + sk], v[None, k0:k0 + sk],
+                             dout[None, q0:q0 + sq], m, 1 / math.sqrt(D))
+            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = g[0][0], g[1][0], g[2][0]
+        q0, k0 = q0 + sq, k0 + sk
+    check_grads(got, ref)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_rows_without_visible_keys_give_zero_gradients(dtype, deterministic, gen):
+    H, D, bs = 4, 64, 16
+    pattern = s2attn.local_stride(H, bs, 2, 1024, causal=True, head_sliding_offset=1)  # no vertical block < 255
+    q = randn(gen, (1, 40, H, D), dtype)
+    k = randn(gen, (1, 50, H, D), dtype)
+    v = randn(gen, (1, 50, H, D), dtype)
+    kw = dict(q_offset=50 + 4 * bs)  # every query sees nothing
+    dout, (dq, dk, dv) = run_backward(q, k, v, pattern, "bshd", deterministic=deterministic, **kw)
+    assert torch.all(dq == 0) and torch.all(dk == 0) and torch.all(dv == 0)
+    # Sq > Sk under causality: the first 20 rows see nothing (lse -inf), the others see keys
+    q = randn(gen, (1, 70, H, D), dtype)
+    p = s2attn.dense(H, bs)
+    dout, got = run_backward(q, k, v, p, "bshd", deterministic=deterministic)
+    assert torch.all(got[0][:, :20] == 0)
+    check_grads(got, ref_backward(q, k, v, dout, element_mask(p, 70, 50), 1 / math.sqrt(D)))
+
+
+def test_backward_zero_queries_gives_zero_dk_dv(gen):
+    pattern = make_pattern("ls", 2, 2, 16, True)
+    q = randn(gen, (1, 0, 2, 64), "bf16")
+    k = randn(gen, (1, 40, 2, 64), "bf16")
+    v = randn(gen, (1, 40, 2, 64), "bf16")
+    lse = torch.zeros(1, 2, 0, dtype=torch.float32, device=DEV)
+    dk, dv = nan_like(k), nan_like(v)
+    s2attn.attention_backward(q, q, k, v, q, lse, pattern, dq=torch.empty_like(q), dk=dk, dv=dv)
+    torch.cuda.synchronize()
+    assert torch.all(dk == 0) and torch.all(dv == 0)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_caller_workspace(deterministic, gen):
+    pattern = make_pattern("rules", 8, 2, 32, True)
+    q, k, v = (randn(gen, (2, 300, h, 64), "fp16") for h in (8, 2, 2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    size = s2attn.backward_workspace_size(q, k, v, pattern, deterministic=deterministic)
+    assert size > 0
+    assert s2attn.backward_workspace_size(q.cpu(), k.cpu(), v.cpu(), pattern) == 0
+    ws = torch.full((size,), 0xFF, dtype=torch.uint8, device=DEV)  # garbage: the backward initialises it
+    got = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=deterministic, workspace=ws)
+    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=deterministic)
+    torch.cuda.synchronize()
+    for a, b in zip(got, want):
+        if deterministic:
+            assert torch.equal(a, b)
+        else:
+            check("with workspace", a, b, 1e-3)
+    with pytest.raises(s2attn.InvalidArgumentError) as e:
+        s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=deterministic,
+                                  workspace=ws[: size - 1])
+    assert e.value.argument == "workspace"
+
+
+def test_backward_runs_on_the_current_stream(gen):
+    pattern = make_pattern("paper", 8, 2, 64, True)
+    q, k, v = (randn(gen, (1, 2048, h, 128), "bf16") for h in (8, 2, 2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        got = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True)
+        got = [x.clone() for x in got]  # ordered after the kernels only if they ran on `s`
+    torch.cuda.synchronize()
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)

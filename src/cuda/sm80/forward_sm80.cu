@@ -115,6 +115,4 @@ void forward_sm80(const AttentionParams& p) {
   }
 }
 
-void backward_sm80(const AttentionBwdParams&) { throw Unsupported("CUDA backward is not built yet"); }
-
 }  // namespace s2attn::cuda

@@ -1,0 +1,181 @@
+"""GPU forward+backward benchmark: s2attn against its peers in the same process (DESIGN.md section 4).
+
+Peers (dense causal): PyTorch SDPA with the flash backend (FlashAttention-2 code) and the cuDNN backend; and
+FlexAttention (torch.compile) with the same S2 block pattern as a BlockMask (built as in gpu_forward.py, whose
+helpers and shape constants this script imports). Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16,
+V in {8, 16, 32}, S in {8192, 32768} (--long adds 131072); --gqa adds DESIGN's GQA shape (H 32 : Hkv 8,
+D=64, block 128). Timing: triton.testing.do_bench, median.
+
+    python3 bench/gpu_backward.py --out results.json [--long] [--gqa] [--no-flex] [--seqlens ..] [--strides ..]
+
+Rows: fwd+bwd (the forward returning lse, then the backward; the peers through autograd) and, for s2attn,
+bwd alone and the deterministic mode. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
+S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
+TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_forward as fwd  # noqa: E402  (shape constants, do_bench, driver_version, flex_block_mask)
+
+import s2attn  # noqa: E402
+
+FACTOR = {"fwd+bwd": 3.5, "bwd": 2.5}
+
+
+def dense_tflops(B, H, S, D, ms, mode):
+    return FACTOR[mode] * 4.0 * B * H * S * S * D / 2.0 / (ms * 1e-3) / 1e12
+
+
+def bench_shape(cfg, S, strides, rows, errors, flex_on):
+    B, H, Hkv, D, BS, L = cfg["B"], cfg["H"], cfg["Hkv"], cfg["D"], cfg["BS"], cfg["L"]
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    # [B, H, S, D] storage (SDPA / Flex layout); s2attn reads it as a [B, S, H, D] view
+    q = torch.randn(B, H, S, D, device=dev, dtype=fwd.DTYPE, requires_grad=True)
+    k = torch.randn(B, Hkv, S, D, device=dev, dtype=fwd.DTYPE, requires_grad=True)
+    v = torch.randn(B, Hkv, S, D, device=dev, dtype=fwd.DTYPE, requires_grad=True)
+    dout = torch.randn(B, H, S, D, device=dev, dtype=fwd.DTYPE)
+    ref_ms = None
+
+    def add(name, V, mode, ms, density, note=""):
+        nonlocal ref_ms
+        dense_eq = dense_tflops(B, H, S, D, ms, mode)
+        row = dict(impl=name, mode=mode, S=S, V=V, B=B, H=H, Hkv=Hkv, D=D, block=BS, ms=ms,
+                   dense_equiv_tflops=dense_eq, density=density, effective_tflops=dense_eq * density, note=note)
+        if name == "sdpa_flash" and mode == "fwd+bwd":
+            ref_ms = ms
+        row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if (ref_ms and mode == "fwd+bwd") else None
+        rows.append(row)
+        print(f"  {name:<22} {mode:<8} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
+              f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} {note}", flush=True)
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    gqa = {"enable_gqa": True} if Hkv != H else {}
+    for name, backend in (("sdpa_flash", "FLASH_ATTENTION"), ("sdpa_cudnn", "CUDNN_ATTENTION")):
+        try:
+            with sdpa_kernel(getattr(SDPBackend, backend)):
+                def step():
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
+                    return torch.autograd.grad(o, (q, k, v), dout)
+                step()
+                add(name, 0, "fwd+bwd", fwd.do_bench(step), 1.0)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
+            print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
+
+    flex = None
+    if flex_on:
+        try:
+            from torch.nn.attention.flex_attention import flex_attention
+
+            flex = torch.compile(flex_attention, dynamic=False)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"flex import/compile S={S}: {e}")
+
+    qs, ks, vs, gs = (x.detach().transpose(1, 2) for x in (q, k, v, dout))  # [B, S, H, D] views
+    for V in strides:
+        pattern = s2attn.local_stride(H, BS, L, V, causal=True, num_kv_heads=Hkv)
+        density = float(pattern.density(S))
+        out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
+        grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
+        ws = {}
+        for det in (False, True):
+            n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det)
+            ws[det] = torch.empty(n, dtype=torch.uint8, device=dev)
+
+        def s2_bwd(det=False):
+            s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern, deterministic=det, dq=grads[0],
+                                      dk=grads[1], dv=grads[2], workspace=ws[det])
+
+        def s2_step(det=False):
+            s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True)
+            s2_bwd(det)
+
+        add("s2attn", V, "fwd+bwd", fwd.do_bench(s2_step), density, "bhsd storage")
+        add("s2attn", V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage")
+        add("s2attn_deterministic", V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density, "bhsd storage")
+        if flex is not None:
+            try:
+                t0 = time.time()
+                fwd.BS = BS  # flex_block_mask reads the block size from gpu_forward's module constant
+                bmask = fwd.flex_block_mask(pattern, S, dev)
+                kw = {"enable_gqa": True} if Hkv != H else {}
+
+                def flex_step():
+                    o = flex(q, k, v, block_mask=bmask, **kw)
+                    return torch.autograd.grad(o, (q, k, v), dout)
+
+                fg = flex_step()
+                torch.cuda.synchronize()
+                compile_s = time.time() - t0
+                err = max(fwd.rel_err(a.transpose(1, 2), b) for a, b in zip(grads, fg))
+                add("flex", V, "fwd+bwd", fwd.do_bench(flex_step), density,
+                    f"compile {compile_s:.0f}s, s2attn vs flex grad rel err {err:.1e}")
+                rows[-1]["s2attn_vs_flex_grad_rel_err"] = err
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"flex S={S} V={V}: {type(e).__name__}: {e}")
+                print(f"  flex V={V}: failed ({type(e).__name__}: {e})", flush=True)
+    del q, k, v, dout
+    torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="gpu_backward.json")
+    ap.add_argument("--long", action="store_true", help="add S = 131072")
+    ap.add_argument("--gqa", action="store_true", help="add H 32 : Hkv 8, D 64, block 128")
+    ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes a while)")
+    ap.add_argument("--seqlens", default="8192,32768")
+    ap.add_argument("--strides", default="8,16,32")
+    args = ap.parse_args()
+    seqlens = [int(s) for s in args.seqlens.split(",")] + ([131072] if args.long else [])
+    strides = [int(s) for s in args.strides.split(",")]
+    base = fwd.BS
+    configs = [dict(B=fwd.B, H=fwd.H, Hkv=fwd.H, D=fwd.D, BS=base, L=fwd.L)]
+    if args.gqa:
+        configs.append(dict(B=fwd.B, H=32, Hkv=8, D=64, BS=128, L=fwd.L * base // 128))
+    import triton
+
+    meta = dict(gpu=torch.cuda.get_device_name(), driver=fwd.driver_version(), cuda=torch.version.cuda,
+                torch=torch.__version__, triton=triton.__version__, s2attn=s2attn.__version__,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                command=" ".join([sys.executable] + sys.argv), dtype="bf16", causal=True, configs=configs,
+                flops="dense causal 4*B*H*S^2*D/2 per forward; fwd+bwd x3.5, bwd x2.5; effective = x density",
+                timing="triton.testing.do_bench median (warmup 25 ms, rep 200 ms)")
+    print(json.dumps(meta, indent=1), flush=True)
+    rows, errors = [], []
+    for cfg in configs:
+        for S in seqlens:
+            print(f"S = {S}  {cfg}", flush=True)
+            try:
+                bench_shape(cfg, S, strides, rows, errors, not args.no_flex)
+            except Exception as e:  # noqa: BLE001 - e.g. out of memory at 128k: report, go on
+                errors.append(f"S={S} {cfg}: {type(e).__name__}: {e}")
+                print(f"  failed: {type(e).__name__}: {e}", flush=True)
+                torch.cuda.empty_cache()
+    fwd.BS = base
+    with open(args.out, "w") as f:
+        json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
+    print(f"\n{'impl':<22}{'mode':<9}{'S':>7}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
+    for r in rows:
+        sp = f"{r['speedup_vs_sdpa_flash']:.2f}x" if r["speedup_vs_sdpa_flash"] else "-"
+        print(f"{r['impl']:<22}{r['mode']:<9}{r['S']:>7}{r['V'] or '-':>4}{r['ms']:>10.3f}"
+              f"{r['dense_equiv_tflops']:>10.1f}{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
+    if errors:
+        print("\nerrors:\n  " + "\n  ".join(errors))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

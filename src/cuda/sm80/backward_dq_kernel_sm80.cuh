@@ -1,0 +1,254 @@
+// dQ of the portable backward in deterministic mode: Q-stationary, the forward's geometry and key-tile walk
+// (forward_kernel_sm80.cuh, key_tiles_sm80.cuh). One CTA of 4 warps per (query tile of 64 rows, head,
+// sequence); per visible key tile, each warp (16 rows) recomputes
+//   S = Q K^T,  P = exp2(S * scale * log2e - lse2),  dP = dO V^T,  dS = P * (dP - dsum)
+// and accumulates dQ += dS K in fp32 registers; dQ * scale is written once. Each dQ element is then the
+// sum of its terms in one fixed order (key tiles ascending, in one thread), whatever the schedule:
+// bitwise repeatable, with no atomics and no dQ workspace, for the price of recomputing S and dP (the
+// KV kernel skips its dQ part in this mode: 7 GEMMs per visible tile instead of 5).
+//
+// Shared memory: [Q][dO][K0][V0][K1][V1], rows of D XOR-swizzled as in the forward.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/attention_params.h"
+#include "cuda/common/numeric.cuh"
+#include "cuda/common/ptx_sm80.cuh"
+#include "cuda/common/seq_geometry.cuh"
+#include "cuda/sm80/backward_traits_sm80.h"
+#include "cuda/sm80/forward_kernel_sm80.cuh"  // swizzle, load_rows, fast_exp2, kLog2e
+#include "cuda/sm80/key_tiles_sm80.cuh"
+
+namespace s2attn::cuda {
+
+// One key tile: S, P, dP, dS, dQ += dS K. l2, ds: lse2 and dsum of this thread's rows (hf = 0, 1).
+template <class T, bool kMask>
+__device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQkSteps][4], const typename T::Elem* sdO,
+                                        const typename T::Elem* sK, const typename T::Elem* sV,
+                                        float (&dq)[T::kDTiles][4], const float (&l2)[2], const float (&ds)[2],
+                                        float scale_log2, int k0, int len_k, bool causal, uint32_t vis,
+                                        const int (&pos)[2], const uint32_t (&rowbit)[2]) {
+  using Elem = typename T::Elem;
+  constexpr int kD = T::kHeadDim;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  // The tile's keys in chunks of kKeyChunk (registers: S and dP of one chunk at a time); per chunk,
+  // S = Q K^T and dP = dO V^T (m16 = the warp's rows, n = the chunk's keys, k = D), P and dS, dQ += dS K.
+#pragma unroll 1  // one chunk's registers at a time (unrolled, ptxas interleaves the chunks and spills)
+  for (int kc = 0; kc < T::kBlockN / T::kKeyChunk; ++kc) {
+    float s[T::kChunkTiles][4], dp[T::kChunkTiles][4];
+#pragma unroll
+    for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nn][e] = dp[nn][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < T::kQkSteps; ++ks) {
+      uint32_t oa[4];
+      ldmatrix_x4(oa, smem_addr(sdO + swizzle<kD>(warp * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+#pragma unroll
+      for (int np = 0; np < T::kChunkTiles / 2; ++np) {
+        uint32_t kb[4], vb[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
+        const int row = kc * T::kKeyChunk + np * 16 + (lane >> 4) * 8 + (lane & 7);
+        ldmatrix_x4(kb, smem_addr(sK + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+        ldmatrix_x4(vb, smem_addr(sV + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+        mma_16816<Elem>(s[2 * np], qf[ks], kb[0], kb[1]);
+        mma_16816<Elem>(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+        mma_16816<Elem>(dp[2 * np], oa, vb[0], vb[1]);
+        mma_16816<Elem>(dp[2 * np + 1], oa, vb[2], vb[3]);
+      }
+    }
+
+    // P and dS; element (nn, e): row hf = e / 2 of this thread, key k0 + kc * kKeyChunk + nn * 8 +
+    // 2 * (lane % 4) + e % 2.
+#pragma unroll
+    for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int hf = e >> 1;
+        float p = fast_exp2(s[nn][e] * scale_log2 - l2[hf]);
+        if constexpr (kMask) {
+          const int t = k0 + kc * T::kKeyChunk + nn * 8 + (lane & 3) * 2 + (e & 1);
+          const bool visible = (vis & rowbit[hf]) != 0 && t < len_k && (!causal || t <= pos[hf]);
+          if (!visible) p = 0.f;
+        }
+        dp[nn][e] = p * (dp[nn][e] - ds[hf]);
+      }
+
+    // dQ += dS K: the accumulators of n8 tiles 2kk and 2kk+1 are the A fragment of k16 step kk (keys);
+    // K ([key][d] in shared memory) is the B operand: transposed loads.
+#pragma unroll
+    for (int kk = 0; kk < T::kChunkTiles / 2; ++kk) {
+      uint32_t da[4];
+      da[0] = pack2<Elem>(dp[2 * kk][0], dp[2 * kk][1]);
+      da[1] = pack2<Elem>(dp[2 * kk][2], dp[2 * kk][3]);
+      da[2] = pack2<Elem>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+      da[3] = pack2<Elem>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      const int row = kc * T::kKeyChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dd = 0; dd < T::kDTiles / 2; ++dd) {
+        uint32_t kb[4];
+        ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, dd * 2 + (lane >> 4))));
+        mma_16816<Elem>(dq[2 * dd], da, kb[0], kb[1]);
+        mma_16816<Elem>(dq[2 * dd + 1], da, kb[2], kb[3]);
+      }
+    }
+  }
+}
+
+// Grid: as the forward's, ((b * Hkv + hk) * query_tiles + x) * G + g for q head h = hk * G + g, x counting
+// query tiles from the sequence's last one.
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
+    backward_dq_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int query_tiles, const float* lse2,
+                            const float* dsum) {
+  using Elem = typename T::Elem;
+  constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kD = T::kHeadDim;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned
+  Elem* sQ = reinterpret_cast<Elem*>(smem_raw);
+  Elem* sdO = sQ + T::kQElems;
+  Elem* sKV = sdO + T::kQElems;  // stage s: K at sKV + 2s * kTileElems, V right after
+
+  const int group = params.num_heads / params.num_kv_heads;
+  int lin = static_cast<int>(blockIdx.x);
+  const int in_group = lin % group;
+  lin /= group;
+  const int x = lin % query_tiles;
+  lin /= query_tiles;
+  const int hk = lin % params.num_kv_heads;
+  const int b = lin / params.num_kv_heads;
+  const int h = hk * group + in_group;
+
+  const SeqGeometry g = seq_geometry(params, b);
+  if (g.len_q <= 0) return;
+  const int tile_first = floor_div(g.offset, kBlockM);
+  const int tile_last = floor_div(g.offset + g.len_q - 1, kBlockM);
+  if (x > tile_last - tile_first) return;
+  const int t0 = (tile_last - x) * kBlockM;  // absolute position of the CTA's row 0
+  const int pos_lo = max(t0, g.offset);      // the sequence's rows: positions [pos_lo, pos_hi)
+  const int pos_hi = min(t0 + kBlockM, g.offset + g.len_q);
+  const PatternRules& pattern = params.pattern;
+  const int bs = pattern.block_size;
+  const bool causal = pattern.causal != 0;
+
+  const int rb_rows = min(bs, kBlockM);
+  const int first_block = floor_div(t0, bs);
+  uint32_t active = 0;
+  for (int r = 0; r * rb_rows < kBlockM; ++r) {
+    const int lo = t0 + r * rb_rows;
+    if (max(lo, pos_lo) < min(lo + rb_rows, pos_hi)) active |= 1u << r;
+  }
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch + g.q_begin * params.q_stride.seq +
+                  h * params.q_stride.head;
+  const Elem* dout = static_cast<const Elem*>(params.dout) + b * params.dout_stride.batch +
+                     g.q_begin * params.dout_stride.seq + h * params.dout_stride.head;
+  const Elem* k = static_cast<const Elem*>(params.k) + b * params.k_stride.batch + g.k_begin * params.k_stride.seq +
+                  hk * params.k_stride.head;
+  const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
+                  hk * params.v_stride.head;
+
+  KeyTiles<kBlockN> tiles;
+  tiles.init(pattern, h, first_block, active, g.len_k, pos_hi - 1);
+
+  // Prologue: Q and dO (group 1) and the first K/V tile (group 2) in flight together.
+  const int r0 = t0 - g.offset, r_lo = pos_lo - g.offset, r_hi = pos_hi - g.offset;
+  load_rows<T, kBlockM>(sQ, q, params.q_stride.seq, r0, r_lo, r_hi, params.q);
+  load_rows<T, kBlockM>(sdO, dout, params.dout_stride.seq, r0, r_lo, r_hi, params.dout);
+  cp_async_commit();
+  bool have = tiles.first();
+  if (have) {
+    const int k1 = tiles.key_start();
+    load_rows<T, kBlockN>(sKV, k, params.k_stride.seq, k1, 0, g.len_k, params.k);
+    load_rows<T, kBlockN>(sKV + T::kTileElems, v, params.v_stride.seq, k1, 0, g.len_k, params.v);
+  }
+  cp_async_commit();
+
+  // This thread's rows hf = 0, 1: tile row warp * 16 + hf * 8 + lane / 4; their statistics (a row outside
+  // the sequence gets lse2 = +inf: P = 0).
+  int pos[2];
+  uint32_t rowbit[2];
+  float l2[2], ds[2];
+  const int64_t row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = warp * 16 + hf * 8 + lane / 4;
+    pos[hf] = t0 + row;
+    rowbit[hf] = 1u << (row / rb_rows);
+    const bool valid = pos[hf] >= pos_lo && pos[hf] < pos_hi;
+    const int64_t at = int64_t(h) * params.total_q + row_base + (pos[hf] - g.offset);
+    l2[hf] = valid ? lse2[at] : INFINITY;
+    ds[hf] = valid ? dsum[at] : 0.f;
+  }
+
+  cp_async_wait<1>();
+  __syncthreads();
+  uint32_t qf[T::kQkSteps][4];
+#pragma unroll
+  for (int ks = 0; ks < T::kQkSteps; ++ks) {
+    ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<kD>(warp * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+  }
+
+  float dq[T::kDTiles][4];
+#pragma unroll
+  for (int dn = 0; dn < T::kDTiles; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dq[dn][e] = 0.f;
+
+  const float scale_log2 = params.scale * kLog2e;
+  int stage = 0;
+  while (have) {
+    const int k0 = tiles.key_start();
+    const uint32_t vis = tiles.vis;
+    cp_async_wait<0>();
+    __syncthreads();  // this tile has landed; every warp is done with the other stage
+    have = tiles.next();
+    if (have) {
+      Elem* next = sKV + (stage ^ 1) * 2 * T::kTileElems;
+      const int k1 = tiles.key_start();
+      load_rows<T, kBlockN>(next, k, params.k_stride.seq, k1, 0, g.len_k, params.k);
+      load_rows<T, kBlockN>(next + T::kTileElems, v, params.v_stride.seq, k1, 0, g.len_k, params.v);
+    }
+    cp_async_commit();
+    const Elem* sK = sKV + stage * 2 * T::kTileElems;
+    const bool full =
+        (vis & active) == active && k0 + kBlockN <= g.len_k && (!causal || k0 + kBlockN - 1 <= pos_lo);
+    if (full) {
+      dq_tile<T, false>(qf, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos, rowbit);
+    } else {
+      dq_tile<T, true>(qf, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos, rowbit);
+    }
+    stage ^= 1;
+  }
+
+  // Epilogue: dQ * scale through this warp's rows of the Q tile, 16-byte stores of the sequence's rows.
+  cp_async_wait<0>();
+  __syncthreads();  // all warps are past their last read of shared memory
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = warp * 16 + hf * 8 + lane / 4;
+#pragma unroll
+    for (int dn = 0; dn < T::kDTiles; ++dn) {
+      *reinterpret_cast<uint32_t*>(sQ + swizzle<kD>(row, dn) + (lane & 3) * 2) =
+          pack2<Elem>(dq[dn][2 * hf] * params.scale, dq[dn][2 * hf + 1] * params.scale);
+    }
+  }
+  __syncwarp();
+  Elem* dqp = static_cast<Elem*>(params.dq) + b * params.dq_stride.batch + g.q_begin * params.dq_stride.seq +
+              h * params.dq_stride.head;
+  constexpr int kPerLane = 16 * T::kChunks / 32;
+#pragma unroll
+  for (int it = 0; it < kPerLane; ++it) {
+    const int idx = lane + it * 32;
+    const int row = warp * 16 + idx / T::kChunks, ch = idx % T::kChunks;
+    const int p = t0 + row;
+    if (p >= pos_lo && p < pos_hi) {
+      *reinterpret_cast<uint4*>(dqp + int64_t(p - g.offset) * params.dq_stride.seq + ch * 8) =
+          *reinterpret_cast<const uint4*>(sQ + swizzle<kD>(row, ch));
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,357 @@
+// The portable (sm_80+) S2 backward, KV-stationary (FlashAttention-2 style): one CTA of 4 warps per
+// (key tile of 64 keys, KV head, sequence). K and V of the tile sit in shared memory for the whole CTA;
+// it walks, for each q head of the group, the query steps that see its key blocks (BackwardWalk), with Q,
+// dO and the rows' statistics double-buffered by cp.async. Per step, each warp (16 keys) computes on
+// mma.sync m16n8k16:
+//   S^T = K Q^T,  P^T = exp2(S^T * scale * log2e - lse2)   (lse2: the forward's lse in log2 units)
+//   dP^T = V dO^T,  dS^T = P^T * (dP^T - dsum)             (dsum = rowsum(dO * O), the pre-pass)
+//   dV += P^T dO,  dK += dS^T Q                            (fp32 registers, summed over the group's heads)
+// then dS^T goes through shared memory and the 4 warps compute dQ (kBlockM x D) = dS K and add it to the
+// fp32 accumulator in the workspace with atomics (skipped in deterministic mode: the dQ kernel does it).
+// dK is scaled by `scale` once at the end (dQ in the post-process). A step is element-masked only when it
+// crosses the causal diagonal, the end of the keys or of the rows, or a key block its query block does
+// not see. A row that saw nothing has lse2 = +inf: P = 0, so its gradients are 0, never NaN.
+//
+// Shared memory (16-bit elements): [K][V][Q0][dO0][Q1][dO1][dS^T] with rows of D XOR-swizzled as in the
+// forward, dS^T [key][query] swizzled by 16-byte chunk too; then fp32 [lse2_0][dsum_0][lse2_1][dsum_1].
+#pragma once
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "common/attention_params.h"
+#include "cuda/common/numeric.cuh"
+#include "cuda/common/ptx_sm80.cuh"
+#include "cuda/common/seq_geometry.cuh"
+#include "cuda/sm80/backward_query_tiles_sm80.cuh"
+#include "cuda/sm80/backward_traits_sm80.h"
+#include "cuda/sm80/forward_kernel_sm80.cuh"  // swizzle, load_rows, fast_exp2, kLog2e
+
+namespace s2attn::cuda {
+
+// Element offset of (row, 16-byte chunk) in a tile whose rows hold kRowChunks chunks (2, 4 or 8): the
+// chunk is XOR-ed with bits of the row so that the 8 rows one ldmatrix phase reads hit distinct banks.
+template <int kRowChunks>
+__device__ __forceinline__ int swizzle_short(int row, int chunk) {
+  return row * kRowChunks * 8 + ((chunk ^ ((row / (8 / kRowChunks)) & (kRowChunks - 1))) << 3);
+}
+
+// The element mask of a masked step, per thread: query m of the step (0 <= m < kBlockM) sees this thread's
+// key row hf iff lo[hf] <= m < hi. lo folds the key's validity (its key block is visible, it is a key of
+// the sequence; else lo = INT_MAX) and the causal cut (m >= key position - p0); [.., hi) the rows of the
+// sequence. Three registers instead of the tile's geometry.
+struct StepMask {
+  int lo[2];
+  int hi;
+};
+
+// One query step of the KV kernel (see the file comment). sQ, sdO: this step's tiles; sL, sD: its rows'
+// lse2 and dsum; dq_rows: the dQ accumulator's row of query position p0 (row stride D), or null (no dQ).
+template <class T, bool kMask>
+__device__ __forceinline__ void backward_step(const typename T::Elem* sK, const typename T::Elem* sV,
+                                              const typename T::Elem* sQ, const typename T::Elem* sdO,
+                                              typename T::Elem* sdS, const float* sL, const float* sD,
+                                              float (&dk)[T::kDTiles][4], float (&dv)[T::kDTiles][4],
+                                              float scale_log2, const StepMask& mask, int p0,
+                                              const WalkGeometry& geo, float* dq_rows) {
+  using Elem = typename T::Elem;
+  constexpr int kD = T::kHeadDim;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int key_row = warp * T::kKeyRows + (lane & 15);  // this lane's ldmatrix row of the warp's keys
+
+  constexpr int kDsChunks = T::kBlockM / 8;
+  // The step's queries in chunks of kQChunk (registers: S^T and dP^T of one chunk at a time); per chunk,
+  // S^T = K Q^T and dP^T = V dO^T (m16 = the warp's keys, n = the chunk's queries, k = D), P^T and dS^T,
+  // dV += P^T dO and dK += dS^T Q, and dS^T into shared memory for dQ.
+#pragma unroll 1  // one chunk's registers at a time (unrolled, ptxas interleaves the chunks and spills)
+  for (int qc = 0; qc < T::kBlockM / T::kQChunk; ++qc) {
+    float s[T::kChunkTiles][4], dp[T::kChunkTiles][4];
+#pragma unroll
+    for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nn][e] = dp[nn][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < T::kQkSteps; ++ks) {
+      uint32_t ka[4], va[4];
+      ldmatrix_x4(ka, smem_addr(sK + swizzle<kD>(key_row, ks * 2 + (lane >> 4))));
+      ldmatrix_x4(va, smem_addr(sV + swizzle<kD>(key_row, ks * 2 + (lane >> 4))));
+#pragma unroll
+      for (int np = 0; np < T::kChunkTiles / 2; ++np) {
+        uint32_t qb[4], ob[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
+        const int row = qc * T::kQChunk + np * 16 + (lane >> 4) * 8 + (lane & 7);
+        ldmatrix_x4(qb, smem_addr(sQ + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+        ldmatrix_x4(ob, smem_addr(sdO + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+        mma_16816<Elem>(s[2 * np], ka, qb[0], qb[1]);
+        mma_16816<Elem>(s[2 * np + 1], ka, qb[2], qb[3]);
+        mma_16816<Elem>(dp[2 * np], va, ob[0], ob[1]);
+        mma_16816<Elem>(dp[2 * np + 1], va, ob[2], ob[3]);
+      }
+    }
+
+    // P^T and dS^T. Accumulator element (nn, e): key n = warp * 16 + lane / 4 + 8 * (e / 2) of the tile,
+    // query m = qc * kQChunk + nn * 8 + 2 * (lane % 4) + e % 2 of the step.
+#pragma unroll
+    for (int nn = 0; nn < T::kChunkTiles; ++nn) {
+      const int m0 = qc * T::kQChunk + nn * 8 + 2 * (lane & 3);
+      const float2 l2 = *reinterpret_cast<const float2*>(sL + m0);
+      const float2 ds = *reinterpret_cast<const float2*>(sD + m0);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float p = fast_exp2(s[nn][e] * scale_log2 - ((e & 1) ? l2.y : l2.x));
+        if constexpr (kMask) {
+          const int m = m0 + (e & 1);
+          if (m < mask.lo[e >> 1] || m >= mask.hi) p = 0.f;
+        }
+        s[nn][e] = p;
+        dp[nn][e] = p * (dp[nn][e] - ((e & 1) ? ds.y : ds.x));
+      }
+    }
+
+    // dV += P^T dO and dK += dS^T Q: the accumulators of n8 tiles 2kk and 2kk+1 are the A fragment of k16
+    // step kk (queries); dO and Q are the B operands ([query][d] in shared memory: transposed loads).
+#pragma unroll
+    for (int kk = 0; kk < T::kChunkTiles / 2; ++kk) {
+      uint32_t pa[4], da[4];
+      pa[0] = pack2<Elem>(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack2<Elem>(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack2<Elem>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack2<Elem>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      da[0] = pack2<Elem>(dp[2 * kk][0], dp[2 * kk][1]);
+      da[1] = pack2<Elem>(dp[2 * kk][2], dp[2 * kk][3]);
+      da[2] = pack2<Elem>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+      da[3] = pack2<Elem>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      const int row = qc * T::kQChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dd = 0; dd < T::kDTiles / 2; ++dd) {
+        uint32_t ob[4], qb[4];  // B fragments of n8 tiles 2dd ([0..1]) and 2dd+1 ([2..3])
+        ldmatrix_x4_trans(ob, smem_addr(sdO + swizzle<kD>(row, dd * 2 + (lane >> 4))));
+        ldmatrix_x4_trans(qb, smem_addr(sQ + swizzle<kD>(row, dd * 2 + (lane >> 4))));
+        mma_16816<Elem>(dv[2 * dd], pa, ob[0], ob[1]);
+        mma_16816<Elem>(dv[2 * dd + 1], pa, ob[2], ob[3]);
+        mma_16816<Elem>(dk[2 * dd], da, qb[0], qb[1]);
+        mma_16816<Elem>(dk[2 * dd + 1], da, qb[2], qb[3]);
+      }
+    }
+
+    // dS^T -> shared memory ([key][query], 16-bit) for dQ
+    if (dq_rows != nullptr) {
+#pragma unroll
+      for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int n = warp * T::kKeyRows + (lane >> 2) + 8 * hf;
+          *reinterpret_cast<uint32_t*>(sdS + swizzle_short<kDsChunks>(n, qc * T::kChunkTiles + nn) +
+                                       2 * (lane & 3)) = pack2<Elem>(dp[nn][2 * hf], dp[nn][2 * hf + 1]);
+        }
+    }
+  }
+  if (dq_rows == nullptr) return;  // deterministic mode: dQ comes from the dQ kernel
+  __syncthreads();  // every warp's dS^T rows are written
+
+  // This warp: query rows [rt * 16, rt * 16 + 16) of the step, columns [cg * kDqCols, +kDqCols) of dQ.
+  const int rt = warp % T::kDqRowTiles, cg = warp / T::kDqRowTiles;
+#pragma unroll 1
+  for (int pass = 0; pass < T::kDqPasses; ++pass) {
+    const int col_chunk0 = cg * (T::kDqCols / 8) + pass * T::kDqPassTiles;  // first n8 tile of the pass
+    float acc[T::kDqPassTiles][4];
+#pragma unroll
+    for (int dn = 0; dn < T::kDqPassTiles; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[dn][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < T::kDqSteps; ++kk) {
+      // A = dS (m = queries, k = keys) from dS^T [key][query]: transposed loads; matrix q = lane / 8 is
+      // (queries + 8 * (q % 2), keys + 8 * (q / 2)).
+      uint32_t a[4];
+      const int krow = kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;
+      ldmatrix_x4_trans(a, smem_addr(sdS + swizzle_short<kDsChunks>(krow, rt * 2 + ((lane >> 3) & 1))));
+      const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dd = 0; dd < T::kDqPassTiles / 2; ++dd) {
+        uint32_t kb[4];  // B = K (k = keys, n = d), [key][d]: transposed loads
+        ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, col_chunk0 + dd * 2 + (lane >> 4))));
+        mma_16816<Elem>(acc[2 * dd], a, kb[0], kb[1]);
+        mma_16816<Elem>(acc[2 * dd + 1], a, kb[2], kb[3]);
+      }
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int m = rt * 16 + (lane >> 2) + 8 * hf;
+      const int pos = p0 + m;
+      if (pos < geo.pos_lo || pos >= geo.pos_hi) continue;  // not a row of the sequence
+      float* dst = dq_rows + int64_t(m) * kD + col_chunk0 * 8 + 2 * (lane & 3);
+#pragma unroll
+      for (int dn = 0; dn < T::kDqPassTiles; ++dn) {
+        atomicAdd(dst + dn * 8, acc[dn][2 * hf]);
+        atomicAdd(dst + dn * 8 + 1, acc[dn][2 * hf + 1]);
+      }
+    }
+  }
+}
+
+// Grid: one CTA per (key tile, KV head, sequence), flattened as (b * Hkv + hk) * key_tiles + x, so that the
+// key tiles of one KV head run side by side (they share its Q / dO rows in L2) and, within it, the
+// earliest keys (under causality the ones the most queries see: longest first) start first.
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
+    backward_kv_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int key_tiles, const float* lse2,
+                            const float* dsum, float* dq_accum) {
+  using Elem = typename T::Elem;
+  constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kD = T::kHeadDim;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned
+  Elem* sK = reinterpret_cast<Elem*>(smem_raw);
+  Elem* sV = sK + T::kKeyElems;
+  Elem* sRows = sV + T::kKeyElems;  // stage s: Q at sRows + 2s * kRowElems, dO right after
+  Elem* sdS = sRows + T::kStages * 2 * T::kRowElems;
+  float* sStats = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_raw) + T::kStatsOffsetBytes);
+
+  int lin = static_cast<int>(blockIdx.x);
+  const int x = lin % key_tiles;
+  lin /= key_tiles;
+  const int hk = lin % params.num_kv_heads;
+  const int b = lin / params.num_kv_heads;
+  const SeqGeometry g = seq_geometry(params, b);
+  const int k0 = x * kBlockN;
+  if (k0 >= g.len_k) return;
+
+  const PatternRules& pattern = params.pattern;
+  const int bs = pattern.block_size;
+  const int group = params.num_heads / params.num_kv_heads;
+  __shared__ WalkGeometry geo;
+  if (threadIdx.x == 0) {
+    geo.head0 = hk * group;
+    geo.group = group;
+    geo.k0 = k0;
+    geo.len_k = g.len_k;
+    geo.j0 = k0 / bs;
+    geo.nblocks = bs >= kBlockN ? 1 : min(kBlockN / bs, (g.len_k - k0 + bs - 1) / bs);
+    geo.offset = g.offset;
+    geo.pos_lo = g.offset;
+    geo.pos_hi = g.offset + g.len_q;
+    geo.causal = pattern.causal != 0;
+    geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
+    geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
+    geo.bs_shift = __ffs(bs) - 1;
+    geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+    geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
+  }
+  __syncthreads();
+  BackwardWalk<kBlockM> walk;
+  walk.pattern = &pattern;
+  walk.geo = &geo;
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const Elem* k = static_cast<const Elem*>(params.k) + b * params.k_stride.batch + g.k_begin * params.k_stride.seq +
+                  hk * params.k_stride.head;
+  const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
+                  hk * params.v_stride.head;
+  const int64_t total_q = params.total_q;
+
+  // Q, dO, lse2 and dsum of the step (h, p0) into stage `st` (rows of the sequence only; others zero).
+  auto load_step = [&](int st, int h, int p0) {
+    const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch +
+                    g.q_begin * params.q_stride.seq + h * params.q_stride.head;
+    const Elem* dout = static_cast<const Elem*>(params.dout) + b * params.dout_stride.batch +
+                       g.q_begin * params.dout_stride.seq + h * params.dout_stride.head;
+    Elem* sQ = sRows + st * 2 * T::kRowElems;
+    const int r0 = p0 - geo.offset;  // sequence row of the step's first row (may be negative)
+    const int len_q = geo.pos_hi - geo.pos_lo;
+    load_rows<T, kBlockM>(sQ, q, params.q_stride.seq, r0, 0, len_q, params.q);
+    load_rows<T, kBlockM>(sQ + T::kRowElems, dout, params.dout_stride.seq, r0, 0, len_q, params.dout);
+    if (tid < kBlockM) {
+      const int r = r0 + tid;
+      const bool valid = r >= 0 && r < len_q;
+      const int64_t at = int64_t(h) * total_q + geo.row_base + (valid ? r : 0);
+      float* sl = sStats + st * 2 * kBlockM;
+      cp_async_4(smem_addr(sl + tid), lse2 + at, valid);
+      cp_async_4(smem_addr(sl + kBlockM + tid), dsum + at, valid);
+    }
+  };
+
+  // Prologue: K and V of the tile with the first step in flight.
+  load_rows<T, kBlockN>(sK, k, params.k_stride.seq, k0, 0, g.len_k, params.k);
+  load_rows<T, kBlockN>(sV, v, params.v_stride.seq, k0, 0, g.len_k, params.v);
+  bool have = walk.first();
+  if (have) load_step(0, walk.head(), walk.p0());
+  cp_async_commit();
+
+  float dk[T::kDTiles][4], dv[T::kDTiles][4];
+#pragma unroll
+  for (int dn = 0; dn < T::kDTiles; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.f;
+
+  int stage = 0;
+  while (have) {
+    const int h = walk.head(), p0 = walk.p0();
+    const uint32_t vis = walk.vis();
+    cp_async_wait<0>();
+    __syncthreads();  // this step has landed; every warp is done with the other stage and with dS^T
+    have = walk.next();
+    if (have) load_step(stage ^ 1, walk.head(), walk.p0());
+    cp_async_commit();
+    const Elem* sQ = sRows + stage * 2 * T::kRowElems;
+    const float* sl = sStats + stage * 2 * kBlockM;
+    float* dq_rows = params.deterministic
+                         ? nullptr
+                         : dq_accum + (int64_t(h) * total_q + geo.row_base + (p0 - geo.offset)) * kD;
+    const float scale_log2 = params.scale * kLog2e;
+    const bool full = vis == geo.all_blocks && geo.k0 + kBlockN <= geo.len_k && p0 >= geo.pos_lo &&
+                      p0 + kBlockM <= geo.pos_hi && (!geo.causal || geo.k0 + kBlockN - 1 <= p0);
+    if (full) {
+      const StepMask none{{0, 0}, kBlockM};
+      backward_step<T, false>(sK, sV, sQ, sQ + T::kRowElems, sdS, sl, sl + kBlockM, dk, dv, scale_log2, none, p0,
+                              geo, dq_rows);
+    } else {
+      StepMask mask;
+      mask.hi = min(geo.pos_hi - p0, kBlockM);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int n = warp * T::kKeyRows + (lane >> 2) + 8 * hf;  // this thread's key rows of the tile
+        const int t = geo.k0 + n;
+        const bool key_ok = ((vis >> (n >> geo.bs_shift)) & 1u) && t < geo.len_k;
+        const int lo = max(geo.pos_lo - p0, geo.causal ? t - p0 : 0);
+        mask.lo[hf] = key_ok ? lo : INT_MAX;
+      }
+      backward_step<T, true>(sK, sV, sQ, sQ + T::kRowElems, sdS, sl, sl + kBlockM, dk, dv, scale_log2, mask, p0,
+                             geo, dq_rows);
+    }
+    stage ^= 1;
+  }
+
+  // Epilogue: dK * scale and dV through this warp's rows of sK / sV, 16-byte stores of the keys < len_k.
+  cp_async_wait<0>();  // an empty walk leaves the K / V loads in flight
+  __syncthreads();     // every warp is past its last read of sK / sV
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = warp * T::kKeyRows + (lane >> 2) + 8 * hf;
+#pragma unroll
+    for (int dn = 0; dn < T::kDTiles; ++dn) {
+      const int at = swizzle<kD>(row, dn) + 2 * (lane & 3);
+      *reinterpret_cast<uint32_t*>(sK + at) =
+          pack2<Elem>(dk[dn][2 * hf] * params.scale, dk[dn][2 * hf + 1] * params.scale);
+      *reinterpret_cast<uint32_t*>(sV + at) = pack2<Elem>(dv[dn][2 * hf], dv[dn][2 * hf + 1]);
+    }
+  }
+  __syncwarp();
+  Elem* dkp = static_cast<Elem*>(params.dk) + b * params.dk_stride.batch + g.k_begin * params.dk_stride.seq +
+              hk * params.dk_stride.head;
+  Elem* dvp = static_cast<Elem*>(params.dv) + b * params.dv_stride.batch + g.k_begin * params.dv_stride.seq +
+              hk * params.dv_stride.head;
+  constexpr int kPerLane = T::kKeyRows * T::kChunks / 32;
+#pragma unroll
+  for (int it = 0; it < kPerLane; ++it) {
+    const int idx = lane + it * 32;
+    const int row = warp * T::kKeyRows + idx / T::kChunks, ch = idx % T::kChunks;
+    const int t = k0 + row;
+    if (t < g.len_k) {
+      *reinterpret_cast<uint4*>(dkp + int64_t(t) * params.dk_stride.seq + ch * 8) =
+          *reinterpret_cast<const uint4*>(sK + swizzle<kD>(row, ch));
+      *reinterpret_cast<uint4*>(dvp + int64_t(t) * params.dv_stride.seq + ch * 8) =
+          *reinterpret_cast<const uint4*>(sV + swizzle<kD>(row, ch));
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

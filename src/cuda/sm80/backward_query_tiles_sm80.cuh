@@ -1,0 +1,114 @@
+// Which query steps a CTA of the KV-stationary backward visits: for each q head of its KV head's group,
+// the union, over the key blocks its key tile spans, of the query blocks that see them (the pattern's
+// transposed enumeration, col_segments in pattern_rules.h), ascending, each cut into steps of kBlockM rows.
+//
+// The enumeration is the forward's (key_tiles_sm80.cuh) with rows and columns exchanged: lane
+// c * 8 + k owns segment k of key block j0 + c's column list, the warp minimum of the cursors is the next
+// query block, a ballot says which key blocks it sees. KeyTiles' stepping (next_block / next) is reused
+// as is; only the initialisation differs. Every warp runs the same walk, so they agree without barriers.
+#pragma once
+#include <climits>
+#include <cstdint>
+
+#include "cuda/sm80/key_tiles_sm80.cuh"
+#include "s2attn/pattern_rules.h"
+
+namespace s2attn::cuda {
+
+// The query blocks (in steps of kBlockM rows) that see key blocks [j0, j0 + nblocks) for one head.
+// Inherited names read with the axes exchanged: `block` is the query block, `sub` the step within it,
+// `vis` bit c says that key block j0 + c is visible to it, `len_k` the end of the axis (one past the
+// last query position of the sequence).
+template <int kBlockM>
+struct QueryTiles : KeyTiles<kBlockM> {
+  // Query blocks [q_lo, q_end) hold rows of the sequence; pos_end: one past its last query position.
+  __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int nblocks, int q_lo,
+                                               int q_end, int pos_end) {
+    this->block_size = p.block_size;
+    this->tiles_per_block = p.block_size > kBlockM ? p.block_size / kBlockM : 1;
+    this->len_k = pos_end;
+    this->last_position = INT_MAX;  // causality cuts steps at their start; the walk checks that
+    this->cursor = kNoBlock;
+    this->stride = 1;
+    this->hi = 0;
+    const int lane = threadIdx.x % 32;
+    const int c = lane / kLanesPerRowBlock, k = lane % kLanesPerRowBlock;
+    if (c < nblocks && q_lo < q_end) {
+      const SegmentList segs = col_segments(p, head, j0 + c, q_end);
+      Segment s{0, 0, 1, 0};
+#pragma unroll
+      for (int q = 0; q < kMaxSegments; ++q) {
+        if (q == k) s = segs.seg[q];
+      }
+      if (k < segs.n) {
+        const int first = segment_first_from(s, q_lo);
+        if (first < s.hi) {
+          this->cursor = first;
+          this->stride = s.stride;
+          this->hi = s.hi;
+        }
+      }
+    }
+  }
+
+  __device__ __forceinline__ int query_start() const { return this->block * this->block_size + this->sub * kBlockM; }
+};
+
+// The CTA's constants of the walk. They live in shared memory (the kernel writes them once): read at
+// each use, they take no registers across the steps, where dK and dV hold 128 of them at D = 128.
+struct WalkGeometry {
+  int head0, group;    // q heads head0 .. head0 + group - 1
+  int j0, nblocks;     // the key tile's key blocks [j0, j0 + nblocks)
+  int k0, len_k;       // its first key; keys of the sequence
+  int q_lo, q_end;     // query blocks holding rows of the sequence
+  int pos_lo, pos_hi;  // absolute positions of the sequence's rows
+  int offset, causal;  // position of the sequence's row 0; the pattern's causality
+  // for the kernel's own use
+  int bs_shift;        // log2(block size)
+  uint32_t all_blocks; // vis of a step that sees every key block of the tile
+  int64_t row_base;    // workspace row of the sequence's row 0
+};
+
+// The whole walk of one KV-kernel CTA: the q heads of the group in order, for each its query steps,
+// skipping steps with no work (no row of the sequence, or, causal, every row before the first key).
+template <int kBlockM>
+struct BackwardWalk {
+  QueryTiles<kBlockM> tiles;
+  const PatternRules* pattern = nullptr;
+  const WalkGeometry* geo = nullptr;  // shared memory
+  int gi = 0;                         // the current q head: geo->head0 + gi
+
+  __device__ __forceinline__ int head() const { return geo->head0 + gi; }
+  __device__ __forceinline__ int p0() const { return tiles.query_start(); }
+  __device__ __forceinline__ uint32_t vis() const { return tiles.vis; }
+
+  __device__ __forceinline__ bool has_work() const {
+    const int p = p0();
+    if (max(p, geo->pos_lo) >= min(p + kBlockM, geo->pos_hi)) return false;
+    return !geo->causal || p + kBlockM - 1 >= geo->k0;
+  }
+
+  __device__ __forceinline__ void start_head() {
+    tiles.init_columns(*pattern, head(), geo->j0, geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
+  }
+
+  // Moves to the first step with work from the current position (have: there is a current step).
+  __device__ __forceinline__ bool settle(bool have) {
+    for (;;) {
+      while (have && !has_work()) have = tiles.next();
+      if (have) return true;
+      if (++gi >= geo->group) return false;
+      start_head();
+      have = tiles.first();
+    }
+  }
+
+  __device__ __forceinline__ bool first() {
+    gi = 0;
+    start_head();
+    return settle(tiles.first());
+  }
+  __device__ __forceinline__ bool next() { return settle(tiles.next()); }
+};
+
+}  // namespace s2attn::cuda

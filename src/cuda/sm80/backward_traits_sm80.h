@@ -1,0 +1,89 @@
+// Tile sizes and shared-memory layouts of the portable (sm_80+) backward kernels, with the reason for each
+// choice. Host and device code include it.
+//
+//  - KV kernel (backward_kernel_sm80.cuh): one CTA of 4 warps per (key tile of 64 keys, KV head,
+//    sequence); each warp owns 16 keys and keeps their dK and dV in fp32 registers for the whole walk.
+//  - dQ kernel (backward_dq_kernel_sm80.cuh, deterministic mode only): the forward's geometry (64 query
+//    rows per CTA, key tiles of min(block, 64)), dQ in registers, written once.
+#pragma once
+#include "cuda/sm80/forward_traits_sm80.h"
+
+namespace s2attn::cuda {
+
+// Keys per CTA of the KV kernel: 4 warps x 16 keys (one m16 tile each). A warp holds dK and dV of its keys
+// (16 x D fp32 each: 64 + 64 registers at D = 128) next to one step's S^T and dP^T (16 x kBlockM each).
+// 128 keys (8 warps, FA2's choice) would halve the Q/dO shared-memory traffic per FLOP.
+// NOTE: measure 128 keys / 8 warps against this on the GPU.
+constexpr int bwd_key_tile_sm80() { return 64; }
+
+// Query rows per step of the KV kernel: the block size up to 64. A step then never spans two query blocks
+// (which may see different key blocks), so visibility is per key sub-block only (a key tile spans 64 / bs
+// key blocks when bs < 64); a block of 128 rows is two steps.
+// NOTE: at block 16 / 32 a step of 64 rows spanning several query blocks (a row-block x key-block
+// visibility mask) would feed the tensor cores better; measure.
+constexpr int bwd_query_tile_sm80(int block_size) { return block_size < 64 ? block_size : 64; }
+
+template <typename Elem_, int kHeadDim_, int kBlockM_>
+struct BackwardTraitsSm80 {
+  using Elem = Elem_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;  // query rows per step
+  static constexpr int kBlockN = bwd_key_tile_sm80();
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kKeyRows = kBlockN / kWarps;  // keys per warp: one m16 tile
+  // S^T and dP^T (16 keys x kQChunk queries per warp) are computed a chunk of queries at a time: at
+  // D = 128, dK and dV take 128 registers; whole 64-query S^T and dP^T tiles (64 more) spill, and so do
+  // 32-query chunks (ptxas, CUDA 13, --resource-usage); 16-query chunks do not.
+  static constexpr int kQChunk = kHeadDim >= 128 ? 16 : kBlockM;
+  static constexpr int kChunkTiles = kQChunk / 8;    // n8 tiles (queries) of a chunk
+  static constexpr int kDTiles = kHeadDim / 8;       // n8 tiles of a warp's dK and dV
+  static constexpr int kQkSteps = kHeadDim / 16;     // k16 steps of S^T = K Q^T and dP^T = V dO^T
+  static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks of a row of Q, dO, K, V
+  // dQ (kBlockM x D) = dS (kBlockM x 64) K: the warps split it into kBlockM / 16 row tiles x column groups,
+  // each column group done in passes of at most 32 columns (16 accumulator registers).
+  static constexpr int kDqRowTiles = kBlockM / 16;
+  static constexpr int kDqColGroups = kWarps / kDqRowTiles;
+  static constexpr int kDqCols = kHeadDim / kDqColGroups;
+  static constexpr int kDqPassTiles = kDqCols < 32 ? kDqCols / 8 : 4;  // n8 tiles per pass
+  static constexpr int kDqPasses = kDqCols / (kDqPassTiles * 8);
+  static constexpr int kDqSteps = kBlockN / 16;  // k16 steps (keys) of dQ
+  // Q and dO double-buffered: the next step's cp.async loads fly while this one is computed.
+  static constexpr int kStages = 2;
+  static constexpr int kKeyElems = kBlockN * kHeadDim;  // sK, sV
+  static constexpr int kRowElems = kBlockM * kHeadDim;  // sQ, sdO per stage
+  static constexpr int kDsElems = kBlockN * kBlockM;    // dS^T, [key][query]
+  // [K][V][Q0][dO0][Q1][dO1][dS^T] (16-bit) then per stage [lse2][dsum] (fp32, kBlockM each).
+  static constexpr int kStatsOffsetBytes = (2 * kKeyElems + kStages * 2 * kRowElems + kDsElems) * 2;
+  static constexpr int kSmemBytes = kStatsOffsetBytes + kStages * 2 * kBlockM * 4;
+  // D = 128, kBlockM = 64: 105 KiB, 2 CTAs per SM on H100 (228 KiB; 1 on A100) with up to 255 registers.
+  // NOTE: at D = 128 the KV kernel sits at the 255-register limit: sm_80 SASS has no spill; sm_90 SASS of
+  // kBlockM = 64 spills 3 loop-invariant address registers (12 bytes, 2 L1 loads per step, outside the
+  // MMA loops). 8 warps over 128 keys with P / dS through shared memory (FA2's layout) would free them.
+  static constexpr int kMinBlocksPerSm = 2;
+
+  static_assert(kBlockM % 16 == 0 && kBlockM <= 64, "whole m16 tiles, at most one per warp");
+  static_assert(kDqColGroups >= 1 && kDqCols % 16 == 0 && kDqPassTiles % 2 == 0, "whole x4 ldmatrix loads");
+  static_assert(kChunks >= 8, "the XOR swizzle spans 8 chunks: head_dim >= 64");
+  static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
+                "whole cp.async chunks per thread");
+  static_assert(kBlockM <= kThreads, "one thread per row loads the row statistics");
+};
+
+// The deterministic dQ kernel: the forward's tiles (64 query rows, 4 warps x 16 rows, key tiles of
+// kBlockN = key_tile_sm80(block_size)), plus a dO tile next to Q and the rows' statistics in registers.
+// Q fragments stay in registers (as in the forward), dO fragments are re-read from shared memory: a warp
+// holds dQ (16 x D fp32), S and dP (16 x kBlockN fp32 each) and Q (16 x D 16-bit).
+template <typename Elem_, int kHeadDim_, int kBlockN_>
+struct DqTraitsSm80 : ForwardTraitsSm80<Elem_, kHeadDim_, query_tile_sm80(), kBlockN_> {
+  using Base = ForwardTraitsSm80<Elem_, kHeadDim_, query_tile_sm80(), kBlockN_>;
+  // [Q][dO][K0][V0][K1][V1]; D = 128, kBlockN = 64: 96 KiB, 2 CTAs per SM on H100.
+  static constexpr int kSmemBytes = (2 * Base::kQElems + Base::kStages * 2 * Base::kTileElems) * 2;
+  // S and dP (16 rows x kKeyChunk keys per warp) a chunk of keys at a time: at D = 128 a whole 64-key tile
+  // of both next to dQ and Q spills.
+  static constexpr int kKeyChunk = kHeadDim_ >= 128 && kBlockN_ > 32 ? 32 : kBlockN_;
+  static constexpr int kChunkTiles = kKeyChunk / 8;
+  static_assert(Base::kMTiles == 1, "one m16 tile per warp");
+};
+
+}  // namespace s2attn::cuda

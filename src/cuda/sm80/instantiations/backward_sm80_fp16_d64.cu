@@ -1,0 +1,7 @@
+// Backward kernels of the portable path for fp16, head dim 64 (KV kernel: query steps 16, 32, 64; dQ
+// kernel: key tiles 16, 32, 64; row pre- and post-process).
+#include "cuda/sm80/backward_launch_sm80.cuh"
+
+namespace s2attn::cuda {
+S2ATTN_INSTANTIATE_BACKWARD_SM80(__half, 64)
+}  // namespace s2attn::cuda

@@ -1,0 +1,83 @@
+// LSE-combine kernels: merge attention outputs over disjoint key ranges, lse = log(sum exp(lse_p)),
+// out = sum exp(lse_p - lse) out_p. A partition whose lse is -inf contributes nothing (its output is not
+// read); a row whose partitions are all -inf gets 0 and -inf. One CTA per query row; threads over
+// (head, dim). Used by split-KV paged attention (partials in the fp32 workspace) and combine_partitions.
+#pragma once
+#include <cstdint>
+
+#include "inference/cuda/paged_elem.cuh"
+#include "inference/paged_params.h"
+#include "inference/paged_workspace.h"
+
+namespace s2attn::cuda {
+
+constexpr int kCombineThreads = 128;
+
+// Split-KV: workspace partials [splits, total_q, H, D] / [splits, total_q, H] -> out, lse of q's layout.
+template <typename T>
+__global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(const PagedParams p) {
+  const int64_t row = blockIdx.x;
+  if (p.cu_seqlens_q && row >= p.cu_seqlens_q[p.batch]) return;  // varlen rows of no sequence
+  const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);
+  const int64_t s = p.cu_seqlens_q ? row : row % p.q_len;
+  const int D = p.head_dim, S = p.num_splits;
+  const PagedWorkspace ws = PagedWorkspace::carve(p.workspace, S, p.total_q, p.num_heads, D);
+  for (int idx = threadIdx.x; idx < p.num_heads * D; idx += blockDim.x) {
+    const int h = idx / D, d = idx % D;
+    float M = -INFINITY;
+    for (int i = 0; i < S; ++i) M = fmaxf(M, ws.lse[(int64_t(i) * p.total_q + row) * p.num_heads + h]);
+    float L = 0.f, O = 0.f;
+    if (M > -INFINITY) {
+      for (int i = 0; i < S; ++i) {
+        const int64_t r = (int64_t(i) * p.total_q + row) * p.num_heads + h;
+        const float x = ws.lse[r];
+        if (!(x > -INFINITY)) continue;
+        const float w = expf(x - M);
+        L += w;
+        O = fmaf(w, ws.out[r * D + d], O);
+      }
+    }
+    const bool seen = L > 0.f;
+    static_cast<T*>(p.out)[b * p.out_stride.batch + s * p.out_stride.seq + h * p.out_stride.head + d] =
+        from_float<T>(seen ? O / L : 0.f);
+    if (d == 0 && p.lse) {
+      p.lse[b * p.lse_stride.batch + h * p.lse_stride.head + s * p.lse_stride.seq] = seen ? M + logf(L) : -INFINITY;
+    }
+  }
+}
+
+// combine_partitions: row = b * seqlen + s.
+template <typename T>
+__global__ void __launch_bounds__(kCombineThreads) combine_partitions_kernel(const CombineParams p) {
+  const int32_t b = blockIdx.x / p.seqlen;
+  const int64_t s = blockIdx.x % p.seqlen;
+  const int D = p.head_dim;
+  for (int idx = threadIdx.x; idx < p.num_heads * D; idx += blockDim.x) {
+    const int h = idx / D, d = idx % D;
+    auto lse_of = [&](int i) {
+      const SeqStrides& ls = p.lse_strides[i];
+      return p.lses[i][b * ls.batch + h * ls.head + s * ls.seq];
+    };
+    float M = -INFINITY;
+    for (int i = 0; i < p.num_partitions; ++i) M = fmaxf(M, lse_of(i));
+    float L = 0.f, O = 0.f;
+    if (M > -INFINITY) {
+      for (int i = 0; i < p.num_partitions; ++i) {
+        const float x = lse_of(i);
+        if (!(x > -INFINITY)) continue;
+        const float w = expf(x - M);
+        const SeqStrides& os = p.out_strides[i];
+        L += w;
+        O = fmaf(w, to_float<T>(static_cast<const T*>(p.outs[i])[b * os.batch + s * os.seq + h * os.head + d]), O);
+      }
+    }
+    const bool seen = L > 0.f;
+    static_cast<T*>(p.out)[b * p.out_stride.batch + s * p.out_stride.seq + h * p.out_stride.head + d] =
+        from_float<T>(seen ? O / L : 0.f);
+    if (d == 0 && p.lse) {
+      p.lse[b * p.lse_stride.batch + h * p.lse_stride.head + s * p.lse_stride.seq] = seen ? M + logf(L) : -INFINITY;
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

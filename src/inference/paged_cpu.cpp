@@ -1,0 +1,174 @@
+// CPU paged attention: the tiled online softmax of the CPU forward (cpu/online_softmax.h, cpu/tile_math.h),
+// with each visible key block gathered from the pages it spans through the block table. One task per
+// (sequence, query block, q heads of a GQA group that share the pattern): the packed heads share each key
+// block's gather and GEMMs. Only pages of visible key blocks are touched; their table entries are checked.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/block_schedule.h"
+#include "cpu/online_softmax.h"
+#include "cpu/scratch.h"
+#include "cpu/thread_pool.h"
+#include "cpu/tile_io.h"
+#include "cpu/tile_math.h"
+#include "inference/paged_cpu.h"
+#include "s2attn/errors.h"
+
+namespace s2attn::cpu {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Sequence b of a paged call as the CPU kernels' block geometry: keys are the context_lens[b] cached tokens.
+SeqBlocks paged_seq_blocks(const PagedParams& p, int32_t b) {
+  SeqBlocks s;
+  s.q_begin = p.q_begin(b);
+  s.k_begin = 0;
+  s.len_q = p.len_q(b);
+  s.len_k = p.context_lens[b];
+  s.offset = int64_t(s.len_k) - s.len_q;
+  s.bs = p.pattern.block_size;
+  s.nk = (s.len_k + s.bs - 1) / s.bs;
+  if (s.len_q > 0) {
+    s.q_first = static_cast<int32_t>(floor_div(s.offset, s.bs));
+    s.q_end = static_cast<int32_t>(floor_div(s.offset + s.len_q - 1, s.bs)) + 1;
+  }
+  return s;
+}
+
+// Rows [0, n) of key tokens t0 .. t0 + n - 1 of (sequence b, KV head hk) into kb (ld D) and vb (ld Dp),
+// page run by page run.
+void gather_keys(const PagedParams& p, int32_t b, int32_t hk, int64_t t0, int n, float* kb, float* vb, int Dp) {
+  const DType dt = p.dtype;
+  const int D = p.head_dim;
+  for (int64_t t = t0; t < t0 + n;) {
+    const int64_t page = t / p.page_size, off = t % p.page_size;
+    const int run = static_cast<int>(std::min<int64_t>(p.page_size - off, t0 + n - t));
+    const int32_t entry = p.page_entry(b, hk, page);
+    if (entry < 0 || entry >= p.num_pages) {
+      throw InvalidArgument("block_table", "entries in [0, num_pages = " + std::to_string(p.num_pages) +
+                                               ") for the pages the pattern reads; sequence " + std::to_string(b) +
+                                               (p.head_paged ? ", KV head " + std::to_string(hk) : std::string()) +
+                                               ", page " + std::to_string(page) + " has " + std::to_string(entry));
+    }
+    const int64_t r = t - t0;
+    const void* k = element_ptr(p.k_pages, dt, entry * p.k_page_stride + off * p.k_token_stride + hk * p.k_head_stride);
+    const void* v = element_ptr(p.v_pages, dt, entry * p.v_page_stride + off * p.v_token_stride + hk * p.v_head_stride);
+    load_tile(dt, k, p.k_token_stride, run, D, 1.f, kb + r * D, D);
+    load_tile(dt, v, p.v_token_stride, run, D, 1.f, vb + r * Dp, Dp);
+    t += run;
+  }
+}
+
+// Query block i of sequence b for the nh q heads h0 .. h0 + nh - 1 (packed as the columns of the
+// transposed tiles: column g * M + r is row r of head h0 + g).
+void paged_tile(const PagedParams& p, const SeqBlocks& s, int32_t b, int32_t h0, int nh, int32_t i,
+                Scratch& scratch) {
+  const DType dt = p.dtype;
+  const int D = p.head_dim;
+  const int r_lo = s.row_lo(i);
+  const int M = s.row_hi(i) - r_lo;
+  const int64_t row0 = s.q_begin + r_lo;
+  const int32_t hk = h0 / p.group_size();
+  auto out_at = [&](int g) { return operand_row(p.out, dt, p.out_stride, b, row0, h0 + g); };
+  auto lse_at = [&](int g) {
+    return p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq;
+  };
+
+  const int MG = nh * M;
+  const int W = pad_cols(MG);
+  const int Dp = pad_cols(D);
+  const int bs = s.bs;
+  float *qt, *kb, *vb, *st, *o, *m, *l, *alpha, *m_use, *sum, *row;
+  scratch.carve({{&qt, size_t(D) * W},
+                 {&kb, size_t(bs) * D},
+                 {&vb, size_t(bs) * Dp},
+                 {&st, size_t(bs) * W},
+                 {&o, size_t(MG) * Dp},
+                 {&m, size_t(W)},
+                 {&l, size_t(W)},
+                 {&alpha, size_t(W)},
+                 {&m_use, size_t(W)},
+                 {&sum, size_t(W)},
+                 {&row, size_t(D)}});
+  std::fill(o, o + size_t(MG) * Dp, 0.f);
+  std::fill(m, m + W, -kInf);
+  std::fill(l, l + W, 0.f);
+
+  if (i >= 0) {  // rows before key position 0 see nothing
+    for (int g = 0; g < nh; ++g) {
+      const void* q = operand_row(p.q, dt, p.q_stride, b, row0, h0 + g);
+      load_tile_transposed(dt, q, p.q_stride.seq, M, D, p.scale * kLog2e, qt + g * M, W,
+                           g + 1 < nh ? M : W - g * M, row);
+    }
+    const int64_t pos0 = s.offset + r_lo;  // absolute position of row 0
+    const bool causal = p.pattern.causal != 0;
+    BlockIterator it = row_blocks(p.pattern, h0, i, s.nk);
+    for (int32_t j = it.first(); j < it.end(); j = it.next(j)) {
+      const int64_t t0 = int64_t(j) * bs;
+      const int N = s.keys(j);
+      gather_keys(p, b, hk, t0, N, kb, vb, Dp);
+      gemm<false, false>(N, W, D, kb, D, qt, W, st, W);  // S^T = K Q^T
+      if (causal && t0 + N - 1 > pos0) {
+        for (int r = 0; r < N; ++r) {  // key t0 + r is hidden from the rows r' with pos0 + r' < t0 + r
+          const int hide = static_cast<int>(std::clamp<int64_t>(t0 + r - pos0, 0, M));
+          float* srow = st + int64_t(r) * W;
+          for (int g = 0; g < nh; ++g) {
+            for (int c = g * M; c < g * M + hide; ++c) srow[c] = -kInf;
+          }
+        }
+      }
+      online_softmax(st, N, W, m, l, alpha, m_use, sum);
+      for (int c = 0; c < MG; ++c) {
+        if (alpha[c] != 1.f) {
+          float* orow = o + int64_t(c) * Dp;
+          for (int d = 0; d < Dp; ++d) orow[d] *= alpha[c];
+        }
+      }
+      gemm<true, true>(MG, Dp, N, st, W, vb, Dp, o, Dp);  // O += P V
+    }
+  }
+
+  for (int c = 0; c < MG; ++c) {  // a row that saw nothing: l = 0, O = 0 -> out 0, lse -inf
+    const bool seen = l[c] > 0.f;
+    m[c] = seen ? (m[c] + std::log2(l[c])) * kLn2 : -kInf;
+    alpha[c] = seen ? 1.f / l[c] : 0.f;
+  }
+  for (int g = 0; g < nh; ++g) {
+    if (p.lse) {
+      float* lse = lse_at(g);
+      for (int r = 0; r < M; ++r) lse[r * p.lse_stride.seq] = m[g * M + r];
+    }
+    store_tile(dt, o + int64_t(g) * M * Dp, Dp, M, D, 1.f, alpha + g * M, out_at(g), p.out_stride.seq);
+  }
+}
+
+}  // namespace
+
+void paged_forward(const PagedParams& p) {
+  const int rows = std::max(1, std::min(p.q_len, p.pattern.block_size));
+  const int nh = heads_per_task(p.pattern, p.num_heads, p.group_size(), rows);
+  std::vector<SeqBlocks> seqs(p.batch);
+  std::vector<BlockTask> tasks;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    seqs[b] = paged_seq_blocks(p, b);
+    const SeqBlocks& s = seqs[b];
+    for (int32_t h = 0; h < p.num_heads; h += nh) {
+      for (int32_t i = s.q_first; i < s.q_end; ++i) {
+        const int64_t n = nh * (s.row_hi(i) - s.row_lo(i));
+        const int64_t blocks = i < 0 ? 0 : count_blocks(row_blocks(p.pattern, h, i, s.nk), 0);
+        tasks.push_back({b, h, i, (blocks * s.bs + 1) * n});
+      }
+    }
+  }
+  order_longest_first(tasks);
+  parallel_for(static_cast<int64_t>(tasks.size()), p.num_threads, [&](int64_t t) {
+    const BlockTask& task = tasks[t];
+    paged_tile(p, seqs[task.b], task.b, task.h, nh, task.blk, thread_scratch());
+  });
+}
+
+}  // namespace s2attn::cpu

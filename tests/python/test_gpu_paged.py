@@ -1,0 +1,186 @@
+"""CUDA paged-KV attention against the float64 reference (torch on the GPU) and the CPU backend: decode,
+speculative decode, chunked prefill, varlen, head-paged, GQA groups, per-q-head and rule patterns, page sizes
+that are not the block size, split-KV (forced and automatic), unmapped pages (-1), NaN-poisoned page tails
+and outputs, CUDA-graph capture and replay, combine_partitions. Skipped without torch + CUDA."""
+import zlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
+
+import s2attn  # noqa: E402
+
+from paged_torch import make_cache, reference, rel_err  # noqa: E402
+
+DEV = torch.device("cuda")
+TOL = {torch.bfloat16: 1e-2, torch.float16: 1e-2, torch.float32: 1e-5}
+LSE_TOL = {torch.bfloat16: 1e-3, torch.float16: 1e-3, torch.float32: 1e-5}
+
+
+@pytest.fixture
+def gen(request):
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+    return g
+
+
+def pattern(kind, H, Hkv, bs):
+    if kind == "ls":
+        return s2attn.local_stride(H, block_size=bs, local_blocks=2, vert_stride=3, num_kv_heads=Hkv)
+    if kind == "ls_het":
+        return s2attn.local_stride(H, block_size=bs, local_blocks=1, vert_stride=4, num_kv_heads=Hkv,
+                                   head_sliding_step=1, head_sliding_offset=2, num_dense_heads=1)
+    if kind == "ls_pq":
+        return s2attn.local_stride(H, block_size=bs, local_blocks=1, vert_stride=3, num_kv_heads=Hkv,
+                                   per_q_head=True)
+    if kind == "rules":
+        return s2attn.local_stride(H, block_size=bs, local_blocks=1, vert_stride=6, num_kv_heads=Hkv) \
+            .with_sink(1).with_dense_prefix(1).with_range(2, 5, stride=2).with_range(3, 6, relative=True)
+    if kind == "dense":
+        return s2attn.dense(H, block_size=bs, num_kv_heads=Hkv)
+    if kind == "v8":
+        return s2attn.local_stride(H, block_size=bs, local_blocks=16, vert_stride=8, num_kv_heads=Hkv)
+    raise ValueError(kind)
+
+
+# (name, ctx, q_lens, page, H, Hkv, D, dtype, kind, bs, extras)
+CASES = [
+    ("decode_bf16_d128_g4", [1, 100, 2049, 640], 1, 16, 8, 2, 128, torch.bfloat16, "ls", 64, {}),
+    ("decode_fp16_d64_page64_bs16", [300, 5, 129], 1, 64, 4, 1, 64, torch.float16, "ls", 16, {}),
+    ("decode_page24_bs16_het", [333, 48, 17], 1, 24, 4, 2, 64, torch.bfloat16, "ls_het", 16, {}),
+    ("decode_page16_bs128", [1500, 128, 129], 1, 16, 8, 8, 128, torch.bfloat16, "ls", 128, {}),
+    ("decode_page256_rules", [1200, 256, 1], 1, 256, 4, 2, 128, torch.float16, "rules", 32, {}),
+    ("decode_per_q_head", [810, 90], 1, 32, 8, 2, 64, torch.bfloat16, "ls_pq", 16, {}),
+    ("decode_dense", [700, 33], 1, 16, 4, 2, 128, torch.bfloat16, "dense", 64, {}),
+    ("decode_mqa_g16", [500, 70], 1, 16, 16, 1, 64, torch.bfloat16, "ls", 16, {}),
+    ("decode_f32", [260, 31], 1, 64, 4, 4, 64, torch.float32, "ls_het", 32, {}),
+    ("decode_long_v8", [16384 + 77], 1, 64, 8, 2, 128, torch.bfloat16, "v8", 64, {}),
+    ("spec_decode_q4", [97, 300, 4, 2], 4, 16, 4, 2, 128, torch.bfloat16, "ls", 16, {}),
+    ("spec_decode_rules", [222, 50], 3, 48, 8, 2, 64, torch.float16, "rules", 16, {}),
+    ("chunked_prefill", [600, 180], 64, 16, 4, 2, 128, torch.bfloat16, "ls", 16, {}),
+    ("chunked_prefill_page40", [520], 200, 40, 4, 1, 64, torch.bfloat16, "rules", 32, {}),
+    ("varlen_q", [120, 45, 3, 400], [1, 7, 3, 40], 16, 4, 2, 128, torch.bfloat16, "ls", 16, {"varlen": True}),
+    ("varlen_empty_seq", [50, 60, 70], [5, 0, 9], 32, 4, 2, 64, torch.float16, "ls_het", 16, {"varlen": True}),
+    ("head_paged", [333, 20, 1290], 1, 16, 8, 2, 128, torch.bfloat16, "ls", 64, {"head_paged": True}),
+    ("head_paged_prefill", [250, 97], 20, 32, 8, 4, 64, torch.bfloat16, "rules", 16, {"head_paged": True}),
+]
+
+
+def run_case(c, gen, drop=False, num_splits=None, device=DEV):
+    name, ctx, qlens, ps, H, Hkv, D, dtype, kind, bs, extra = c
+    p = pattern(kind, H, Hkv, bs)
+    cache = make_cache(gen, p, ctx, qlens, ps, D, dtype, device, head_paged=extra.get("head_paged", False),
+                       drop_unneeded=drop, varlen=extra.get("varlen", False))
+    q = cache["q"]
+    out = torch.full_like(q, float("nan"))
+    lse_shape = (H, q.shape[0]) if cache["cu_seqlens_q"] is not None else (q.shape[0], H, q.shape[1])
+    lse = torch.full(lse_shape, float("nan"), dtype=torch.float32, device=device)
+    s2attn.paged_attention(q, cache["k_pages"], cache["v_pages"], cache["block_table"], cache["context_lens"], p,
+                           cu_seqlens_q=cache["cu_seqlens_q"], out=out, lse=lse, num_splits=num_splits)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    ro, rl = reference(cache, p)
+    return out, lse, ro, rl, dtype, cache, p
+
+
+@pytest.mark.parametrize("splits", [1, 3, None], ids=["nosplit", "split3", "auto"])
+@pytest.mark.parametrize("c", CASES, ids=[c[0] for c in CASES])
+def test_paged_cuda_matches_reference(c, splits, gen):
+    out, lse, ro, rl, dtype, _, _ = run_case(c, gen, num_splits=splits)
+    assert not torch.isnan(out).any() and not torch.isnan(lse).any()
+    assert rel_err(out, ro) <= TOL[dtype], rel_err(out, ro)
+    assert rel_err(lse, rl) <= LSE_TOL[dtype], rel_err(lse, rl)
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c[0] for c in CASES])
+def test_unmapped_pages_are_never_read(c, gen):
+    out, lse, ro, rl, dtype, _, _ = run_case(c, gen, drop=True, num_splits=2)
+    assert rel_err(out, ro) <= TOL[dtype]
+    assert rel_err(lse, rl) <= LSE_TOL[dtype]
+
+
+@pytest.mark.parametrize("c", CASES[:6], ids=[c[0] for c in CASES[:6]])
+def test_cuda_equals_cpu_backend(c, gen):
+    g2 = torch.Generator()
+    g2.set_state(gen.get_state())
+    out, lse, *_ = run_case(c, gen)
+    out_c, lse_c, *_ = run_case(c, g2, device=torch.device("cpu"))
+    assert rel_err(out.cpu(), out_c.double()) <= TOL[c[7]]
+    assert rel_err(lse.cpu(), lse_c.double()) <= LSE_TOL[c[7]]
+
+
+def test_cuda_graph_capture_and_replay(gen):
+    H, Hkv, D, ps = 8, 2, 128, 16
+    p = pattern("ls", H, Hkv, 64)
+    cache = make_cache(gen, p, [3000, 700], 1, ps, D, torch.bfloat16, DEV)
+    args = (cache["q"], cache["k_pages"], cache["v_pages"], cache["block_table"], cache["context_lens"], p)
+    splits = 4
+    ws = torch.empty(s2attn.paged_workspace_size(*args, num_splits=splits), dtype=torch.uint8, device=DEV)
+    assert ws.numel() > 0
+    out = torch.empty_like(cache["q"])
+    lse = torch.empty(2, H, 1, dtype=torch.float32, device=DEV)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up (per-kernel attributes) outside the capture
+        s2attn.paged_attention(*args, out=out, lse=lse, workspace=ws, num_splits=splits)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        s2attn.paged_attention(*args, out=out, lse=lse, workspace=ws, num_splits=splits)
+    # new contents, same buffers: a shorter context and new queries
+    cache["context_lens"].copy_(torch.tensor([2500, 701], dtype=torch.int32))
+    newq = torch.randn(cache["q"].shape, generator=gen).to(torch.bfloat16)
+    cache["q"].copy_(newq)
+    out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    cache["seq_q"] = [newq[0].clone(), newq[1].clone()]
+    cache["seq_k"][0] = cache["seq_k"][0][:2500]
+    cache["seq_v"][0] = cache["seq_v"][0][:2500]
+    # sequence 1 grows to 701 tokens: token 700 sits in its last (partial, NaN-tailed) page; write it
+    e = int(cache["block_table"][1, 700 // ps])
+    kn = torch.randn(Hkv, D, generator=gen).to(torch.bfloat16)
+    vn = torch.randn(Hkv, D, generator=gen).to(torch.bfloat16)
+    cache["k_pages"][e, 700 % ps] = kn.to(DEV)
+    cache["v_pages"][e, 700 % ps] = vn.to(DEV)
+    g.replay()
+    torch.cuda.synchronize()
+    cache["seq_k"][1] = torch.cat([cache["seq_k"][1], kn[None]], 0)
+    cache["seq_v"][1] = torch.cat([cache["seq_v"][1], vn[None]], 0)
+    ro, rl = reference(cache, p)
+    assert rel_err(out, ro) <= 1e-2
+    assert rel_err(lse, rl) <= 1e-3
+
+
+def test_workspace_errors_and_unsupported(gen):
+    p = pattern("ls", 4, 2, 16)
+    cache = make_cache(gen, p, [900], 1, 16, 64, torch.bfloat16, DEV)
+    args = (cache["q"], cache["k_pages"], cache["v_pages"], cache["block_table"], cache["context_lens"], p)
+    with pytest.raises(s2attn.InvalidArgumentError) as e:
+        s2attn.paged_attention(*args, workspace=torch.empty(8, dtype=torch.uint8, device=DEV), num_splits=4)
+    assert e.value.argument == "workspace"
+    assert s2attn.paged_num_splits(*args, num_splits=5) == 5
+    assert s2attn.paged_workspace_size(*args, num_splits=1) == 0
+    mask = s2attn.block_mask_pattern(torch.ones(60, 60, dtype=torch.bool).numpy(), 4, block_size=16,
+                                     num_kv_heads=2)
+    with pytest.raises(s2attn.UnsupportedError):
+        s2attn.paged_attention(*args[:-1], mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_combine_partitions_cuda(dtype, gen):
+    P, B, S, H, D = 3, 2, 5, 4, 64
+    outs = torch.randn(P, B, S, H, D, generator=gen).to(dtype)
+    lses = torch.randn(P, B, H, S, generator=gen) * 3
+    lses[1, :, :, 0] = -float("inf")
+    outs[1, :, 0] = float("nan")  # never read: its lse is -inf
+    lses[:, 1, 2, 3] = -float("inf")  # a row every partition misses
+    o_c, l_c = s2attn.combine_partitions(list(outs), list(lses))
+    o_g, l_g = s2attn.combine_partitions([x.to(DEV) for x in outs], [x.to(DEV) for x in lses])
+    torch.cuda.synchronize()
+    assert not torch.isnan(o_g).any()
+    assert rel_err(o_g.cpu(), o_c.double()) <= (1e-2 if dtype != torch.float32 else 1e-6)
+    assert rel_err(l_g.cpu(), l_c.double()) <= 1e-6
+    assert torch.all(o_g[1, 3, 2] == 0) and l_g[1, 2, 3] == -float("inf")
