@@ -40,7 +40,8 @@ install: venv $(if $(filter ON,$(HAVE_GPU)),cutlass,)
 	CMAKE_ARGS="-DS2ATTN_CUDA=$(if $(filter ON,$(HAVE_GPU)),AUTO,OFF) $(CMAKE_ARGS)" \
 	  $(PY) -m pip install -q --no-build-isolation --no-deps .
 
-demo: install
+# On a GPU machine the demo runs on the GPU through torch tensors, so torch is installed there too.
+demo: install $(if $(filter ON,$(HAVE_GPU)),$(VENV)/.torch-stamp,)
 	$(PY) -m s2attn demo
 
 test: cpp-test cpp-asan-test cpp-example py-test
