@@ -292,3 +292,35 @@ def test_typed_errors():
     with pytest.raises(InvalidArgumentError) as e:
         st.LocalStrideSparseAttention(2, 1024, 16, 2, 2)(q, q[:, :, :1].expand(1, 16, 3, 16), q)
     assert e.value.argument in ("k", "v")
+
+
+def test_vllm_style_engine_steps():
+    """Prefill, chunked prefill and decode through S2PagedAttention over a shuffled paged cache equal the
+    attention over the contiguous sequences."""
+    from s2attn.torch.vllm import S2PagedAttention, S2PagedMetadata
+
+    H, Hkv, D, page, pages = 4, 2, 32, 16, 64
+    layer = S2PagedAttention(H, D, num_kv_heads=Hkv, block_size=16, local_blocks=2, vert_stride=3)
+    g = torch.Generator().manual_seed(21)
+    kv_cache = torch.full((2, pages, page, Hkv, D), float("nan"))
+    perm = torch.randperm(pages, generator=g)
+    table = perm[:3 * 8].view(3, 8).to(torch.int32)  # 3 sequences, up to 8 pages each
+    full_q, full_k, full_v = ([torch.empty(0, h, D) for _ in range(3)] for h in (H, Hkv, Hkv))
+    lens = [0, 0, 0]
+    for step_tokens in ([50, 17, 1], [30, 1, 40], [1, 1, 1]):  # prefill, chunked prefill + decode, decode
+        qs, ks, vs, slots = [], [], [], []
+        for b, n in enumerate(step_tokens):
+            q, k, v = (torch.randn(n, h, D, generator=g) for h in (H, Hkv, Hkv))
+            pos = torch.arange(lens[b], lens[b] + n)
+            slots.append(table[b, pos // page].long() * page + pos % page)
+            full_q[b], full_k[b], full_v[b] = (torch.cat([a, x]) for a, x in ((full_q[b], q), (full_k[b], k),
+                                                                                (full_v[b], v)))
+            lens[b] += n
+            qs.append(q), ks.append(k), vs.append(v)
+        cu = torch.tensor([0] + list(np.cumsum(step_tokens)), dtype=torch.int32)
+        meta = S2PagedMetadata(block_table=table, seq_lens=torch.tensor(lens, dtype=torch.int32),
+                               query_start_loc=cu, slot_mapping=torch.cat(slots))
+        out = layer(torch.cat(qs), torch.cat(ks), torch.cat(vs), kv_cache, meta)
+        for b, n in enumerate(step_tokens):
+            ref = st.attention(full_q[b][None, -n:], full_k[b][None], full_v[b][None], layer.pattern)[0]
+            assert rel(out[int(cu[b]):int(cu[b + 1])], ref) <= 1e-5
