@@ -1,0 +1,303 @@
+// A consumer warpgroup of the Hopper forward: 64 query rows of the tile. Per stage: S = Q K^T (wgmma, both
+// operands in shared memory), the mask where the stage needs one, the online softmax in fp32 registers
+// (log2 domain), O += P V (wgmma, P from registers). Epilogue: normalise, store O (16-bit) and the LSE
+// (fp32) with predicates (rows outside the sequence are not stored).
+//
+// Overlap (FA3's two schedules):
+//  - inside a warpgroup, stage n's S = Q K^T and stage n-1's O += P V are issued together; the softmax of
+//    stage n runs while P V of stage n-1 is still on the tensor cores (O is rescaled by stage n's factor
+//    just before the next P V is issued);
+//  - between the two warpgroups, ping-pong on named barriers: a warpgroup issues its GEMMs only on its
+//    turn and hands the turn over once they are issued, so one warpgroup's softmax overlaps the other's
+//    GEMMs. Both warpgroups walk the same stages (a box one of them does not see is computed and masked out),
+//    so the turns stay paired.
+//
+// Register fragments (wgmma m64nNk16, per thread): accumulator element e of a 64 x N tile sits at row
+// warp * 16 + r * 8 + lane / 4 and column 8 * t + 2 * (lane % 4) + c, with e = c + 2 r + 4 t. The A operand
+// of a k16 step in registers has the same order for two adjacent n8 tiles, so P is the S accumulator
+// converted element by element.
+#pragma once
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+
+#include "cuda/common/numeric.cuh"
+#include "cuda/sm90/forward_sm90.h"
+#include "cuda/sm90/forward_traits_sm90.h"
+#include "cuda/sm90/ptx_sm90.cuh"
+#include "cuda/sm90/stage_sequence_sm90.cuh"
+#include "cuda/sm90/tile_scheduler_sm90.cuh"
+
+namespace s2attn::cuda {
+
+constexpr float kLog2eSm90 = 1.4426950408889634f;
+constexpr float kLn2Sm90 = 0.6931471805599453f;
+
+__device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Issues one warpgroup GEMM (all k16 steps) and commits it; the caller waits (warpgroup_wait).
+// kRegA: A in registers (RS), else a shared-memory descriptor (SS).
+template <bool kZeroInit, bool kRegA, class Mma, class TA, class TB, class TC>
+__device__ __forceinline__ void wgmma_issue(Mma& mma, TA const& a, TB const& b, TC& c) {
+  using namespace cute;
+  if constexpr (kRegA) warpgroup_fence_operand(const_cast<TA&>(a));
+  warpgroup_fence_operand(c);
+  warpgroup_arrive();
+  mma.accumulate_ = kZeroInit ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(a); ++k) {
+    cute::gemm(mma, a(_, _, k), b(_, _, k), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+}
+
+template <class T>
+struct ConsumerSm90 {
+  using Elem = typename T::Elem;
+  static constexpr int kD = T::kHeadDim;
+  static constexpr int kSN8 = T::kBlockN / 8;  // n8 tiles of S per row
+  static constexpr int kON8 = kD / 8;          // n8 tiles of O per row
+
+  // Per-element visibility of the S tile of a stage that needs masking. Rows at absolute positions pos[r];
+  // box (64 keys) h starts at key st.k0[h] and is seen by this warpgroup's query block iff bit h of `seen`.
+  template <class TS>
+  __device__ __forceinline__ static void mask(TS& s, const StageSm90& st, uint32_t seen, int len_k, bool causal,
+                                              const int (&pos)[2]) {
+    const int lane = threadIdx.x % 32;
+    CUTE_UNROLL
+    for (int t = 0; t < kSN8; ++t) {
+      const int h = t / (kSN8 / 2);
+      const int kbase = st.k0[h] + (t % (kSN8 / 2)) * 8 + 2 * (lane % 4);
+      const bool box_seen = (seen >> h) & 1u;
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r)
+        CUTE_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          const int key = kbase + c;
+          const bool ok = box_seen && key < len_k && (!causal || key <= pos[r]);
+          if (!ok) s(c + 2 * r + 4 * t) = -INFINITY;
+        }
+    }
+  }
+
+  // Online softmax over one S tile (masked; `scale` > 0 takes it to the log2 domain): updates the running
+  // max (log2 domain) and this thread's partial row sums, returns in alpha the factor by which O must be
+  // rescaled before the next P V, leaves the probabilities in s.
+  template <class TS>
+  __device__ __forceinline__ static void softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
+                                                 float (&alpha)[2]) {
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+      CUTE_UNROLL
+      for (int t = 0; t < kSN8; ++t) mx = fmaxf(mx, fmaxf(s(4 * t + 2 * r), s(4 * t + 2 * r + 1)));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx * scale);
+      const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
+      alpha[r] = exp2_approx(m[r] - ref);
+      m[r] = m_new;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int t = 0; t < kSN8; ++t)
+        CUTE_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          const float pr = exp2_approx(fmaf(s(4 * t + 2 * r + c), scale, -ref));
+          s(4 * t + 2 * r + c) = pr;
+          sum += pr;
+        }
+      l[r] = l[r] * alpha[r] + sum;
+    }
+  }
+
+  template <class TO>
+  __device__ __forceinline__ static void rescale(TO& o, const float (&alpha)[2]) {
+    CUTE_UNROLL
+    for (int t = 0; t < kON8; ++t)
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        o(4 * t + 2 * r) *= alpha[r];
+        o(4 * t + 2 * r + 1) *= alpha[r];
+      }
+  }
+
+  __device__ __forceinline__ static void release(SharedStorageSm90<T>& ss, int stage) {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbar_arrive(&ss.empty[stage]);  // one arrival per warp: 8 per stage
+  }
+};
+
+template <class T>
+__device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss, int wg) {
+  using namespace cute;
+  using Elem = typename T::Elem;
+  using C = ConsumerSm90<T>;
+  constexpr int kD = T::kHeadDim;
+  constexpr int kMmaThreads = 128 * T::kConsumerWarpgroups;
+  const int turn_mine = static_cast<int>(NamedBarrierSm90::wg_turn) + wg;
+  const int turn_other = static_cast<int>(NamedBarrierSm90::wg_turn) + (1 - wg);
+  const AttentionParams& p = fp.p;
+  const int tid = threadIdx.x % 128;  // thread in the warpgroup
+  const int warp = tid / 32, lane = tid % 32;
+  const bool causal = p.pattern.causal != 0;
+  // softmax scale into the log2 domain; a negative scale is applied to S first (the running max needs a
+  // monotone map), a positive one is folded into the exponent's FFMA
+  const float scale_log2 = p.scale * kLog2eSm90;
+  const bool prescale = scale_log2 < 0.f;
+  const float fold_scale = prescale ? 1.f : scale_log2;
+
+  typename T::MmaS mma_s;
+  typename T::MmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(tid);
+  auto thr_o = mma_o.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});  // (64, D)
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // (64, 128) fp32
+  Tensor tOrO = partition_fragment_C(mma_o, Shape<Int<T::kWgRows>, Int<kD>>{});          // (64, D) fp32
+  Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));
+  Tensor tOrP32 = recast<uint32_t>(tOrP);
+  using CElem = typename CudaElem<Elem>::type;
+
+  if (wg == 1) named_barrier_arrive(turn_other, kMmaThreads);  // warpgroup 0 takes the first turn
+
+  TileSchedulerSm90<T::kBlockM> sched;
+  int stage = 0;
+  uint32_t phase = 0;
+  int unit_count = 0;
+  WorkUnitSm90 w;
+  for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
+    // this thread's rows: absolute positions
+    int pos[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) pos[r] = w.t0 + wg * T::kWgRows + warp * 16 + r * 8 + lane / 4;
+    const int pos_min = w.t0 + wg * T::kWgRows;  // first row of the warpgroup
+    const int len_k = w.g.len_k;
+
+    clear(tOrO);
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.f, 0.f};
+    float alpha[2];  // rescale of O for the latest stage's running max
+
+    // S of a stage: scale (when negative), mask where needed, online softmax; then P from S.
+    // Stages this warpgroup's query block does not see (a box of the other block, the filler box of an odd
+    // count) are computed like the others and masked out: the main loop has no branch around a wgmma
+    // (ptxas serialises wgmma issued under one branch and waited under another, C7514 / C7518).
+    auto softmax_stage = [&](const StageSm90& st) {
+      const uint32_t seen = ((st.vis[0] >> wg) & 1u) | (((st.vis[1] >> wg) & 1u) << 1);
+      if (prescale) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) tSrS(i) *= scale_log2;
+      }
+      const int k_hi = max(st.k0[0], st.k0[1]) + T::kSubTile;  // one past the last key of the stage
+      const bool full = seen == 3u && k_hi <= len_k && (!causal || k_hi - 1 <= pos_min);
+      if (!full) C::mask(tSrS, st, seen, len_k, causal, pos);
+      C::softmax(tSrS, fold_scale, m, l, alpha);
+    };
+    auto make_p = [&]() {  // P: the S accumulators as 16-bit A fragments of O += P V
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrP32); ++i) tOrP32(i) = pack2<CElem>(tSrS(2 * i), tSrS(2 * i + 1));
+    };
+    auto advance = [&]() {
+      if (++stage == T::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    };
+
+    StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
+    seq.init(p.pattern, w);
+    mbar_wait(&ss.q_full, unit_count & 1);
+    ++unit_count;
+    StageSm90 st;
+    seq.next(st);  // every unit has at least one stage
+    mbar_wait(&ss.full[stage], phase);
+    if (st.boxes == 0) {  // a unit that sees nothing: pass the stage (and the turn) through
+      named_barrier_sync(turn_mine, kMmaThreads);
+      named_barrier_arrive(turn_other, kMmaThreads);
+      C::release(ss, stage);
+      advance();
+    } else {
+      // first stage: S only
+      named_barrier_sync(turn_mine, kMmaThreads);
+      {
+        Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});  // (128, D)
+        wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+      }
+      named_barrier_arrive(turn_other, kMmaThreads);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      softmax_stage(st);
+      make_p();
+      int held = stage;  // the stage whose V the pending P V reads
+      advance();
+      // steady state: S of this stage and P V of the last one issued together, on this warpgroup's turn
+      while (seq.next(st)) {
+        mbar_wait(&ss.full[stage], phase);
+        named_barrier_sync(turn_mine, kMmaThreads);
+        Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
+        Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});  // (D, 128)
+        wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+        wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
+        named_barrier_arrive(turn_other, kMmaThreads);
+        warpgroup_wait<1>();  // S done; P V may still run
+        warpgroup_fence_operand(tSrS);
+        softmax_stage(st);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        C::release(ss, held);
+        C::rescale(tOrO, alpha);  // O to this stage's running max, before its P V is issued
+        make_p();
+        held = stage;
+        advance();
+      }
+      // the last P V, outside the turns (both warpgroups do it)
+      Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});
+      wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      C::release(ss, held);
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&ss.q_empty);
+
+    // Epilogue: row sums across the quad, normalise, store.
+    float lse[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float s = l[r];
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      const float inv = s > 0.f ? 1.f / s : 0.f;
+      lse[r] = s > 0.f ? (m[r] + __log2f(s)) * kLn2Sm90 : -INFINITY;
+      CUTE_UNROLL
+      for (int t = 0; t < C::kON8; ++t) {
+        tOrO(4 * t + 2 * r) *= inv;
+        tOrO(4 * t + 2 * r + 1) *= inv;
+      }
+    }
+    CElem* out = static_cast<CElem*>(p.out) + w.b * p.out_stride.batch + w.g.q_begin * p.out_stride.seq +
+                 w.h * p.out_stride.head;
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const int P = pos[r];
+      if (P >= w.pos_lo && P < w.pos_hi) {
+        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 2 * (lane % 4);
+        CUTE_UNROLL
+        for (int t = 0; t < C::kON8; ++t) {
+          *reinterpret_cast<uint32_t*>(row + 8 * t) = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
+        }
+        if (p.lse != nullptr && lane % 4 == 0) {
+          p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =
+              lse[r];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,51 @@
+// The Hopper (sm_90a) S2 forward kernel: a persistent, warp-specialised CTA of 3 warpgroups.
+//   warpgroup 0: producer (setmaxnreg down); its warp 0 walks the work units and their visible key tiles
+//                and issues the TMA loads (forward_producer_sm90.cuh);
+//   warpgroups 1, 2: consumers (setmaxnreg up), 64 query rows each (forward_consumer_sm90.cuh).
+// Shared memory: the Q tile (reloaded per unit once the consumers release it) and a ring of kStages K/V
+// stages with full (TMA transaction) and empty (8 consumer warps) mbarriers.
+//
+// Semantics (as every backend): query row r of sequence b sits at absolute position P = offset + r; it sees
+// key t iff attends(pattern, h, P / bs, t / bs) && (!causal || t <= P) && t < len_k; rows at P < 0 see
+// nothing. A row that sees nothing gets out 0 and lse -inf.
+#pragma once
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "cuda/sm90/forward_consumer_sm90.cuh"
+#include "cuda/sm90/forward_producer_sm90.cuh"
+#include "cuda/sm90/forward_sm90.h"
+#include "cuda/sm90/forward_traits_sm90.h"
+#include "cuda/sm90/ptx_sm90.cuh"
+
+namespace s2attn::cuda {
+
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __grid_constant__ ForwardParamsSm90 fp) {
+  extern __shared__ char smem_raw[];
+  // 1024-byte alignment: the 128-byte swizzle of TMA and wgmma repeats every 1024 bytes
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  auto& ss = *reinterpret_cast<SharedStorageSm90<T>*>(base);
+  // warp-uniform for ptxas (a shuffle from lane 0): role branches must not look divergent around wgmma
+  const int role = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < T::kStages; ++s) {
+      mbar_init(&ss.full[s], 1);                              // the producer's arrive (+ TMA bytes)
+      mbar_init(&ss.empty[s], T::kConsumerWarpgroups * 4);    // one arrival per consumer warp
+    }
+    mbar_init(&ss.q_full, 1);
+    mbar_init(&ss.q_empty, T::kConsumerWarpgroups * 4);
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (role == static_cast<int>(WarpGroupRoleSm90::producer)) {
+    cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
+    if (threadIdx.x / 32 == 0) run_producer<T>(fp, ss);
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
+    run_consumer<T>(fp, ss, role - 1);
+  }
+}
+
+}  // namespace s2attn::cuda

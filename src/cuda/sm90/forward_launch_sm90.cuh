@@ -1,0 +1,25 @@
+// Definition of run_forward_sm90: included by the instantiation files only.
+#pragma once
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "cuda/sm90/forward_kernel_sm90.cuh"
+#include "cuda/sm90/forward_sm90.h"
+
+namespace s2attn::cuda {
+
+template <typename Elem, int kHeadDim>
+void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& launch) {
+  using T = ForwardTraitsSm90<Elem, kHeadDim>;
+  constexpr int kSmem = smem_bytes_sm90<T>();
+  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
+  const auto kernel = forward_kernel_sm90<T>;
+  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);
+  kernel<<<launch.grid, T::kThreads, kSmem, launch.stream>>>(params);
+  S2_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace s2attn::cuda
+
+// One explicit instantiation per (dtype, head dim); use inside namespace s2attn::cuda.
+#define S2ATTN_INSTANTIATE_FORWARD_SM90(ELEM, HEAD_DIM) \
+  template void run_forward_sm90<ELEM, HEAD_DIM>(const ForwardParamsSm90&, const ForwardLaunchSm90&);

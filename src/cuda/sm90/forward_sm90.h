@@ -1,0 +1,31 @@
+// The Hopper forward's kernel parameters and its launcher, as the dispatcher (forward_sm90.cu) sees them.
+// Each (dtype, head dim) variant is instantiated once, in instantiations/.
+#pragma once
+#include <cuda.h>  // CUtensorMap
+#include <cuda_runtime_api.h>
+
+#include "common/attention_params.h"
+
+namespace s2attn::cuda {
+
+// Everything the kernel reads, passed by value as a __grid_constant__ parameter (the TMA descriptors must
+// live in parameter, constant or global memory).
+struct ForwardParamsSm90 {
+  CUtensorMap tma_q;  // [batch, seq, head, dim] boxes of 64 rows x 64 elements, 128-byte swizzle
+  CUtensorMap tma_k;
+  CUtensorMap tma_v;
+  AttentionParams p;
+  int head_group = 1;  // heads per scheduling group (see tile_scheduler_sm90.cuh)
+};
+
+struct ForwardLaunchSm90 {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  int grid = 0;  // persistent CTAs (<= SMs)
+};
+
+// Elem: cutlass::bfloat16_t or cutlass::half_t (declared as the CUDA types' bit twins in the .cu files).
+template <typename Elem, int kHeadDim>
+void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& launch);
+
+}  // namespace s2attn::cuda
