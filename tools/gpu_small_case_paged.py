@@ -1,7 +1,7 @@
 """A few small paged-KV CUDA calls for compute-sanitizer (memcheck, racecheck): decode with GQA and a
 1-token context, page sizes that are not the block size, split-KV with the combine kernel, varlen with an
-empty sequence, head-paged with unmapped (-1) pages, chunked prefill, combine_partitions. Checks against a
-float64 reference; exits non-zero on a mismatch.
+empty sequence, query rows of one CTA straddling query blocks, head-paged with unmapped (-1) pages, chunked
+prefill, combine_partitions. Checks against a float64 reference; exits non-zero on a mismatch.
 
     compute-sanitizer --tool memcheck python3 tools/gpu_small_case_paged.py
 """
@@ -39,6 +39,9 @@ def main():
     ok &= run("decode-split3-page24", gen, [400, 17], 1, 24, 4, 2, 64, 16, fp, 3)
     ok &= run("spec-q3-page64-bs16", gen, [200, 90], 3, 64, 4, 1, 128, 16, bf, 2)
     ok &= run("varlen-empty", gen, [60, 50, 70], [4, 0, 9], 32, 4, 2, 64, 32, bf, 2, varlen=True)
+    # one CTA's rows straddle query blocks (93..96 over 5|6, 30..33 over 1|2; varlen-empty's 61..64 too)
+    ok &= run("straddle-q4-bs16", gen, [97, 34], 4, 16, 4, 2, 128, 16, bf, 1)
+    ok &= run("straddle-q4-split3", gen, [97, 34], 4, 16, 4, 2, 128, 16, fp, 3)
     ok &= run("head-paged-unmapped", gen, [300, 45], 1, 16, 4, 2, 128, 16, bf, 2, head_paged=True,
               drop_unneeded=True)
     ok &= run("chunk-40", gen, [260], 40, 16, 4, 2, 64, 16, fp, 1)

@@ -65,6 +65,11 @@ CASES = [
     ("varlen_empty_seq", [50, 60, 70], [5, 0, 9], 32, 4, 2, 64, torch.float16, "ls_het", 16, {"varlen": True}),
     ("head_paged", [333, 20, 1290], 1, 16, 8, 2, 128, torch.bfloat16, "ls", 64, {"head_paged": True}),
     ("head_paged_prefill", [250, 97], 20, 32, 8, 4, 64, torch.bfloat16, "rules", 16, {"head_paged": True}),
+    # a CTA's query rows straddle two query blocks (rows (29, 30 | 31, 32), (95 | 96), (63 | 64)): the union
+    # walk over the rows' key blocks must not fall back to the lower row's end (it once looped forever)
+    ("spec_straddle_per_q_head", [34, 100, 66], 5, 16, 8, 2, 64, torch.bfloat16, "ls_pq", 16, {}),
+    ("varlen_straddle_rules", [34, 97, 66], [5, 2, 4], 16, 4, 2, 128, torch.float16, "rules", 16,
+     {"varlen": True}),
 ]
 
 

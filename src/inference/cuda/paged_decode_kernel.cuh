@@ -52,6 +52,9 @@ struct CtaRows {
 
 // Smallest key block >= x visible to some (head, query block) of the CTA, or `end` when none below it.
 // Re-derived from the rules at every step (a few integer ops per source): nothing is stored.
+// A row's next_from(x) answers its own list's end when it has no member >= x, and that end differs per row
+// (causal: min(nk, i + 1)), so it can lie below x: only real members (j < s.end) are candidates. Taking
+// the sentinel sent the walk back to a lower block forever when the CTA's rows span query blocks.
 __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const CtaRows& c, int32_t x,
                                                     int32_t end) {
   int32_t best = end;
@@ -60,7 +63,7 @@ __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const
     for (int32_t i = imax(c.i_lo, 0); i <= c.i_hi; ++i) {
       const SegmentList s = row_segments(p, c.h0 + g, i, c.nk);
       const int32_t j = s.next_from(x);
-      if (j < best) best = j;
+      if (j < s.end && j < best) best = j;  // j >= x here: the walk always moves forward
     }
   }
   return best < end ? best : end;
