@@ -68,6 +68,8 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 @pytest.mark.parametrize("shape", [(1, 77, 77, 4, 2, 32), (2, 40, 130, 4, 4, 64), (1, 129, 129, 6, 1, 64)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_autograd_matches_reference(device, dtype, shape, causal):
+    if device == "cuda" and (dtype == torch.float32 or shape[5] not in (64, 128)):
+        pytest.skip("the CUDA backends take bf16 / fp16 and head dims 64 / 128 (the rest runs on the CPU)")
     B, Sq, Sk, H, Hkv, D = shape
     p = s2attn.local_stride(num_heads=H, num_kv_heads=Hkv, block_size=16, local_blocks=2, vert_stride=3,
                             causal=causal)
@@ -87,7 +89,8 @@ def test_autograd_matches_reference(device, dtype, shape, causal):
 def test_lse_gradient(device):
     """A loss through the lse (as in context-parallel merges) gets exact gradients too."""
     p = s2attn.local_stride(num_heads=4, num_kv_heads=2, block_size=16, local_blocks=2, vert_stride=2)
-    q, k, v = inputs(2, 50, 70, 4, 2, 32, torch.float32, device, seed=3)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16  # CUDA: bf16 / fp16 only
+    q, k, v = inputs(2, 50, 70, 4, 2, 64, dtype, device, seed=3)
     out, lse = st.attention(q, k, v, p, return_lse=True)
     ref_out, ref_lse = reference(q, k, v, p)
     w = torch.randn_like(lse)
@@ -96,7 +99,7 @@ def test_lse_gradient(device):
     grads = torch.autograd.grad(loss, (q, k, v))
     ref_grads = torch.autograd.grad(ref_loss, (q, k, v))
     for name, a, b in zip("qkv", grads, ref_grads):
-        assert rel(a, b) <= 1e-5, f"d{name}"
+        assert rel(a, b) <= (1e-5 if dtype == torch.float32 else 2e-2), f"d{name}"
 
 
 def test_empty_rows_give_zero_and_no_nan():
