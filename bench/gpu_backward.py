@@ -35,6 +35,35 @@ def dense_tflops(B, H, S, D, ms, mode):
     return FACTOR[mode] * 4.0 * B * H * S * S * D / 2.0 / (ms * 1e-3) / 1e12
 
 
+def coarse_block_mask(pattern, S, bs, device, flex_bs=128):
+    """The pattern as a FlexAttention BlockMask of flex_bs-token blocks (Flex's default size, which its
+    backward kernels tile): a coarse block is full when all its fine blocks are visible and it is below the
+    diagonal, partial when some are, and mask_mod applies the fine pattern and the causal cut."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nb, f = S // bs, flex_bs // bs
+    bm = torch.from_numpy(pattern.to_block_mask(nb, nb).copy()).to(device=device, dtype=torch.bool)  # [H, nb, nb]
+    H, nc = bm.shape[0], nb // f
+    fine = bm.view(H, nc, f, nc, f)
+    any_, all_ = fine.any(dim=(2, 4)), fine.all(dim=(2, 4))
+    diag = torch.eye(nc, dtype=torch.bool, device=device)[None]
+    full = all_ & ~diag
+    partial = any_ & ~full
+
+    def indices(m):
+        num = m.sum(-1, dtype=torch.int32)
+        idx = torch.sort(m.to(torch.int8), dim=-1, descending=True, stable=True).indices.to(torch.int32)
+        return num[None].contiguous(), idx[None].contiguous()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return bm[h, q_idx // bs, kv_idx // bs] & (q_idx >= kv_idx)
+
+    kv_num, kv_idx = indices(partial)
+    full_num, full_idx = indices(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=flex_bs, mask_mod=mask_mod,
+                                    seq_lengths=(S, S))
+
+
 def bench_shape(cfg, S, strides, rows, errors, flex_on):
     B, H, Hkv, D, BS, L = cfg["B"], cfg["H"], cfg["Hkv"], cfg["D"], cfg["BS"], cfg["L"]
     torch.manual_seed(0)
@@ -116,8 +145,10 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
                                "BLOCK_N2": BS},
                               {"BLOCK_M": BS, "BLOCK_N": BS, "BLOCK_M1": 32, "BLOCK_N1": BS, "BLOCK_M2": BS,
                                "BLOCK_N2": 32}, None]
-                fg, last = None, None
-                for opts in candidates:
+                fg, last, mask_kind = None, None, f"{BS}-token blocks"
+                for opts in candidates + ["coarse"]:
+                    if opts == "coarse":  # Flex's own 128-token blocks; mask_mod keeps the 64-block pattern
+                        bmask, opts, mask_kind = coarse_block_mask(pattern, S, BS, dev), None, "128-token blocks"
                     def flex_step(opts=opts):
                         o = flex(q, k, v, block_mask=bmask, kernel_options=opts, **kw)
                         return torch.autograd.grad(o, (q, k, v), dout)
@@ -134,7 +165,8 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
                 compile_s = time.time() - t0
                 err = max(fwd.rel_err(a.transpose(1, 2), b) for a, b in zip(grads, fg))
                 add("flex", V, "fwd+bwd", fwd.do_bench(flex_step), density,
-                    f"compile {compile_s:.0f}s, kernel_options {opts}, s2attn vs flex grad rel err {err:.1e}")
+                    f"compile {compile_s:.0f}s, BlockMask of {mask_kind}, kernel_options {opts}, "
+                    f"s2attn vs flex grad rel err {err:.1e}")
                 rows[-1]["s2attn_vs_flex_grad_rel_err"] = err
             except Exception as e:  # noqa: BLE001
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
