@@ -4,60 +4,18 @@
 #include <cstdint>
 #include <string>
 
+#include "api/checks.h"
+
 namespace s2attn {
 namespace {
 
-std::string shape_str(const TensorView& t) {
-  std::string s = "[";
-  for (int i = 0; i < t.ndim; ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
-  return s + "]";
-}
-
-std::string device_str(const Device& d) {
-  return d.type == DeviceType::cpu ? "cpu" : "cuda:" + std::to_string(d.index);
-}
-
-bool is_float_io(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16; }
-
-void require_defined(const char* name, const TensorView& t) {
-  if (t.data == nullptr && t.numel() != 0) throw InvalidArgument(name, "a tensor (got none)");
-  if (t.ndim < 1 || t.ndim > kMaxDims) throw InvalidArgument(name, "a tensor of rank 1..4");
-}
-
-void require_same_device(const char* name, const TensorView& t, const TensorView& ref) {
-  if (t.device != ref.device) {
-    throw InvalidArgument(name, "on the same device as q (" + device_str(ref.device) + "), got " +
-                                    device_str(t.device));
-  }
-}
-
-void require_shape(const char* name, const TensorView& t, std::initializer_list<int64_t> shape) {
-  bool ok = t.ndim == static_cast<int>(shape.size());
-  int i = 0;
-  for (int64_t s : shape) ok = ok && t.shape[i++] == s;
-  if (!ok) {
-    std::string want = "[";
-    i = 0;
-    for (int64_t s : shape) want += (i++ ? ", " : "") + std::to_string(s);
-    throw InvalidArgument(name, "shape " + want + "], got " + shape_str(t));
-  }
-}
-
-void require_last_contiguous(const char* name, const TensorView& t) {
-  if (t.ndim > 0 && t.shape[t.ndim - 1] > 1 && t.stride[t.ndim - 1] != 1) {
-    throw InvalidArgument(name, "a contiguous last (head-dim) dimension (stride 1), got stride " +
-                                    std::to_string(t.stride[t.ndim - 1]));
-  }
-  for (int i = 0; i < t.ndim; ++i) {
-    if (t.stride[i] < 0) throw InvalidArgument(name, "non-negative strides");
-  }
-}
+using namespace checks;
 
 // An operand in [B, S, H, D] (or varlen [T, H, D]) layout; returns its strides.
 SeqStrides operand(const char* name, const TensorView& t, DType dtype, const TensorView& q, bool varlen,
                    std::initializer_list<int64_t> shape) {
   require_defined(name, t);
-  require_same_device(name, t, q);
+  require_device(name, t, q.device);
   if (!is_float_io(t.dtype) || t.dtype != dtype) {
     throw DTypeMismatch(name, std::string("dtype ") + dtype_name(dtype) + " (float32, float16 or "
                               "bfloat16, the same as q), got " + dtype_name(t.dtype));
@@ -80,7 +38,7 @@ SeqStrides operand(const char* name, const TensorView& t, DType dtype, const Ten
 const int32_t* cu_seqlens(const char* name, const TensorView& t, const TensorView& q, int64_t batch,
                           int64_t total) {
   require_defined(name, t);
-  require_same_device(name, t, q);
+  require_device(name, t, q.device);
   if (t.dtype != DType::i32) {
     throw DTypeMismatch(name, std::string("dtype int32, got ") + dtype_name(t.dtype));
   }
@@ -109,7 +67,7 @@ const int32_t* cu_seqlens(const char* name, const TensorView& t, const TensorVie
 void workspace(AttentionBwdParams& p, const AttentionOptions& o, const TensorView& q) {
   const TensorView& w = o.workspace;
   if (q.device.type != DeviceType::cuda || !w.defined()) return;  // CPU: no scratch on the device
-  require_same_device("workspace", w, q);
+  require_device("workspace", w, q.device);
   if (w.dtype != DType::u8) {
     throw DTypeMismatch("workspace", std::string("dtype uint8, got ") + dtype_name(w.dtype));
   }
@@ -191,7 +149,8 @@ AttentionParams make_forward_params(const Pattern& pattern, const TensorView& q,
     }
     if (lse.defined()) {
       if (lse.dtype != DType::f32) throw DTypeMismatch("lse", std::string("dtype float32, got ") + dtype_name(lse.dtype));
-      require_same_device("lse", lse, q);
+      require_defined("lse", lse);  // non-negative strides: the kernels write through them
+      require_device("lse", lse, q.device);
       require_shape("lse", lse, {H, Tq});
       p.lse_stride = SeqStrides{0, lse.stride[1], lse.stride[0]};
     }
@@ -205,7 +164,8 @@ AttentionParams make_forward_params(const Pattern& pattern, const TensorView& q,
     p.out_stride = operand("out", out, q.dtype, q, false, {B, Sq, H, D});
     if (lse.defined()) {
       if (lse.dtype != DType::f32) throw DTypeMismatch("lse", std::string("dtype float32, got ") + dtype_name(lse.dtype));
-      require_same_device("lse", lse, q);
+      require_defined("lse", lse);
+      require_device("lse", lse, q.device);
       require_shape("lse", lse, {B, H, Sq});
       p.lse_stride = SeqStrides{lse.stride[0], lse.stride[2], lse.stride[1]};
     }
