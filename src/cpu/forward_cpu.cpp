@@ -102,22 +102,11 @@ void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32
       }
     }
     online_softmax(st, N, W, m, l, alpha, m_use, sum);
-    for (int c = 0; c < MG; ++c) {
-      if (alpha[c] != 1.f) {
-        float* orow = o + int64_t(c) * Dp;
-        const float a = alpha[c];
-        for (int d = 0; d < Dp; ++d) orow[d] *= a;
-      }
-    }
+    rescale_rows(o, Dp, alpha, MG);
     gemm<true, true>(MG, Dp, N, st, W, vb, Dp, o, Dp);  // O += P V, P = (S^T)^T
   }
 
-  // out = O / l; a row that saw nothing has l = 0, O = 0: out 0, lse -inf.
-  for (int c = 0; c < MG; ++c) {
-    const bool seen = l[c] > 0.f;
-    m[c] = seen ? (m[c] + std::log2(l[c])) * kLn2 : -kInf;
-    alpha[c] = seen ? 1.f / l[c] : 0.f;
-  }
+  finish_rows(m, l, alpha, MG);  // out = O / l, lse; rows that saw nothing: 0 and -inf
   for (int g = 0; g < nh; ++g) {
     if (p.lse) {
       float* lse = lse_at(g);

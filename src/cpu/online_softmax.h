@@ -3,6 +3,7 @@
 // Include only from translation units compiled with the CPU kernels' flags (see tile_math.h).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -39,6 +40,28 @@ inline void online_softmax(float* __restrict st, int N, int W, float* __restrict
     }
   }
   for (int c = 0; c < W; ++c) l[c] = madd(l[c], alpha[c], sum[c]);
+}
+
+// Scales each of the W running output rows o[c][0, Dp) by alpha[c] (skipping the factor 1).
+inline void rescale_rows(float* __restrict o, int Dp, const float* __restrict alpha, int W) {
+  for (int c = 0; c < W; ++c) {
+    if (alpha[c] != 1.f) {
+      float* row = o + int64_t(c) * Dp;
+      const float a = alpha[c];
+      for (int d = 0; d < Dp; ++d) row[d] *= a;
+    }
+  }
+}
+
+// The end of the walk: m becomes each row's natural-log LSE and scale its output factor 1 / l; a row that
+// saw nothing (l = 0, O = 0) gets output 0 and LSE -inf.
+inline void finish_rows(float* __restrict m, const float* __restrict l, float* __restrict scale, int W) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int c = 0; c < W; ++c) {
+    const bool seen = l[c] > 0.f;
+    m[c] = seen ? (m[c] + std::log2(l[c])) * kLn2 : kNegInf;
+    scale[c] = seen ? 1.f / l[c] : 0.f;
+  }
 }
 
 }  // namespace s2attn::cpu
