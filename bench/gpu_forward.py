@@ -1,6 +1,6 @@
 """GPU forward benchmark: s2attn against its peers in the same process (DESIGN.md section 4).
 
-Rows: s2attn's portable path (backend="cuda_sm80", impl s2attn_sm80) and, on an H100/H200, its Hopper path
+Rows: the paper's Triton library (dkernel) when importable (see dkernel_row); s2attn's portable path (backend="cuda_sm80", impl s2attn_sm80) and, on an H100/H200, its Hopper path
 (backend="cuda_sm90", impl s2attn_sm90), each on the S2 pattern and on the dense causal pattern (all heads
 dense: impl *_dense, compared with cuDNN); peers: PyTorch SDPA with the flash backend (FlashAttention-2 code)
 and the cuDNN backend (dense causal), and FlexAttention (torch.compile) with the same S2 block pattern as a
@@ -187,8 +187,30 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
             except Exception as e:  # noqa: BLE001
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {e}")
                 print(f"  flex V={V}: failed ({type(e).__name__}: {e})", flush=True)
+        dkernel_row(S, V, qc, kc, vc, out, density, add, errors)
     del q, k, v, qc, kc, vc
     torch.cuda.empty_cache()
+
+
+def dkernel_row(S, V, qc, kc, vc, ref, density, add, errors):
+    """The paper's own Triton library (dkernel), same pattern and storage, when it is importable: not on PyPI,
+    so a checkout of github.com/linxihui/dkernel is put on PYTHONPATH by hand (tools/gpu-check adds
+    .deps/peers/dkernel when that folder exists). Skipped silently otherwise."""
+    try:
+        from dkernel import LocalStrideSparseAttention
+    except ImportError:
+        return
+    try:
+        attn = LocalStrideSparseAttention(H, S, BS, L, V)  # dkernel's defaults: causal, seq_dim 1 (bshd)
+        with torch.no_grad():
+            o = attn(qc, kc, vc)
+            torch.cuda.synchronize()
+            err = rel_err(o, ref)
+            add("dkernel", V, do_bench(lambda: attn(qc, kc, vc)), density, f"bshd storage, s2attn vs dkernel rel err "
+                f"{err:.1e}")
+    except Exception as e:  # noqa: BLE001 - a peer failing is reported, not fatal
+        errors.append(f"dkernel S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
+        print(f"  dkernel V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
 
 
 def main():
