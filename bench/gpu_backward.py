@@ -64,6 +64,30 @@ def coarse_block_mask(pattern, S, bs, device, flex_bs=128):
                                     seq_lengths=(S, S))
 
 
+def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
+    """fwd+bwd of the paper's Triton library (dkernel) on the same pattern, when importable (see
+    gpu_forward.dkernel_row); it reads the [B, H, S, D] storage with seq_dim=2."""
+    try:
+        from dkernel import LocalStrideSparseAttention
+    except ImportError:
+        return
+    try:
+        kw = {"num_kv_heads": cfg["Hkv"]} if cfg["Hkv"] != cfg["H"] else {}
+        attn = LocalStrideSparseAttention(cfg["H"], S, cfg["BS"], cfg["L"], V, seq_dim=2, **kw)
+
+        def step():
+            o = attn(q, k, v)
+            return torch.autograd.grad(o, (q, k, v), dout)
+
+        dg = step()
+        torch.cuda.synchronize()
+        err = max(fwd.rel_err(a.transpose(1, 2), b) for a, b in zip(grads, dg))
+        add("dkernel", V, "fwd+bwd", fwd.do_bench(step), density, f"s2attn vs dkernel grad rel err {err:.1e}")
+    except Exception as e:  # noqa: BLE001 - a peer failing is reported, not fatal
+        errors.append(f"dkernel S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
+        print(f"  dkernel V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+
+
 def bench_shape(cfg, S, strides, rows, errors, flex_on):
     B, H, Hkv, D, BS, L = cfg["B"], cfg["H"], cfg["Hkv"], cfg["D"], cfg["BS"], cfg["L"]
     torch.manual_seed(0)
@@ -171,6 +195,7 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
             except Exception as e:  # noqa: BLE001
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
                 print(f"  flex V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+        dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors)
     del q, k, v, dout
     torch.cuda.empty_cache()
 
