@@ -101,4 +101,23 @@ inline void order_longest_first(std::vector<BlockTask>& tasks) {
                    [](const BlockTask& a, const BlockTask& b) { return a.cost > b.cost; });
 }
 
+// The forward's work list: one task per (sequence, group of nh query heads, query block), costed by its
+// visible key blocks times its rows, longest first. Shared by the tiled and the paged forwards.
+inline std::vector<BlockTask> query_block_tasks(const PatternRules& rules, int32_t num_heads, int nh,
+                                                const std::vector<SeqBlocks>& seqs) {
+  std::vector<BlockTask> tasks;
+  for (int32_t b = 0; b < static_cast<int32_t>(seqs.size()); ++b) {
+    const SeqBlocks& s = seqs[b];
+    for (int32_t h = 0; h < num_heads; h += nh) {
+      for (int32_t i = s.q_first; i < s.q_end; ++i) {
+        const int64_t rows = nh * (s.row_hi(i) - s.row_lo(i));
+        const int64_t blocks = i < 0 ? 0 : count_blocks(row_blocks(rules, h, i, s.nk), 0);
+        tasks.push_back({b, h, i, (blocks * s.bs + 1) * rows});
+      }
+    }
+  }
+  order_longest_first(tasks);
+  return tasks;
+}
+
 }  // namespace s2attn::cpu

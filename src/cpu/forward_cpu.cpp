@@ -121,19 +121,8 @@ void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32
 void forward(const AttentionParams& p) {
   const int nh = heads_per_task(p);
   std::vector<SeqBlocks> seqs(p.batch);
-  std::vector<BlockTask> tasks;
-  for (int32_t b = 0; b < p.batch; ++b) {
-    seqs[b] = seq_blocks(p, b);
-    const SeqBlocks& s = seqs[b];
-    for (int32_t h = 0; h < p.num_heads; h += nh) {
-      for (int32_t i = s.q_first; i < s.q_end; ++i) {
-        const int64_t rows = nh * (s.row_hi(i) - s.row_lo(i));
-        const int64_t blocks = i < 0 ? 0 : count_blocks(row_blocks(p.pattern, h, i, s.nk), 0);
-        tasks.push_back({b, h, i, (blocks * s.bs + 1) * rows});
-      }
-    }
-  }
-  order_longest_first(tasks);
+  for (int32_t b = 0; b < p.batch; ++b) seqs[b] = seq_blocks(p, b);
+  const std::vector<BlockTask> tasks = query_block_tasks(p.pattern, p.num_heads, nh, seqs);
   parallel_for(static_cast<int64_t>(tasks.size()), p.num_threads, [&](int64_t t) {
     Scratch& scratch = thread_scratch();
     const BlockTask& task = tasks[t];
