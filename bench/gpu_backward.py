@@ -235,16 +235,7 @@ def main():
                 print(f"  failed: {type(e).__name__}: {e}", flush=True)
                 torch.cuda.empty_cache()
     fwd.BS = base
-    with open(args.out, "w") as f:
-        json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
-    print(f"\n{'impl':<22}{'mode':<9}{'S':>7}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
-    for r in rows:
-        sp = f"{r['speedup_vs_sdpa_flash']:.2f}x" if r["speedup_vs_sdpa_flash"] else "-"
-        print(f"{r['impl']:<22}{r['mode']:<9}{r['S']:>7}{r['V'] or '-':>4}{r['ms']:>10.3f}"
-              f"{r['dense_equiv_tflops']:>10.1f}{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
-    if errors:
-        print("\nerrors:\n  " + "\n  ".join(errors))
-    print(f"\nwrote {args.out}")
+    fwd.write_report(args.out, meta, rows, errors)
     return 0
 
 

@@ -237,17 +237,28 @@ def main():
     for S in seqlens:
         print(f"S = {S}", flush=True)
         bench_seqlen(S, strides, rows, errors, flex_on=not args.no_flex, sm80_on=not args.no_sm80)
-    with open(args.out, "w") as f:
+    write_report(args.out, meta, rows, errors)
+    return 0
+
+
+def write_report(path, meta, rows, errors):
+    """The result file (meta, rows, errors) and the summary table (a mode column when rows carry one);
+    shared with gpu_backward.py. tools/gpu-check shows the table from its 'impl' header on."""
+    with open(path, "w") as f:
         json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
-    print(f"\n{'impl':<18}{'S':>8}{'V':>4}{'ms':>10}{'dense-eq':>10}{'effective':>10}{'vs FA2':>8}  note")
+    with_mode = any("mode" in r for r in rows)
+    w = 22 if with_mode else 18
+    mode_head = f"{'mode':<9}" if with_mode else ""
+    print(f"\n{'impl':<{w}}{mode_head}{'S':>{7 if with_mode else 8}}{'V':>4}{'ms':>10}{'dense-eq':>10}"
+          f"{'effective':>10}{'vs FA2':>8}  note")
     for r in rows:
         sp = f"{r['speedup_vs_sdpa_flash']:.2f}x" if r["speedup_vs_sdpa_flash"] else "-"
-        print(f"{r['impl']:<18}{r['S']:>8}{r['V'] or '-':>4}{r['ms']:>10.3f}{r['dense_equiv_tflops']:>10.1f}"
-              f"{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
+        mode = f"{r['mode']:<9}" if with_mode else ""
+        print(f"{r['impl']:<{w}}{mode}{r['S']:>{7 if with_mode else 8}}{r['V'] or '-':>4}{r['ms']:>10.3f}"
+              f"{r['dense_equiv_tflops']:>10.1f}{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))
-    print(f"\nwrote {args.out}")
-    return 0
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
