@@ -126,9 +126,10 @@ struct ConsumerSm90 {
       }
   }
 
-  __device__ __forceinline__ static void release(SharedStorageSm90<T>& ss, int stage) {
+  // One arrival per warp (8 per barrier phase): this warp's part of the GEMMs reading the buffer is done.
+  __device__ __forceinline__ static void release(uint64_t* empty) {
     __syncwarp();
-    if (threadIdx.x % 32 == 0) mbar_arrive(&ss.empty[stage]);  // one arrival per warp: 8 per stage
+    if (threadIdx.x % 32 == 0) mbar_arrive(empty);
   }
 };
 
@@ -215,11 +216,13 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     ++unit_count;
     StageSm90 st;
     seq.next(st);  // every unit has at least one stage
-    mbar_wait(&ss.full[stage], phase);
+    mbar_wait(&ss.k_full[stage], phase);
     if (st.boxes == 0) {  // a unit that sees nothing: pass the stage (and the turn) through
+      mbar_wait(&ss.v_full[stage], phase);  // (keeps the V ring's phases paired with the producer's)
       named_barrier_sync(turn_mine, kMmaThreads);
       named_barrier_arrive(turn_other, kMmaThreads);
-      C::release(ss, stage);
+      C::release(&ss.k_empty[stage]);
+      C::release(&ss.v_empty[stage]);
       advance();
     } else {
       // first stage: S only
@@ -231,13 +234,16 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       named_barrier_arrive(turn_other, kMmaThreads);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
+      C::release(&ss.k_empty[stage]);  // K is read by S only
       softmax_stage(st);
       make_p();
       int held = stage;  // the stage whose V the pending P V reads
+      uint32_t held_phase = phase;
       advance();
       // steady state: S of this stage and P V of the last one issued together, on this warpgroup's turn
       while (seq.next(st)) {
-        mbar_wait(&ss.full[stage], phase);
+        mbar_wait(&ss.k_full[stage], phase);
+        mbar_wait(&ss.v_full[held], held_phase);
         named_barrier_sync(turn_mine, kMmaThreads);
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});  // (D, 128)
@@ -246,21 +252,24 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<1>();  // S done; P V may still run
         warpgroup_fence_operand(tSrS);
+        C::release(&ss.k_empty[stage]);
         softmax_stage(st);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
-        C::release(ss, held);
+        C::release(&ss.v_empty[held]);
         C::rescale(tOrO, alpha);  // O to this stage's running max, before its P V is issued
         make_p();
         held = stage;
+        held_phase = phase;
         advance();
       }
       // the last P V, outside the turns (both warpgroups do it)
+      mbar_wait(&ss.v_full[held], held_phase);
       Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});
       wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
-      C::release(ss, held);
+      C::release(&ss.v_empty[held]);
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(&ss.q_empty);

@@ -67,7 +67,7 @@ struct ForwardTraitsSm90 {
   static constexpr int kTileElems = kBlockN * kHeadDim;   // one K (or V) stage
   static constexpr int kBoxElems = kSubTile * kChunk;     // one TMA box: 64 rows x 64 elements = 8 KiB
   static constexpr uint32_t kQBytes = kQElems * 2;
-  static constexpr uint32_t kStageBytes = 2 * kTileElems * 2;  // K and V
+  static constexpr uint32_t kTileBytes = kTileElems * 2;  // K (or V) of one stage
 
   static_assert(kHeadDim % kChunk == 0, "head dim: whole 128-byte swizzle rows");
   static_assert(kWgRows * kConsumerWarpgroups == kBlockM, "one 64-row slice per consumer warpgroup");
@@ -97,8 +97,13 @@ struct SharedStorageSm90 {
   alignas(1024) typename T::Elem q[T::kQElems];                  // [consumer wg][chunk][64 rows][64]
   alignas(1024) typename T::Elem k[T::kStages][T::kTileElems];   // [chunk][128 rows][64]
   alignas(1024) typename T::Elem v[T::kStages][T::kTileElems];
-  alignas(8) uint64_t full[T::kStages];
-  uint64_t empty[T::kStages];
+  // K and V have barriers of their own: K of a stage is consumed (S = Q K^T) one stage before its V
+  // (O += P V), so K is released as soon as its S GEMM completes and the producer refills it while the
+  // stage's V is still being read; the producer also issues K(n) ahead of V(n - 1), in consumption order.
+  alignas(8) uint64_t k_full[T::kStages];
+  uint64_t k_empty[T::kStages];
+  uint64_t v_full[T::kStages];
+  uint64_t v_empty[T::kStages];
   uint64_t q_full;
   uint64_t q_empty;
 };
