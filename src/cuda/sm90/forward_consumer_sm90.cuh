@@ -87,10 +87,13 @@ struct ConsumerSm90 {
 
   // Online softmax over one S tile (masked; `scale` > 0 takes it to the log2 domain): updates the running
   // max (log2 domain) and this thread's partial row sums, returns in alpha the factor by which O must be
-  // rescaled before the next P V, leaves the probabilities in s.
+  // rescaled before the next P V, leaves the probabilities in s. Returns whether any row max of the warp
+  // changed (warp-uniform): when none did, every alpha of the warp is exactly 1 (exp2(0)), or 0 on a row
+  // that has seen nothing yet and whose O is still 0, so the rescale of O can be skipped.
   template <class TS>
-  __device__ __forceinline__ static void softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
+  __device__ __forceinline__ static bool softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
                                                  float (&alpha)[2]) {
+    bool changed = false;
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
@@ -101,6 +104,7 @@ struct ConsumerSm90 {
       const float m_new = fmaxf(m[r], mx * scale);
       const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
       alpha[r] = exp2_approx(m[r] - ref);
+      changed |= m_new != m[r];
       m[r] = m_new;
       float sum = 0.f;
       CUTE_UNROLL
@@ -113,6 +117,7 @@ struct ConsumerSm90 {
         }
       l[r] = l[r] * alpha[r] + sum;
     }
+    return __any_sync(0xffffffffu, changed);
   }
 
   template <class TO>
@@ -183,6 +188,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.f, 0.f};
     float alpha[2];  // rescale of O for the latest stage's running max
+    bool rescale_o = true;  // some row max of the warp changed in the latest stage (else alpha is a no-op)
 
     // S of a stage: scale (when negative), mask where needed, online softmax; then P from S.
     // Stages this warpgroup's query block does not see (a box of the other block, the filler box of an odd
@@ -197,7 +203,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       const int k_hi = max(st.k0[0], st.k0[1]) + T::kSubTile;  // one past the last key of the stage
       const bool full = seen == 3u && k_hi <= len_k && (!causal || k_hi - 1 <= pos_min);
       if (!full) C::mask(tSrS, st, seen, len_k, causal, pos);
-      C::softmax(tSrS, fold_scale, m, l, alpha);
+      rescale_o = C::softmax(tSrS, fold_scale, m, l, alpha);
     };
     auto make_p = [&]() {  // P: the S accumulators as 16-bit A fragments of O += P V
       CUTE_UNROLL
@@ -257,7 +263,9 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         C::release(&ss.v_empty[held]);
-        C::rescale(tOrO, alpha);  // O to this stage's running max, before its P V is issued
+        // O to this stage's running max, before its P V is issued; skipped (warp-uniform branch, no wgmma in
+        // it) when no row max of the warp moved, the common case once the rows have seen their largest keys
+        if (rescale_o) C::rescale(tOrO, alpha);
         make_p();
         held = stage;
         held_phase = phase;
