@@ -161,8 +161,6 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
   typename T::MmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});  // (64, D)
-  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
   Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // (64, 128) fp32
   Tensor tOrO = partition_fragment_C(mma_o, Shape<Int<T::kWgRows>, Int<kD>>{});          // (64, D) fp32
   Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));
@@ -218,7 +216,11 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
 
     StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
     seq.init(p.pattern, w);
-    mbar_wait(&ss.q_full, unit_count & 1);
+    // Q of this unit (buffer unit_count % kQStages); released after the S GEMM of the unit's last stage
+    const int q_slot = unit_count % T::kQStages;
+    Tensor sQ = make_tensor(make_smem_ptr(ss.q[q_slot] + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
+    Tensor tSrQ = thr_s.partition_fragment_A(sQ);  // (64, D)
+    mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
     ++unit_count;
     StageSm90 st;
     seq.next(st);  // every unit has at least one stage
@@ -229,6 +231,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       named_barrier_arrive(turn_other, kMmaThreads);
       C::release(&ss.k_empty[stage]);
       C::release(&ss.v_empty[stage]);
+      C::release(&ss.q_empty[q_slot]);  // (waited for above: the buffer's load is complete)
       advance();
     } else {
       // first stage: S only
@@ -241,6 +244,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       C::release(&ss.k_empty[stage]);  // K is read by S only
+      if (st.last) C::release(&ss.q_empty[q_slot]);  // Q too (warp-uniform; no wgmma in the branch)
       softmax_stage(st);
       make_p();
       int held = stage;  // the stage whose V the pending P V reads
@@ -259,6 +263,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         warpgroup_wait<1>();  // S done; P V may still run
         warpgroup_fence_operand(tSrS);
         C::release(&ss.k_empty[stage]);
+        if (st.last) C::release(&ss.q_empty[q_slot]);  // the unit's last S: the next unit's Q may load
         softmax_stage(st);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
@@ -279,8 +284,6 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       warpgroup_fence_operand(tOrO);
       C::release(&ss.v_empty[held]);
     }
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&ss.q_empty);
 
     // Epilogue: row sums across the quad, normalise, store.
     float lse[2];

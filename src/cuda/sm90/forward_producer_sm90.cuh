@@ -58,16 +58,21 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
     const int hk = w.h / (p.num_heads / p.num_kv_heads);
     const int qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
+    // Q of this unit. The buffer is released after the S GEMM of its previous unit's last stage, while the
+    // K ring's next slot frees two stages earlier: the next K load waits behind this one only briefly.
     if (lane == 0) {
-      if (unit_count > 0) mbar_wait(&ss.q_empty, (unit_count - 1) & 1);  // consumers are done with Q
-      mbar_arrive_expect_tx(&ss.q_full, T::kQBytes);
-      const int row0 = static_cast<int>(w.g.q_begin) + (w.t0 - w.g.offset);  // may be negative: zero fill
+      const int slot = unit_count % T::kQStages;
+      mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+      mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
+      // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
+      // out-of-range elements with zeros and still credits the whole box to the transaction count
+      const int row0 = static_cast<int>(w.g.q_begin) + (w.t0 - w.g.offset);
 #pragma unroll
       for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int c = 0; c < T::kChunks; ++c) {
-          Elem* dst = ss.q + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
-          tma_load_4d(&fp.tma_q, dst, &ss.q_full, c * T::kChunk, row0 + half * T::kWgRows, w.h, qb);
+          Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
+          tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, w.h, qb);
         }
     }
     ++unit_count;

@@ -54,8 +54,12 @@ struct ForwardTraitsSm90 {
   static constexpr int kChunks = kHeadDim / kChunk;
   // K + V of one stage: 64 KiB at D = 128, 32 KiB at D = 64; Q takes 32 / 16 KiB. A consumer holds two
   // stages at once (S of stage n and P V of stage n - 1 in flight together), so 3 stages let the producer
-  // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (176 KiB) at D = 64.
+  // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (+ 2 Q buffers: 192 KiB) at D = 64.
   static constexpr int kStages = kHeadDim == 128 ? 3 : 5;
+  // Q buffers. The consumers release Q as soon as the S GEMM of a unit's last stage completes, so the next
+  // unit's Q loads under the last softmax, the last P V and the epilogue. D = 64 has room for a second
+  // buffer (192 KiB in all): the next unit's Q is then loaded a whole unit ahead.
+  static constexpr int kQStages = kHeadDim == 128 ? 1 : 2;
   // setmaxnreg: the consumers hold O (64 x D fp32 per warpgroup), S (64 x 128 fp32) and P (64 x 128 16-bit)
   // at once (P V of one stage overlaps the softmax of the next); the producer warp runs the scheduler and
   // the key-tile enumeration (72 is the least it needs without spilling, ptxas -v). 72 x 128 + 216 x 256 =
@@ -94,7 +98,7 @@ struct ForwardTraitsSm90 {
 
 template <class T>
 struct SharedStorageSm90 {
-  alignas(1024) typename T::Elem q[T::kQElems];                  // [consumer wg][chunk][64 rows][64]
+  alignas(1024) typename T::Elem q[T::kQStages][T::kQElems];     // [consumer wg][chunk][64 rows][64]
   alignas(1024) typename T::Elem k[T::kStages][T::kTileElems];   // [chunk][128 rows][64]
   alignas(1024) typename T::Elem v[T::kStages][T::kTileElems];
   // K and V have barriers of their own: K of a stage is consumed (S = Q K^T) one stage before its V
@@ -104,8 +108,8 @@ struct SharedStorageSm90 {
   uint64_t k_empty[T::kStages];
   uint64_t v_full[T::kStages];
   uint64_t v_empty[T::kStages];
-  uint64_t q_full;
-  uint64_t q_empty;
+  uint64_t q_full[T::kQStages];
+  uint64_t q_empty[T::kQStages];
 };
 
 template <class T>
