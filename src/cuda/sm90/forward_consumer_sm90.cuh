@@ -1,7 +1,8 @@
 // A consumer warpgroup of the Hopper forward: 64 query rows of the tile. Per stage: S = Q K^T (wgmma, both
 // operands in shared memory), the mask where the stage needs one, the online softmax in fp32 registers
-// (log2 domain), O += P V (wgmma, P from registers). Epilogue: normalise, store O (16-bit) and the LSE
-// (fp32) with predicates (rows outside the sequence are not stored).
+// (log2 domain), O += P V (wgmma, P from registers). Epilogue: normalise, store O (16-bit, 16-byte stores
+// after a transpose inside each quad) and the LSE (fp32) with predicates (rows outside the sequence are not
+// stored).
 //
 // Overlap (FA3's two schedules):
 //  - inside a warpgroup, stage n's S = Q K^T and stage n-1's O += P V are issued together; the softmax of
@@ -129,6 +130,29 @@ struct ConsumerSm90 {
         o(4 * t + 2 * r) *= alpha[r];
         o(4 * t + 2 * r + 1) *= alpha[r];
       }
+  }
+
+  // Transposes x[j] (lane q of the quad: word j of a row) to x[j] = lane j's word q, in two exchanges of
+  // 2 x 2 blocks (lanes differing in bit 1, then in bit 0); constant register indices only (selects).
+  __device__ __forceinline__ static void quad_transpose(uint32_t* x) {
+    const int lane = threadIdx.x % 32;
+    const bool hi = (lane & 2) != 0, lo = (lane & 1) != 0;
+    {
+      const uint32_t s0 = hi ? x[0] : x[2], s1 = hi ? x[1] : x[3];
+      const uint32_t r0 = __shfl_xor_sync(0xffffffffu, s0, 2), r1 = __shfl_xor_sync(0xffffffffu, s1, 2);
+      x[0] = hi ? r0 : x[0];
+      x[1] = hi ? r1 : x[1];
+      x[2] = hi ? x[2] : r0;
+      x[3] = hi ? x[3] : r1;
+    }
+    {
+      const uint32_t s0 = lo ? x[0] : x[1], s1 = lo ? x[2] : x[3];
+      const uint32_t r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+      x[0] = lo ? r0 : x[0];
+      x[2] = lo ? r1 : x[2];
+      x[1] = lo ? x[1] : r0;
+      x[3] = lo ? x[3] : r1;
+    }
   }
 
   // One arrival per warp (8 per barrier phase): this warp's part of the GEMMs reading the buffer is done.
@@ -305,11 +329,19 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int P = pos[r];
+      // 16-byte stores: lane q of a quad holds columns 8 t + 2 q, 8 t + 2 q + 1 of its row for every n8 tile
+      // t; a 4 x 4 transpose of 4-byte words inside the quad (all lanes, before the row predicate) gives
+      // lane q all 8 columns of tile 4 g + q. Rows are 16-byte aligned (rows_ok in forward_sm90.cu).
+      uint32_t o16[C::kON8];
+      CUTE_UNROLL
+      for (int t = 0; t < C::kON8; ++t) o16[t] = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
+      CUTE_UNROLL
+      for (int g = 0; g < C::kON8 / 4; ++g) C::quad_transpose(o16 + 4 * g);
       if (P >= w.pos_lo && P < w.pos_hi) {
-        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 2 * (lane % 4);
+        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 8 * (lane % 4);
         CUTE_UNROLL
-        for (int t = 0; t < C::kON8; ++t) {
-          *reinterpret_cast<uint32_t*>(row + 8 * t) = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
+        for (int g = 0; g < C::kON8 / 4; ++g) {
+          *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
         }
         if (p.lse != nullptr && lane % 4 == 0) {
           p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =
