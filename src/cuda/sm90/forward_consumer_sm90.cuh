@@ -277,11 +277,12 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       // steady state: S of this stage and P V of the last one issued together, on this warpgroup's turn
       while (seq.next(st)) {
         mbar_wait(&ss.k_full[stage], phase);
-        mbar_wait(&ss.v_full[held], held_phase);
         named_barrier_sync(turn_mine, kMmaThreads);
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});  // (D, 128)
         wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+        // V(n - 1) is issued after K(n): S starts as soon as K has landed, P V once V has
+        mbar_wait(&ss.v_full[held], held_phase);
         wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
         named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<1>();  // S done; P V may still run
