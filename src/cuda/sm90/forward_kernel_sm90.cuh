@@ -3,8 +3,8 @@
 //                and issues the TMA loads (forward_producer_sm90.cuh);
 //   warpgroups 1, 2: consumers (setmaxnreg up), 64 query rows each (forward_consumer_sm90.cuh).
 // Shared memory: the Q tile (1 or 2 buffers, reloaded per unit once the consumers release it after the
-// unit's last S GEMM) and a ring of kStages K/V
-// stages, K and V each with full (TMA transaction) and empty (8 consumer warps) mbarriers.
+// unit's last S GEMM) and a ring of kStages K/V stages, K and V each with full (TMA transaction) and empty
+// (8 consumer warps) mbarriers.
 //
 // Semantics (as every backend): query row r of sequence b sits at absolute position P = offset + r; it sees
 // key t iff attends(pattern, h, P / bs, t / bs) && (!causal || t <= P) && t < len_k; rows at P < 0 see
