@@ -1,7 +1,8 @@
 // A consumer warpgroup of the Hopper forward: 64 query rows of the tile. Per stage: S = Q K^T (wgmma, both
 // operands in shared memory), the mask where the stage needs one, the online softmax in fp32 registers
-// (log2 domain), O += P V (wgmma, P from registers). Epilogue: normalise, store O (16-bit) and the LSE
-// (fp32) with predicates (rows outside the sequence are not stored).
+// (log2 domain), O += P V (wgmma, P from registers). Epilogue: normalise, store O (16-bit, 16-byte stores
+// after a transpose inside each quad) and the LSE (fp32) with predicates (rows outside the sequence are not
+// stored).
 //
 // Overlap (FA3's two schedules):
 //  - inside a warpgroup, stage n's S = Q K^T and stage n-1's O += P V are issued together; the softmax of
@@ -87,10 +88,13 @@ struct ConsumerSm90 {
 
   // Online softmax over one S tile (masked; `scale` > 0 takes it to the log2 domain): updates the running
   // max (log2 domain) and this thread's partial row sums, returns in alpha the factor by which O must be
-  // rescaled before the next P V, leaves the probabilities in s.
+  // rescaled before the next P V, leaves the probabilities in s. Returns whether any row max of the warp
+  // changed (warp-uniform): when none did, every alpha of the warp is exactly 1 (exp2(0)), or 0 on a row
+  // that has seen nothing yet and whose O is still 0, so the rescale of O can be skipped.
   template <class TS>
-  __device__ __forceinline__ static void softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
+  __device__ __forceinline__ static bool softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
                                                  float (&alpha)[2]) {
+    bool changed = false;
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
@@ -101,6 +105,7 @@ struct ConsumerSm90 {
       const float m_new = fmaxf(m[r], mx * scale);
       const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
       alpha[r] = exp2_approx(m[r] - ref);
+      changed |= m_new != m[r];
       m[r] = m_new;
       float sum = 0.f;
       CUTE_UNROLL
@@ -113,6 +118,7 @@ struct ConsumerSm90 {
         }
       l[r] = l[r] * alpha[r] + sum;
     }
+    return __any_sync(0xffffffffu, changed);
   }
 
   template <class TO>
@@ -126,9 +132,33 @@ struct ConsumerSm90 {
       }
   }
 
-  __device__ __forceinline__ static void release(SharedStorageSm90<T>& ss, int stage) {
+  // Transposes x[j] (lane q of the quad: word j of a row) to x[j] = lane j's word q, in two exchanges of
+  // 2 x 2 blocks (lanes differing in bit 1, then in bit 0); constant register indices only (selects).
+  __device__ __forceinline__ static void quad_transpose(uint32_t* x) {
+    const int lane = threadIdx.x % 32;
+    const bool hi = (lane & 2) != 0, lo = (lane & 1) != 0;
+    {
+      const uint32_t s0 = hi ? x[0] : x[2], s1 = hi ? x[1] : x[3];
+      const uint32_t r0 = __shfl_xor_sync(0xffffffffu, s0, 2), r1 = __shfl_xor_sync(0xffffffffu, s1, 2);
+      x[0] = hi ? r0 : x[0];
+      x[1] = hi ? r1 : x[1];
+      x[2] = hi ? x[2] : r0;
+      x[3] = hi ? x[3] : r1;
+    }
+    {
+      const uint32_t s0 = lo ? x[0] : x[1], s1 = lo ? x[2] : x[3];
+      const uint32_t r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+      x[0] = lo ? r0 : x[0];
+      x[2] = lo ? r1 : x[2];
+      x[1] = lo ? x[1] : r0;
+      x[3] = lo ? x[3] : r1;
+    }
+  }
+
+  // One arrival per warp (8 per barrier phase): this warp's part of the GEMMs reading the buffer is done.
+  __device__ __forceinline__ static void release(uint64_t* empty) {
     __syncwarp();
-    if (threadIdx.x % 32 == 0) mbar_arrive(&ss.empty[stage]);  // one arrival per warp: 8 per stage
+    if (threadIdx.x % 32 == 0) mbar_arrive(empty);
   }
 };
 
@@ -155,8 +185,6 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
   typename T::MmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});  // (64, D)
-  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
   Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // (64, 128) fp32
   Tensor tOrO = partition_fragment_C(mma_o, Shape<Int<T::kWgRows>, Int<kD>>{});          // (64, D) fp32
   Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));
@@ -182,6 +210,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.f, 0.f};
     float alpha[2];  // rescale of O for the latest stage's running max
+    bool rescale_o = true;  // some row max of the warp changed in the latest stage (else alpha is a no-op)
 
     // S of a stage: scale (when negative), mask where needed, online softmax; then P from S.
     // Stages this warpgroup's query block does not see (a box of the other block, the filler box of an odd
@@ -196,7 +225,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       const int k_hi = max(st.k0[0], st.k0[1]) + T::kSubTile;  // one past the last key of the stage
       const bool full = seen == 3u && k_hi <= len_k && (!causal || k_hi - 1 <= pos_min);
       if (!full) C::mask(tSrS, st, seen, len_k, causal, pos);
-      C::softmax(tSrS, fold_scale, m, l, alpha);
+      rescale_o = C::softmax(tSrS, fold_scale, m, l, alpha);
     };
     auto make_p = [&]() {  // P: the S accumulators as 16-bit A fragments of O += P V
       CUTE_UNROLL
@@ -211,15 +240,22 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
 
     StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
     seq.init(p.pattern, w);
-    mbar_wait(&ss.q_full, unit_count & 1);
+    // Q of this unit (buffer unit_count % kQStages); released after the S GEMM of the unit's last stage
+    const int q_slot = unit_count % T::kQStages;
+    Tensor sQ = make_tensor(make_smem_ptr(ss.q[q_slot] + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
+    Tensor tSrQ = thr_s.partition_fragment_A(sQ);  // (64, D)
+    mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
     ++unit_count;
     StageSm90 st;
     seq.next(st);  // every unit has at least one stage
-    mbar_wait(&ss.full[stage], phase);
+    mbar_wait(&ss.k_full[stage], phase);
     if (st.boxes == 0) {  // a unit that sees nothing: pass the stage (and the turn) through
+      mbar_wait(&ss.v_full[stage], phase);  // (keeps the V ring's phases paired with the producer's)
       named_barrier_sync(turn_mine, kMmaThreads);
       named_barrier_arrive(turn_other, kMmaThreads);
-      C::release(ss, stage);
+      C::release(&ss.k_empty[stage]);
+      C::release(&ss.v_empty[stage]);
+      C::release(&ss.q_empty[q_slot]);  // (waited for above: the buffer's load is complete)
       advance();
     } else {
       // first stage: S only
@@ -231,39 +267,48 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       named_barrier_arrive(turn_other, kMmaThreads);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
+      C::release(&ss.k_empty[stage]);  // K is read by S only
+      if (st.last) C::release(&ss.q_empty[q_slot]);  // Q too (warp-uniform; no wgmma in the branch)
       softmax_stage(st);
       make_p();
       int held = stage;  // the stage whose V the pending P V reads
+      uint32_t held_phase = phase;
       advance();
       // steady state: S of this stage and P V of the last one issued together, on this warpgroup's turn
       while (seq.next(st)) {
-        mbar_wait(&ss.full[stage], phase);
+        mbar_wait(&ss.k_full[stage], phase);
         named_barrier_sync(turn_mine, kMmaThreads);
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});  // (D, 128)
         wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+        // V(n - 1) is issued after K(n): S starts as soon as K has landed, P V once V has
+        mbar_wait(&ss.v_full[held], held_phase);
         wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
         named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<1>();  // S done; P V may still run
         warpgroup_fence_operand(tSrS);
+        C::release(&ss.k_empty[stage]);
+        if (st.last) C::release(&ss.q_empty[q_slot]);  // the unit's last S: the next unit's Q may load
         softmax_stage(st);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
-        C::release(ss, held);
-        C::rescale(tOrO, alpha);  // O to this stage's running max, before its P V is issued
+        C::release(&ss.v_empty[held]);
+        // O to this stage's running max, before its P V is issued; skipped (warp-uniform branch, no wgmma in
+        // it) when no row max of the warp moved, the common case once the rows have seen their largest keys
+        if (rescale_o) C::rescale(tOrO, alpha);
         make_p();
         held = stage;
+        held_phase = phase;
         advance();
       }
       // the last P V, outside the turns (both warpgroups do it)
+      mbar_wait(&ss.v_full[held], held_phase);
       Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});
       wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sVt), tOrO);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
-      C::release(ss, held);
+      C::release(&ss.v_empty[held]);
     }
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&ss.q_empty);
 
     // Epilogue: row sums across the quad, normalise, store.
     float lse[2];
@@ -285,11 +330,19 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int P = pos[r];
+      // 16-byte stores: lane q of a quad holds columns 8 t + 2 q, 8 t + 2 q + 1 of its row for every n8 tile
+      // t; a 4 x 4 transpose of 4-byte words inside the quad (all lanes, before the row predicate) gives
+      // lane q all 8 columns of tile 4 g + q. Rows are 16-byte aligned (rows_ok in forward_sm90.cu).
+      uint32_t o16[C::kON8];
+      CUTE_UNROLL
+      for (int t = 0; t < C::kON8; ++t) o16[t] = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
+      CUTE_UNROLL
+      for (int g = 0; g < C::kON8 / 4; ++g) C::quad_transpose(o16 + 4 * g);
       if (P >= w.pos_lo && P < w.pos_hi) {
-        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 2 * (lane % 4);
+        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 8 * (lane % 4);
         CUTE_UNROLL
-        for (int t = 0; t < C::kON8; ++t) {
-          *reinterpret_cast<uint32_t*>(row + 8 * t) = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
+        for (int g = 0; g < C::kON8 / 4; ++g) {
+          *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
         }
         if (p.lse != nullptr && lane % 4 == 0) {
           p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =

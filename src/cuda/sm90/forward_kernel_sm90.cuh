@@ -2,8 +2,9 @@
 //   warpgroup 0: producer (setmaxnreg down); its warp 0 walks the work units and their visible key tiles
 //                and issues the TMA loads (forward_producer_sm90.cuh);
 //   warpgroups 1, 2: consumers (setmaxnreg up), 64 query rows each (forward_consumer_sm90.cuh).
-// Shared memory: the Q tile (reloaded per unit once the consumers release it) and a ring of kStages K/V
-// stages with full (TMA transaction) and empty (8 consumer warps) mbarriers.
+// Shared memory: the Q tile (1 or 2 buffers, reloaded per unit once the consumers release it after the
+// unit's last S GEMM) and a ring of kStages K/V stages, K and V each with full (TMA transaction) and empty
+// (8 consumer warps) mbarriers.
 //
 // Semantics (as every backend): query row r of sequence b sits at absolute position P = offset + r; it sees
 // key t iff attends(pattern, h, P / bs, t / bs) && (!causal || t <= P) && t < len_k; rows at P < 0 see
@@ -30,11 +31,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __gr
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(&ss.full[s], 1);                              // the producer's arrive (+ TMA bytes)
-      mbar_init(&ss.empty[s], T::kConsumerWarpgroups * 4);    // one arrival per consumer warp
+      mbar_init(&ss.k_full[s], 1);                            // the producer's arrive (+ TMA bytes)
+      mbar_init(&ss.v_full[s], 1);
+      mbar_init(&ss.k_empty[s], T::kConsumerWarpgroups * 4);  // one arrival per consumer warp
+      mbar_init(&ss.v_empty[s], T::kConsumerWarpgroups * 4);
     }
-    mbar_init(&ss.q_full, 1);
-    mbar_init(&ss.q_empty, T::kConsumerWarpgroups * 4);
+    for (int s = 0; s < T::kQStages; ++s) {
+      mbar_init(&ss.q_full[s], 1);
+      mbar_init(&ss.q_empty[s], T::kConsumerWarpgroups * 4);
+    }
     fence_barrier_init();
   }
   __syncthreads();

@@ -11,6 +11,7 @@ template <typename Elem, int kHeadDim>
 void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& launch) {
   using T = ForwardTraitsSm90<Elem, kHeadDim>;
   constexpr int kSmem = smem_bytes_sm90<T>();
+  static_assert(kSmem <= 227 * 1024, "shared memory per block on sm_90: 227 KiB");
   static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
   const auto kernel = forward_kernel_sm90<T>;
   set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);

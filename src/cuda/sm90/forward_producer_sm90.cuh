@@ -1,5 +1,6 @@
 // The producer warp of the Hopper forward: for each work unit, one TMA load of the Q tile, then the unit's
-// visible key tiles, two 64-key boxes per stage of a shared-memory ring guarded by full / empty mbarriers.
+// visible key tiles, two 64-key boxes per stage of a shared-memory ring; K and V of a stage each have a
+// full / empty mbarrier pair, and are issued in the consumers' order: K(0), K(1), V(0), K(2), V(1), ...
 // Which key tiles: StageSequenceSm90 (the consumers run the same enumeration, so the stages need no
 // metadata in shared memory).
 #pragma once
@@ -13,6 +14,29 @@
 
 namespace s2attn::cuda {
 
+// One K (or V) stage of the ring: waits until the consumers have released the slot, then loads the stage's
+// two 64-key boxes (starting at rows key0 and key1 of the operand), or, for a stage without boxes, only
+// arrives (the consumers pass through it). Lane 0 of the producer warp only.
+template <class T>
+__device__ __forceinline__ void load_kv_stage(const CUtensorMap* map, typename T::Elem* dst, uint64_t* full,
+                                              uint64_t* empty, uint32_t phase, int boxes, int key0, int key1,
+                                              int hk, int qb) {
+  mbar_wait(empty, phase ^ 1);
+  if (boxes == 0) {
+    mbar_arrive(full);  // nothing to load: the consumers only pass through
+    return;
+  }
+  mbar_arrive_expect_tx(full, T::kTileBytes);
+#pragma unroll
+  for (int box = 0; box < 2; ++box) {
+#pragma unroll
+    for (int c = 0; c < T::kChunks; ++c) {
+      const int off = c * T::kBlockN * T::kChunk + box * T::kSubTile * T::kChunk;
+      tma_load_4d(map, dst + off, full, c * T::kChunk, box == 0 ? key0 : key1, hk, qb);
+    }
+  }
+}
+
 template <class T>
 __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
   using Elem = typename T::Elem;
@@ -25,23 +49,30 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   }
   const bool varlen = p.cu_seqlens_q != nullptr;
   TileSchedulerSm90<T::kBlockM> sched;
-  int stage = 0;
-  uint32_t phase = 0;
+  // K and V rings advance once per stage each; V lags K by one stage inside a unit (the consumers read
+  // K(n) together with V(n - 1)), and catches up at the unit's end. Counted in stages loaded so far (slot
+  // n % kStages, phase (n / kStages) & 1): two registers instead of four (the producer has 72).
+  uint32_t k_count = 0, v_count = 0;
   int unit_count = 0;
   WorkUnitSm90 w;
   for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
     const int hk = w.h / (p.num_heads / p.num_kv_heads);
     const int qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
+    // Q of this unit. The buffer is released after the S GEMM of its previous unit's last stage, while the
+    // K ring's next slot frees two stages earlier: the next K load waits behind this one only briefly.
     if (lane == 0) {
-      if (unit_count > 0) mbar_wait(&ss.q_empty, (unit_count - 1) & 1);  // consumers are done with Q
-      mbar_arrive_expect_tx(&ss.q_full, T::kQBytes);
-      const int row0 = static_cast<int>(w.g.q_begin) + (w.t0 - w.g.offset);  // may be negative: zero fill
+      const int slot = unit_count % T::kQStages;
+      mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+      mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
+      // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
+      // out-of-range elements with zeros and still credits the whole box to the transaction count
+      const int row0 = static_cast<int>(w.g.q_begin) + (w.t0 - w.g.offset);
 #pragma unroll
       for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int c = 0; c < T::kChunks; ++c) {
-          Elem* dst = ss.q + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
-          tma_load_4d(&fp.tma_q, dst, &ss.q_full, c * T::kChunk, row0 + half * T::kWgRows, w.h, qb);
+          Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
+          tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, w.h, qb);
         }
     }
     ++unit_count;
@@ -50,31 +81,32 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
     seq.init(p.pattern, w);
     const int krow0 = static_cast<int>(w.g.k_begin);
     StageSm90 st;
-    while (seq.next(st)) {
+    // the previous stage, whose V is loaded after this stage's K
+    int v_boxes = -1, v_key0 = 0, v_key1 = 0;  // v_boxes < 0: none pending
+    auto load_v = [&]() {
       if (lane == 0) {
-        mbar_wait(&ss.empty[stage], phase ^ 1);
-        if (st.boxes == 0) {
-          mbar_arrive(&ss.full[stage]);  // nothing to load: the consumers only pass through
-        } else {
-          mbar_arrive_expect_tx(&ss.full[stage], T::kStageBytes);
-#pragma unroll
-          for (int box = 0; box < 2; ++box) {
-            // a missing second box repeats the first: finite data that the consumers mask out
-            const int key = krow0 + (box < st.boxes ? st.k0[box] : st.k0[0]);
-#pragma unroll
-            for (int c = 0; c < T::kChunks; ++c) {
-              const int off = c * T::kBlockN * T::kChunk + box * T::kSubTile * T::kChunk;
-              tma_load_4d(&fp.tma_k, ss.k[stage] + off, &ss.full[stage], c * T::kChunk, key, hk, qb);
-              tma_load_4d(&fp.tma_v, ss.v[stage] + off, &ss.full[stage], c * T::kChunk, key, hk, qb);
-            }
-          }
-        }
+        const uint32_t v_stage = v_count % T::kStages;
+        load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
+                         (v_count / T::kStages) & 1, v_boxes, v_key0, v_key1, hk, qb);
       }
-      if (++stage == T::kStages) {
-        stage = 0;
-        phase ^= 1;
+      ++v_count;
+    };
+    while (seq.next(st)) {
+      // a missing second box repeats the first: finite data that the consumers mask out
+      const int key0 = krow0 + st.k0[0];
+      const int key1 = krow0 + (st.boxes > 1 ? st.k0[1] : st.k0[0]);
+      if (lane == 0) {
+        const uint32_t k_stage = k_count % T::kStages;
+        load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
+                         (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb);
       }
+      ++k_count;
+      if (v_boxes >= 0) load_v();
+      v_boxes = st.boxes;
+      v_key0 = key0;
+      v_key1 = key1;
     }
+    load_v();  // every unit has at least one stage
   }
 }
 

@@ -10,6 +10,10 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#ifndef S2ATTN_SM90_D128_STAGES
+#define S2ATTN_SM90_D128_STAGES 3  // K/V ring depth at D = 128 (sm90.cmake)
+#endif
+
 namespace s2attn::cuda {
 
 // Keys per TMA box: one 64-key block, or half of a 128-key block. A stage holds two boxes that need not be
@@ -54,8 +58,16 @@ struct ForwardTraitsSm90 {
   static constexpr int kChunks = kHeadDim / kChunk;
   // K + V of one stage: 64 KiB at D = 128, 32 KiB at D = 64; Q takes 32 / 16 KiB. A consumer holds two
   // stages at once (S of stage n and P V of stage n - 1 in flight together), so 3 stages let the producer
-  // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (176 KiB) at D = 64.
-  static constexpr int kStages = kHeadDim == 128 ? 3 : 5;
+  // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (+ 2 Q buffers: 192 KiB) at D = 64.
+  // NOTE: S2ATTN_SM90_D128_STAGES (sm90.cmake, default 3) = 2 is FA3's depth at D = 128: with K and V on
+  // barriers of their own, K(n + 1) refills the slot of K(n - 1) once S(n - 1) is done and V(n) that of
+  // V(n - 2), still one stage ahead, and the 64 KiB freed hold a second Q buffer. To be measured.
+  static constexpr int kStages = kHeadDim == 128 ? S2ATTN_SM90_D128_STAGES : 5;
+  // Q buffers. The consumers release Q as soon as the S GEMM of a unit's last stage completes, so the next
+  // unit's Q loads under the last softmax, the last P V and the epilogue. D = 64 (and D = 128 with 2 stages)
+  // has room for a second buffer (192 KiB in all): the next unit's Q is then loaded a whole unit ahead.
+  static constexpr int kQStages = (kHeadDim == 64 || kStages <= 2) ? 2 : 1;
+  static_assert(kStages >= 2, "the consumers hold K(n) and V(n - 1) at once");
   // setmaxnreg: the consumers hold O (64 x D fp32 per warpgroup), S (64 x 128 fp32) and P (64 x 128 16-bit)
   // at once (P V of one stage overlaps the softmax of the next); the producer warp runs the scheduler and
   // the key-tile enumeration (72 is the least it needs without spilling, ptxas -v). 72 x 128 + 216 x 256 =
@@ -67,7 +79,7 @@ struct ForwardTraitsSm90 {
   static constexpr int kTileElems = kBlockN * kHeadDim;   // one K (or V) stage
   static constexpr int kBoxElems = kSubTile * kChunk;     // one TMA box: 64 rows x 64 elements = 8 KiB
   static constexpr uint32_t kQBytes = kQElems * 2;
-  static constexpr uint32_t kStageBytes = 2 * kTileElems * 2;  // K and V
+  static constexpr uint32_t kTileBytes = kTileElems * 2;  // K (or V) of one stage
 
   static_assert(kHeadDim % kChunk == 0, "head dim: whole 128-byte swizzle rows");
   static_assert(kWgRows * kConsumerWarpgroups == kBlockM, "one 64-row slice per consumer warpgroup");
@@ -94,13 +106,18 @@ struct ForwardTraitsSm90 {
 
 template <class T>
 struct SharedStorageSm90 {
-  alignas(1024) typename T::Elem q[T::kQElems];                  // [consumer wg][chunk][64 rows][64]
+  alignas(1024) typename T::Elem q[T::kQStages][T::kQElems];     // [consumer wg][chunk][64 rows][64]
   alignas(1024) typename T::Elem k[T::kStages][T::kTileElems];   // [chunk][128 rows][64]
   alignas(1024) typename T::Elem v[T::kStages][T::kTileElems];
-  alignas(8) uint64_t full[T::kStages];
-  uint64_t empty[T::kStages];
-  uint64_t q_full;
-  uint64_t q_empty;
+  // K and V have barriers of their own: K of a stage is consumed (S = Q K^T) one stage before its V
+  // (O += P V), so K is released as soon as its S GEMM completes and the producer refills it while the
+  // stage's V is still being read; the producer also issues K(n) ahead of V(n - 1), in consumption order.
+  alignas(8) uint64_t k_full[T::kStages];
+  uint64_t k_empty[T::kStages];
+  uint64_t v_full[T::kStages];
+  uint64_t v_empty[T::kStages];
+  uint64_t q_full[T::kQStages];
+  uint64_t q_empty[T::kQStages];
 };
 
 template <class T>

@@ -7,6 +7,12 @@
 set(S2ATTN_SM90_VARIANTS "all" CACHE STRING
   "Hopper forward kernels to build: all, or a ;-list of bf16_d64 bf16_d128 fp16_d64 fp16_d128")
 set(_s2attn_sm90_all bf16_d64 bf16_d128 fp16_d64 fp16_d128)
+#   S2ATTN_SM90_D128_STAGES: depth of the K/V ring at D = 128 (forward_traits_sm90.h): 3 (default, 224 KiB
+#   of shared memory) or 2 (192 KiB, with a second Q buffer); a tuning knob until measured.
+set(S2ATTN_SM90_D128_STAGES "3" CACHE STRING "Hopper forward: K/V pipeline stages at head dim 128 (2 or 3)")
+if(NOT S2ATTN_SM90_D128_STAGES MATCHES "^[23]$")
+  message(FATAL_ERROR "S2ATTN_SM90_D128_STAGES must be 2 or 3 (got '${S2ATTN_SM90_D128_STAGES}')")
+endif()
 if(S2ATTN_SM90_VARIANTS STREQUAL "all")
   set(_s2attn_sm90_variants ${_s2attn_sm90_all})
 else()
@@ -33,7 +39,8 @@ set_target_properties(s2attn_sm90 PROPERTIES
 target_include_directories(s2attn_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_include_directories(s2attn_sm90 SYSTEM PRIVATE ${S2ATTN_CUTLASS_INCLUDE})
 target_link_libraries(s2attn_sm90 PRIVATE CUDA::cudart_static)  # usage requirements only (headers)
-target_compile_definitions(s2attn_sm90 PRIVATE S2ATTN_WITH_CUDA S2ATTN_WITH_SM90 ${_s2attn_sm90_defs})
+target_compile_definitions(s2attn_sm90 PRIVATE S2ATTN_WITH_CUDA S2ATTN_WITH_SM90 ${_s2attn_sm90_defs}
+  S2ATTN_SM90_D128_STAGES=${S2ATTN_SM90_D128_STAGES})
 # -DNDEBUG always for device code (device asserts serialise wgmma, ptxas warning C7510).
 target_compile_options(s2attn_sm90 PRIVATE
   "$<$<COMPILE_LANGUAGE:CUDA>:-O3;-DNDEBUG;-lineinfo;--expt-relaxed-constexpr;-Xcompiler=-Wall,-Wextra>")
