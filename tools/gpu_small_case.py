@@ -1,6 +1,7 @@
 """A few small s2attn CUDA forward and backward calls for compute-sanitizer (memcheck, racecheck): odd
 lengths, every block size and head dim, GQA, decode, bidirectional, varlen with an empty sequence and
-Sq > Sk; the backward in both modes (atomic dQ and deterministic). Checks the outputs against a float64
+Sq > Sk; the backward in both modes (atomic dQ and deterministic); block-mask patterns (device lists) with
+an empty query block, per-head, per-KV-head and shared masks, and a paged decode with one. Checks the outputs against a float64
 reference too; exits non-zero on a mismatch.
 
     compute-sanitizer --tool memcheck python3 tools/gpu_small_case.py
@@ -51,8 +52,19 @@ def check(name, out, ref):
     return err <= 1e-2
 
 
-def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen):
-    p = s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+def make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen):
+    """local_stride, or (mask = "1" | "kv" | "h") a random block mask of that many heads covering the
+    totals (the front door cannot read device lengths), query block 1 seeing nothing."""
+    if mask is None:
+        return s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+    n = -(-max(sum(lens_q), sum(lens_k)) // bs) + 1
+    m = torch.rand({"1": 1, "kv": Hkv, "h": H}[mask], n, n, generator=gen) < 0.4
+    m[:, 1] = False
+    return s2attn.block_mask_pattern(m.numpy(), H, bs, causal=causal, num_kv_heads=Hkv)
+
+
+def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, mask=None):
+    p = make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen)
     Tq, Tk = sum(lens_q), sum(lens_k)
     q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
     k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
@@ -73,9 +85,9 @@ def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen):
     return check(name, out, ref)
 
 
-def run_backward(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, deterministic, gen):
+def run_backward(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, deterministic, gen, mask=None):
     """Backward (dq, dk, dv) against torch autograd of the float64 reference, per sequence."""
-    p = s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+    p = make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen)
     Tq, Tk = sum(lens_q), sum(lens_k)
     q, k, v = (torch.randn(T, h, D, generator=gen).to(dtype).to(DEV) for T, h in ((Tq, H), (Tk, Hkv), (Tk, Hkv)))
     dout = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
@@ -96,6 +108,32 @@ def run_backward(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, determinist
     return all([check(f"{name} {g}", x, r) for g, x, r in zip(("dq", "dk", "dv"), got, ref)])
 
 
+def run_paged_mask(name, ctx, page, H, Hkv, D, bs, gen):
+    """Paged decode (one query per sequence) over a random per-head block mask, against the reference on
+    the gathered keys."""
+    p = make_pattern("h", [max(ctx)], [max(ctx)], H, Hkv, bs, True, gen)
+    B, pages = len(ctx), [-(-c // page) for c in ctx]
+    table = torch.full((B, max(pages)), -1, dtype=torch.int32)
+    k_pages = torch.randn(sum(pages), page, Hkv, D, generator=gen).to(torch.bfloat16)
+    v_pages = torch.randn(sum(pages), page, Hkv, D, generator=gen).to(torch.bfloat16)
+    perm = torch.randperm(sum(pages), generator=gen)
+    e = 0
+    for b in range(B):
+        table[b, :pages[b]] = perm[e:e + pages[b]]
+        e += pages[b]
+    q = torch.randn(B, 1, H, D, generator=gen).to(torch.bfloat16)
+    out = s2attn.paged_attention(q.to(DEV), k_pages.to(DEV), v_pages.to(DEV), table.to(DEV),
+                                 torch.tensor(ctx, dtype=torch.int32, device=DEV), p)
+    torch.cuda.synchronize()
+    ok = True
+    for b in range(B):
+        rows = table[b, :pages[b]].long()
+        k = k_pages[rows].reshape(-1, Hkv, D)[:ctx[b]].to(DEV)
+        v = v_pages[rows].reshape(-1, Hkv, D)[:ctx[b]].to(DEV)
+        ok &= check(f"{name} seq{b}", out[b], reference(q[b].to(DEV), k, v, element_mask(p, 1, ctx[b])))
+    return ok
+
+
 def main():
     gen = torch.Generator().manual_seed(0)
     ok = True
@@ -110,6 +148,17 @@ def main():
     ok &= run_backward("bwd-varlen-bs16-d64-det", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, True, gen)
     ok &= run_backward("bwd-bidir-bs128-d64", [77], [77], 2, 2, 64, 128, False, torch.bfloat16, False, gen)
     ok &= run_backward("bwd-chunk-bs32-d128-det", [50], [130], 4, 2, 128, 32, True, torch.float16, True, gen)
+    ok &= run("mask-h-varlen-bs16-d64", [33, 7, 0, 50], [20, 100, 5, 50], 4, 2, 64, 16, True, torch.bfloat16, gen,
+              mask="h")
+    ok &= run("mask-kv-bidir-bs128-d128", [130], [130], 4, 2, 128, 128, False, torch.float16, gen, mask="kv")
+    ok &= run("mask-1-chunk-bs32-d64", [40], [150], 2, 1, 64, 32, True, torch.bfloat16, gen, mask="1")
+    ok &= run_backward("bwd-mask-h-varlen-bs16-d64", [33, 7, 0, 50], [20, 100, 5, 50], 4, 2, 64, 16, True,
+                       torch.bfloat16, False, gen, mask="h")
+    ok &= run_backward("bwd-mask-kv-chunk-bs64-d128-det", [50], [130], 4, 2, 128, 64, True, torch.float16, True,
+                       gen, mask="kv")
+    ok &= run_backward("bwd-mask-1-bidir-bs32-d64-det", [70], [70], 2, 2, 64, 32, False, torch.bfloat16, True,
+                       gen, mask="1")
+    ok &= run_paged_mask("paged-decode-mask-h-bs16-d128", [300, 37], 16, 8, 2, 128, 16, gen)
     print("small cases:", "OK" if ok else "MISMATCH")
     return 0 if ok else 1
 

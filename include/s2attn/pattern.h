@@ -8,6 +8,7 @@
 
 #include "s2attn/errors.h"
 #include "s2attn/pattern_rules.h"
+#include "s2attn/tensor.h"
 
 namespace s2attn {
 
@@ -50,6 +51,10 @@ class BlockMask {
   std::vector<int32_t> row_ptr_, col_idx_, col_ptr_, row_idx_;
 };
 
+namespace detail {
+class DeviceMaskCache;  // device copies of a BlockMask's lists, per device (src/pattern/device_mask.cpp)
+}
+
 class Pattern {
  public:
   static Pattern local_stride(const LocalStrideParams& params);
@@ -76,6 +81,18 @@ class Pattern {
 
   bool attends(int h, int i, int j) const { return s2attn::attends(rules_, h, i, j); }
 
+  // Plan step of a block-mask pattern on CUDA: copies its compressed lists (row_ptr, col_idx, col_ptr,
+  // row_idx; not the dense bits) to `device` once, allocating and synchronising on a private stream, and
+  // caches them; later ops on that device neither allocate nor synchronise. Call it before capturing a
+  // CUDA graph (an op on a cold cache does this itself, which graph capture does not allow: it then
+  // throws). The cache is shared by copies of the pattern and freed with the last of them. Thread-safe;
+  // a no-op for CPU devices and analytic patterns.
+  void prepare(Device device) const;
+  // The mask lists as the backend of `device` reads them: host pointers for the CPU, the cached device
+  // copy for CUDA (prepared here when cold; `stream`: the op's stream, checked for graph capture then).
+  // Device views carry no `bits`: the CUDA kernels walk the lists only. Empty for analytic patterns.
+  BlockMaskView mask_view(Device device, void* stream = nullptr) const;
+
   // Block mask [num_heads, nq_blocks, nk_blocks] of query blocks q_first_block + [0, nq_blocks).
   std::vector<uint8_t> to_block_mask(int nq_blocks, int nk_blocks, int q_first_block = 0) const;
 
@@ -89,6 +106,7 @@ class Pattern {
   void require_rules(const char* what) const;
   PatternRules rules_;
   std::shared_ptr<const BlockMask> mask_;
+  std::shared_ptr<detail::DeviceMaskCache> device_masks_;  // with mask_; shared by copies
 };
 
 }  // namespace s2attn

@@ -30,7 +30,8 @@ struct RangeRule {
   int32_t relative = 0;  // 0: [begin, end) are key blocks; 1: they are distances i - j
 };
 
-// An arbitrary per-head block mask with its compressed row and column lists (host or device pointers).
+// An arbitrary per-head block mask with its compressed row and column lists (host or device pointers; a
+// device view, Pattern::mask_view, has no `bits`: device code asks mask_list_attends instead of attends).
 // Rows and columns are absolute block indices; heads is 1 (shared), num_kv_heads or num_heads.
 struct BlockMaskView {
   const uint8_t* bits = nullptr;     // [heads, rows, cols], 0 or 1
@@ -95,6 +96,21 @@ S2_HD int32_t mask_head(const PatternRules& p, int32_t h) {
   return h / (p.num_heads / p.num_kv_heads);
 }
 
+// First position of sorted list[0, n) whose entry is >= x (n when none).
+S2_HD int32_t sorted_lower_bound(const int32_t* list, int32_t n, int32_t x) {
+  int32_t first = 0;
+  while (n > 0) {
+    const int32_t half = n / 2;
+    if (list[first + half] < x) {
+      first += half + 1;
+      n -= half + 1;
+    } else {
+      n = half;
+    }
+  }
+  return first;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // attends(h, i, j): the definition every backend and every enumerator must agree with.
 
@@ -128,6 +144,19 @@ S2_HD bool attends(const PatternRules& p, int32_t h, int32_t i, int32_t j) {
     if (c >= rr.begin && c < rr.end && pmod(j + phase, rr.stride) == 0) return true;
   }
   return false;
+}
+
+// attends for a block-mask pattern from its row lists alone (a binary search): what device code asks of a
+// device view, which carries no `bits`. Requires p.use_mask.
+S2_HD bool mask_list_attends(const PatternRules& p, int32_t h, int32_t i, int32_t j) {
+  const BlockMaskView& m = p.mask;
+  if (i < 0 || j < 0 || i >= m.rows || j >= m.cols) return false;
+  if (p.causal && j > i) return false;
+  const int64_t row = static_cast<int64_t>(mask_head(p, h)) * m.rows + i;
+  const int32_t* list = m.col_idx + m.row_ptr[row];
+  const int32_t n = m.row_ptr[row + 1] - m.row_ptr[row];
+  const int32_t at = sorted_lower_bound(list, n, j);
+  return at < n && list[at] == j;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -217,6 +217,9 @@ AttentionParams make_forward_params(const Pattern& pattern, const TensorView& q,
   p.num_threads = o.num_threads;
   p.stream = o.stream;
   p.deterministic = o.deterministic;
+  // Block masks: the lists on the tensors' device (CUDA: the pattern's cached copy, uploaded once when
+  // cold; see Pattern::prepare). Last, so that an invalid call never allocates.
+  if (r.use_mask && q.device.type == DeviceType::cuda) p.pattern.mask = pattern.mask_view(q.device, o.stream);
   return p;
 }
 

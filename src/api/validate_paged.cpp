@@ -244,6 +244,8 @@ PagedParams make_paged_params(const Pattern& pattern, const TensorView& q, const
   p.stream = o.stream;
   p.device = dev.index;
 
+  // Block masks on CUDA: the pattern's cached device lists (uploaded once when cold; Pattern::prepare).
+  if (r.use_mask && dev.type == DeviceType::cuda) p.pattern.mask = pattern.mask_view(dev, o.stream);
   if (dev.type == DeviceType::cpu) {
     check_cpu_values(p);
     if (varlen) {

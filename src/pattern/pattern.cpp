@@ -4,6 +4,7 @@
 
 #include "s2attn/errors.h"
 #include "s2attn/pattern.h"
+#include "pattern/device_mask.h"
 
 namespace s2attn {
 namespace {
@@ -105,6 +106,7 @@ Pattern Pattern::from_block_mask(const uint8_t* bits, int heads, int rows, int c
   }
   Pattern p;
   p.mask_ = std::make_shared<const BlockMask>(bits, heads, rows, cols, causal);
+  p.device_masks_ = detail::make_device_mask_cache(p.mask_);
   PatternRules& r = p.rules_;
   r.block_size = block_size;
   r.causal = causal ? 1 : 0;

@@ -87,6 +87,11 @@ NB_MODULE(_s2attn, m) {
       .def_prop_ro("num_kv_heads", &s2attn::Pattern::num_kv_heads)
       .def_prop_ro("is_block_mask", [](const s2attn::Pattern& p) { return p.mask() != nullptr; })
       .def("attends", &s2attn::Pattern::attends, "h"_a, "i"_a, "j"_a)
+      .def("prepare",  // block masks: copy the lists to CUDA device `device_index` once (before graph capture)
+           [](const s2attn::Pattern& p, int device_index) {
+             p.prepare(s2attn::Device{s2attn::DeviceType::cuda, device_index});
+           },
+           "device_index"_a)
       .def("with_sink", [](const s2attn::Pattern& p, int n) { return s2attn::Pattern(p).with_sink(n); },
            "blocks"_a)
       .def("with_dense_prefix",

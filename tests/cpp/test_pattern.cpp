@@ -108,6 +108,36 @@ S2_TEST(enumerators_match_attends_for_masks) {
   }
 }
 
+S2_TEST(mask_list_attends_and_views) {
+  // The list-only attends (what CUDA code asks of a device view, which has no bits) agrees with attends;
+  // the CPU view is the host lists; prepare on the CPU and views of analytic patterns are no-ops.
+  std::mt19937 rng(11);
+  const int H = 4, Hkv = 2, rows = 13, cols = 11;
+  for (int mh : {1, Hkv, H}) {
+    std::vector<uint8_t> bits(size_t(mh) * rows * cols);
+    for (auto& b : bits) b = (rng() % 3 == 0);
+    for (bool causal : {true, false}) {
+      const Pattern p = Pattern::from_block_mask(bits.data(), mh, rows, cols, H, 16, causal, Hkv);
+      p.prepare(Device{DeviceType::cpu, 0});
+      const BlockMaskView v = p.mask_view(Device{DeviceType::cpu, 0});
+      CHECK(v.row_ptr == p.mask()->row_ptr().data() && v.bits == p.mask()->bits().data());
+      PatternRules lists = p.rules();
+      lists.mask.bits = nullptr;  // as on the device
+      for (int h = 0; h < H; ++h)
+        for (int i = -1; i <= rows; ++i)
+          for (int j = -1; j <= cols; ++j) CHECK(mask_list_attends(lists, h, i, j) == p.attends(h, i, j));
+    }
+  }
+  LocalStrideParams a;
+  const Pattern ls = Pattern::local_stride(a);
+  ls.prepare(Device{DeviceType::cuda, 0});  // analytic: nothing to copy, on any device
+  CHECK(ls.mask_view(Device{DeviceType::cuda, 0}).row_ptr == nullptr);
+  const int32_t list[] = {1, 4, 4, 9};
+  CHECK(sorted_lower_bound(list, 4, 0) == 0 && sorted_lower_bound(list, 4, 4) == 1 &&
+        sorted_lower_bound(list, 4, 5) == 3 && sorted_lower_bound(list, 4, 10) == 4 &&
+        sorted_lower_bound(list, 0, 3) == 0);
+}
+
 S2_TEST(dkernel_local_stride_definition) {
   // H=4, V=4, L=2, causal: step = max(1, 4/4) = 1; head h sees j with (j + h) % 4 == 0 below its window.
   LocalStrideParams a;

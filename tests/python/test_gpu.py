@@ -1,5 +1,5 @@
-"""CUDA forward of s2attn against a float64 dense masked reference (computed with torch on the GPU) and
-against the CPU backend on the same inputs. Skipped unless torch is importable and sees a CUDA device.
+"""CUDA forward and backward of s2attn (analytic and block-mask patterns) against a float64 dense masked
+reference (computed with torch on the GPU) and against the CPU backend on the same inputs. Skipped unless torch is importable and sees a CUDA device.
 
 The reference takes the block pattern from `Pattern.to_block_mask` (the library's own definition, which
 tests/python/test_pattern.py checks against the independent transcription) and adds the token-level cut:
@@ -396,13 +396,6 @@ def test_misaligned_pointer_is_invalid(gen):
     assert e.value.argument == "k"
 
 
-def test_block_mask_pattern_is_unsupported(gen):
-    q, k, v = _qkv(gen)
-    p = s2attn.block_mask_pattern(np.tril(np.ones((4, 4), np.uint8)), 2, 16)
-    with pytest.raises(s2attn.UnsupportedError, match="block-mask"):
-        s2attn.attention(q, k, v, p)
-
-
 def test_head_dim_48_is_unsupported(gen):
     q, k, v = _qkv(gen, D=48)
     with pytest.raises(s2attn.UnsupportedError, match="48"):
@@ -413,14 +406,6 @@ def test_float32_is_unsupported(gen):
     q, k, v = (x.float() for x in _qkv(gen))
     with pytest.raises(s2attn.UnsupportedError, match="float32"):
         s2attn.attention(q, k, v, s2attn.dense(2, 16))
-
-
-def test_backward_block_mask_pattern_is_unsupported(gen):
-    q, k, v = _qkv(gen)
-    p = s2attn.block_mask_pattern(np.tril(np.ones((4, 4), np.uint8)), 2, 16)
-    lse = torch.zeros(1, 2, 64, dtype=torch.float32, device=DEV)
-    with pytest.raises(s2attn.UnsupportedError, match="block-mask"):
-        s2attn.attention_backward(torch.ones_like(q), q, k, v, q, lse, p)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -608,3 +593,176 @@ def test_backward_runs_on_the_current_stream(gen):
     torch.cuda.synchronize()
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# block-mask patterns: the kernels walk the pattern's device lists (rows forward and dQ, columns for dK/dV)
+
+
+def random_block_mask_pattern(gen, H, Hkv, heads, bs, causal, rows, cols, density=0.35, empty_row=1):
+    """A random per-head block mask [heads, rows, cols] (heads: "1", "kv" or "h"), query block `empty_row`
+    seeing nothing, as a pattern."""
+    n = {"1": 1, "kv": Hkv, "h": H}[heads]
+    m = torch.rand(n, rows, cols, generator=gen) < density
+    if empty_row is not None and empty_row < rows:
+        m[:, empty_row] = False
+    return s2attn.block_mask_pattern(m.numpy(), H, bs, causal=causal, num_kv_heads=Hkv)
+
+
+def mask_extent(Sq, Sk, bs, q_offset=None, extra=0):
+    """(rows, cols) covering the query and key blocks of one sequence, plus `extra` blocks past the keys
+    (entries there lie beyond the keys: the walk must skip them)."""
+    off = Sk - Sq if q_offset is None else q_offset
+    return -(-max(Sk, off + Sq) // bs) + extra, -(-Sk // bs) + extra
+
+
+# (B, Sq, Sk, H, Hkv, mask heads, D, bs, causal, q_offset, density)
+MASK_CASES = [
+    (1, 203, 203, 4, 2, "h", 64, 16, True, None, 0.35),
+    (2, 77, 100, 4, 2, "kv", 128, 32, False, None, 0.35),
+    (1, 300, 300, 8, 2, "1", 128, 64, True, None, 0.35),
+    (1, 1000, 1000, 4, 1, "kv", 64, 128, True, None, 0.35),        # MQA
+    (1, 257, 257, 4, 4, "h", 128, 128, False, None, 0.5),
+    (1, 64, 1000, 4, 2, "h", 128, 16, True, None, 0.35),           # chunked prefill: q_lo > 0 in the backward
+    (1, 20, 100, 4, 2, "kv", 64, 16, True, 40, 0.35),              # explicit q_offset
+    (1, 1000, 1000, 8, 2, "h", 64, 16, False, None, 0.7),          # long lists: many entries per lane
+    (1, 1, 700, 8, 2, "kv", 128, 64, True, None, 0.35),            # decode
+    (1, 500, 500, 2, 2, "1", 64, 32, True, None, 1.0),             # every causal block but the empty row
+]
+
+
+def mask_case_id(c):
+    B, Sq, Sk, H, Hkv, heads, D, bs, causal, off, dens = c
+    return (f"B{B}-q{Sq}-k{Sk}-h{H}.{Hkv}-mask{heads}-d{D}-bs{bs}-{'causal' if causal else 'bidir'}"
+            f"{'' if off is None else f'-off{off}'}-p{dens}")
+
+
+def mask_case_inputs(c, dtype, gen):
+    B, Sq, Sk, H, Hkv, heads, D, bs, causal, off, dens = c
+    rows, cols = mask_extent(Sq, Sk, bs, off, extra=2)
+    pattern = random_block_mask_pattern(gen, H, Hkv, heads, bs, causal, rows, cols, density=dens)
+    q = randn(gen, (B, Sq, H, D), dtype)
+    k = randn(gen, (B, Sk, Hkv, D), dtype)
+    v = randn(gen, (B, Sk, Hkv, D), dtype)
+    return pattern, q, k, v, dict(q_offset=off), 1 / math.sqrt(D), element_mask(pattern, Sq, Sk, off)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", MASK_CASES, ids=[mask_case_id(c) for c in MASK_CASES])
+def test_block_mask_forward_matches_reference(c, dtype, gen):
+    pattern, q, k, v, kw, scale, mask = mask_case_inputs(c, dtype, gen)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, out=nan_like(q),
+                                lse=nan_like(q, torch.float32, (q.shape[0], q.shape[2], q.shape[1])), **kw)
+    torch.cuda.synchronize()
+    ref_out, ref_lse = ref_attention(q, k, v, mask, scale)
+    check("out", out, ref_out, OUT_TOL)
+    check("lse", lse, ref_lse, LSE_TOL)
+    empty = ~mask.any(dim=-1)  # [H, Sq]: the empty query block among them
+    if empty.any():
+        e = empty.transpose(0, 1)[None].expand(out.shape[0], -1, -1)
+        assert torch.all(out[e] == 0)
+        assert torch.all(torch.isneginf(lse.permute(0, 2, 1)[e]))
+    cpu_out, cpu_lse = s2attn.attention(q.cpu(), k.cpu(), v.cpu(), pattern, return_lse=True, **kw)
+    check("out vs cpu", out.cpu(), cpu_out, OUT_TOL)
+    check("lse vs cpu", lse.cpu(), cpu_lse, LSE_TOL)
+
+
+def test_block_mask_with_every_causal_block_equals_dense(gen):
+    H, Hkv, bs, S = 4, 2, 32, 300
+    n = -(-S // bs)
+    full = s2attn.block_mask_pattern(np.ones((1, n, n), np.uint8), H, bs, num_kv_heads=Hkv)
+    q, k, v = randn(gen, (1, S, H, 64), "bf16"), randn(gen, (1, S, Hkv, 64), "bf16"), randn(gen, (1, S, Hkv, 64), "bf16")
+    a = s2attn.attention(q, k, v, full)
+    b = s2attn.attention(q, k, v, s2attn.dense(H, bs, num_kv_heads=Hkv))
+    torch.cuda.synchronize()
+    check("mask vs dense", a, b, 1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("c", MASK_CASES, ids=[mask_case_id(c) for c in MASK_CASES])
+def test_block_mask_backward_matches_reference(c, deterministic, dtype, gen):
+    pattern, q, k, v, kw, scale, mask = mask_case_inputs(c, dtype, gen)
+    dout, got = run_backward(q, k, v, pattern, "bshd", deterministic=deterministic, **kw)
+    check_grads(got, ref_backward(q, k, v, dout, mask, scale))
+    if deterministic:
+        out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+        again = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, **kw)
+        torch.cuda.synchronize()
+        for a, b in zip(got, again):
+            assert torch.equal(a, b), "deterministic backward differs between runs"
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("heads", ["1", "kv", "h"])
+def test_block_mask_varlen_matches_reference(heads, deterministic, gen):
+    lens_q, lens_k = [1, 40, 0, 130, 77], [50, 40, 9, 200, 77]
+    H, Hkv, D, bs = 4, 2, 64, 16
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    # on CUDA the front door cannot read the device lengths: the mask covers the totals
+    rows = cols = -(-max(Tq, Tk) // bs)
+    pattern = random_block_mask_pattern(gen, H, Hkv, heads, bs, True, rows, cols)
+    cu_q = torch.tensor([0] + list(np.cumsum(lens_q)), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + list(np.cumsum(lens_k)), dtype=torch.int32, device=DEV)
+    q, k, v = randn(gen, (Tq, H, D), "bf16"), randn(gen, (Tk, Hkv, D), "bf16"), randn(gen, (Tk, Hkv, D), "bf16")
+    kw = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+    dout, got = run_backward(q, k, v, pattern, "thd", deterministic=deterministic, **kw)
+    torch.cuda.synchronize()
+    ref_out = torch.zeros(Tq, H, D, dtype=torch.float64, device=DEV)
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq:
+            m = element_mask(pattern, sq, sk)
+            o, _ = ref_attention(q[None, q0:q0 + sq], k[None, k0:k0 + sk], v[None, k0:k0 + sk], m, 1 / math.sqrt(D))
+            ref_out[q0:q0 + sq] = o[0]
+            if sk:
+                g = ref_backward(q[None, q0:q0 + sq], k[None, k0:k0 + sk], v[None, k0:k0 + sk],
+                                 dout[None, q0:q0 + sq], m, 1 / math.sqrt(D))
+                ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = g[0][0], g[1][0], g[2][0]
+        q0, k0 = q0 + sq, k0 + sk
+    check("out", out, ref_out, OUT_TOL)
+    check_grads(got, ref)
+
+
+def test_block_mask_graph_capture_and_replay(gen):
+    H, Hkv, D, bs, S = 4, 2, 128, 64, 700
+    rows, cols = mask_extent(S, S, bs)
+    pattern = random_block_mask_pattern(gen, H, Hkv, "h", bs, True, rows, cols)
+    pattern.prepare(torch.cuda.current_device())  # the plan step: the lists go to the device here, once
+    q, k, v = randn(gen, (1, S, H, D), "bf16"), randn(gen, (1, S, Hkv, D), "bf16"), randn(gen, (1, S, Hkv, D), "bf16")
+    out = torch.empty_like(q)
+    lse = torch.empty(1, H, S, dtype=torch.float32, device=DEV)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up (per-kernel attributes) outside the capture
+        s2attn.attention(q, k, v, pattern, return_lse=True, out=out, lse=lse)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        s2attn.attention(q, k, v, pattern, return_lse=True, out=out, lse=lse)
+    q.copy_(randn(gen, (1, S, H, D), "bf16"))
+    out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    ref_out, ref_lse = ref_attention(q, k, v, element_mask(pattern, S, S), 1 / math.sqrt(D))
+    check("out", out, ref_out, OUT_TOL)
+    check("lse", lse, ref_lse, LSE_TOL)
+
+
+def test_block_mask_unprepared_pattern_under_capture_is_an_error(gen):
+    H, bs, S = 2, 16, 64
+    pattern = random_block_mask_pattern(gen, H, H, "h", bs, True, 4, 4)  # never used on the GPU: cold
+    q = randn(gen, (1, S, H, 64), "bf16")
+    out = torch.empty_like(q)
+    s2attn.attention(q, q, q, s2attn.dense(H, bs), out=out)  # warm-up of the kernel, not of the pattern
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        with pytest.raises(s2attn.InvalidArgumentError, match="prepare"):
+            s2attn.attention(q, q, q, pattern, out=out)
+    pattern.prepare(torch.cuda.current_device())
+    s2attn.attention(q, q, q, pattern, out=out)  # prepared: runs
+    torch.cuda.synchronize()
+

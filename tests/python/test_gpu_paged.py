@@ -1,9 +1,10 @@
 """CUDA paged-KV attention against the float64 reference (torch on the GPU) and the CPU backend: decode,
 speculative decode, chunked prefill, varlen, head-paged, GQA groups, per-q-head and rule patterns, page sizes
 that are not the block size, split-KV (forced and automatic), unmapped pages (-1), NaN-poisoned page tails
-and outputs, CUDA-graph capture and replay, combine_partitions. Skipped without torch + CUDA."""
+and outputs, block-mask patterns, CUDA-graph capture and replay, combine_partitions. Skipped without torch + CUDA."""
 import zlib
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -42,6 +43,14 @@ def pattern(kind, H, Hkv, bs):
         return s2attn.dense(H, block_size=bs, num_kv_heads=Hkv)
     if kind == "v8":
         return s2attn.local_stride(H, block_size=bs, local_blocks=16, vert_stride=8, num_kv_heads=Hkv)
+    if kind.startswith("mask_"):  # random per-head block mask: heads 1, Hkv or H; query block 2 sees nothing
+        heads = {"mask_1": 1, "mask_kv": Hkv, "mask_h": H}[kind]
+        n = 1600 // bs + 2  # covers every context of the cases
+        rng = np.random.default_rng(1000 * bs + 10 * H + heads)
+        m = rng.random((heads, n, n)) < 0.3
+        m[:, np.arange(n), np.arange(n)] |= rng.random((heads, n)) < 0.7
+        m[:, 2] = False
+        return s2attn.block_mask_pattern(m, H, block_size=bs, num_kv_heads=Hkv)
     raise ValueError(kind)
 
 
@@ -69,6 +78,12 @@ CASES = [
     # walk over the rows' key blocks must not fall back to the lower row's end (it once looped forever)
     ("spec_straddle_per_q_head", [34, 100, 66], 5, 16, 8, 2, 64, torch.bfloat16, "ls_pq", 16, {}),
     ("varlen_straddle_rules", [34, 97, 66], [5, 2, 4], 16, 4, 2, 128, torch.float16, "rules", 16,
+     {"varlen": True}),
+    # block-mask patterns: the kernels walk the pattern's device row lists
+    ("decode_block_mask_kv", [300, 5, 129, 40], 1, 16, 4, 2, 64, torch.bfloat16, "mask_kv", 16, {}),
+    ("spec_block_mask_per_q_head", [222, 50, 35], 3, 48, 8, 2, 128, torch.float16, "mask_h", 16, {}),
+    ("prefill_block_mask_shared", [600, 180], 64, 16, 4, 2, 128, torch.bfloat16, "mask_1", 64, {}),
+    ("varlen_block_mask_bs128", [520, 130], [70, 3], 32, 4, 1, 64, torch.bfloat16, "mask_h", 128,
      {"varlen": True}),
 ]
 
@@ -159,7 +174,7 @@ def test_cuda_graph_capture_and_replay(gen):
     assert rel_err(lse, rl) <= 1e-3
 
 
-def test_workspace_errors_and_unsupported(gen):
+def test_workspace_errors(gen):
     p = pattern("ls", 4, 2, 16)
     cache = make_cache(gen, p, [900], 1, 16, 64, torch.bfloat16, DEV)
     args = (cache["q"], cache["k_pages"], cache["v_pages"], cache["block_table"], cache["context_lens"], p)
@@ -168,10 +183,6 @@ def test_workspace_errors_and_unsupported(gen):
     assert e.value.argument == "workspace"
     assert s2attn.paged_num_splits(*args, num_splits=5) == 5
     assert s2attn.paged_workspace_size(*args, num_splits=1) == 0
-    mask = s2attn.block_mask_pattern(torch.ones(60, 60, dtype=torch.bool).numpy(), 4, block_size=16,
-                                     num_kv_heads=2)
-    with pytest.raises(s2attn.UnsupportedError):
-        s2attn.paged_attention(*args[:-1], mask)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

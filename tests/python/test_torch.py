@@ -246,6 +246,27 @@ def test_sparse_attention_module_block_mask():
     assert rel(out, ref_out) <= 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_sparse_attention_module_block_mask_cuda_autograd(deterministic):
+    """dkernel's block-mask module on CUDA tensors (per-KV-head mask, GQA, an empty query block): forward
+    and gradients against the float64 reference."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((2, 12, 12)) < 0.4
+    mask[:, 3] = False
+    m = st.SparseAttention(16, torch.from_numpy(mask), deterministic=deterministic)
+    q, k, v = inputs(2, 180, 180, 4, 2, 64, torch.bfloat16, "cuda", seed=9)
+    out = m(q, k, v)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(10)).to(out.dtype).to("cuda")
+    out.backward(dout)
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref_out, _ = reference(q64, k64, v64, s2attn.block_mask_pattern(mask, 4, 16, num_kv_heads=2))
+    ref_out.backward(dout.double())
+    assert rel(out, ref_out) <= 1e-2
+    for x, r in ((q, q64), (k, k64), (v, v64)):
+        assert rel(x.grad, r.grad) <= 1e-2
+
+
 def test_padded_inference():
     m = st.LocalStrideSparseAttention(2, 1024, 16, 2, 2)
     q, k, v = (x.detach() for x in inputs(2, 64, 64, 2, 2, 32, torch.float32, "cpu", seed=8))

@@ -66,4 +66,39 @@ void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* 
   *done |= bit;
 }
 
+void* upload_blocking(int device, const void* host, size_t bytes) {
+  DeviceGuard guard(device);
+  void* ptr = nullptr;
+  S2_CUDA_CHECK(cudaMalloc(&ptr, bytes > 0 ? bytes : 16));
+  cudaStream_t stream = nullptr;
+  cudaError_t err = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (err == cudaSuccess) {
+    if (bytes > 0) err = cudaMemcpyAsync(ptr, host, bytes, cudaMemcpyHostToDevice, stream);
+    const cudaError_t sync = cudaStreamSynchronize(stream);  // `host` may be freed after this returns
+    if (err == cudaSuccess) err = sync;
+    cudaStreamDestroy(stream);
+  }
+  if (err != cudaSuccess) {
+    cudaFree(ptr);
+    throw_cuda_error(err, "upload_blocking", __FILE__, __LINE__);
+  }
+  return ptr;
+}
+
+void free_device_buffer(int device, void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) return;  // the runtime is gone (process exit): nothing to free
+  if (current != device && cudaSetDevice(device) != cudaSuccess) return;
+  cudaFree(ptr);
+  if (current != device) cudaSetDevice(current);
+}
+
+bool stream_is_capturing(int device, void* stream) {
+  DeviceGuard guard(device);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  S2_CUDA_CHECK(cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
 }  // namespace s2attn::cuda

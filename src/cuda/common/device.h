@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace s2attn::cuda {
@@ -30,5 +31,14 @@ class DeviceGuard {
 // Sets cudaFuncAttributeMaxDynamicSharedMemorySize of `kernel` to `bytes` once per device. `done` is a
 // per-kernel bit set of the devices already configured (a static in the caller's template).
 void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* done);
+
+// A new device buffer on `device` holding `bytes` copied from host memory, complete when this returns
+// (allocation, copy on a private stream, synchronisation of that stream only). A plan step: never call it
+// from an op's path on a warm cache.
+void* upload_blocking(int device, const void* host, size_t bytes);
+// Frees a buffer of upload_blocking; errors (a runtime already torn down at exit) are ignored.
+void free_device_buffer(int device, void* ptr) noexcept;
+// Whether `stream` (null: the legacy default stream) is capturing a CUDA graph on `device`.
+bool stream_is_capturing(int device, void* stream);
 
 }  // namespace s2attn::cuda

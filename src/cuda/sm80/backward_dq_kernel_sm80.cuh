@@ -99,7 +99,8 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQkSteps][4], co
 
 // Grid: as the forward's, ((b * Hkv + hk) * query_tiles + x) * G + g for q head h = hk * G + g, x counting
 // query tiles from the sequence's last one.
-template <class T>
+// kList: a block-mask pattern, its row lists walked (KeyTiles<.., true>); else the analytic rules.
+template <class T, bool kList>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     backward_dq_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int query_tiles, const float* lse2,
                             const float* dsum) {
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
                   hk * params.v_stride.head;
 
-  KeyTiles<kBlockN> tiles;
+  KeyTiles<kBlockN, kList> tiles;
   tiles.init(pattern, h, first_block, active, g.len_k, pos_hi - 1);
 
   // Prologue: Q and dO (group 1) and the first K/V tile (group 2) in flight together.

@@ -193,7 +193,8 @@ __device__ __forceinline__ void backward_step(const typename T::Elem* sK, const 
 // Grid: one CTA per (key tile, KV head, sequence), flattened as (b * Hkv + hk) * key_tiles + x, so that the
 // key tiles of one KV head run side by side (they share its Q / dO rows in L2) and, within it, the
 // earliest keys (under causality the ones the most queries see: longest first) start first.
-template <class T>
+// kList: a block-mask pattern, its column lists walked (BackwardWalk<.., true>); else the analytic rules.
+template <class T, bool kList>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     backward_kv_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int key_tiles, const float* lse2,
                             const float* dsum, float* dq_accum) {
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
   }
   __syncthreads();
-  BackwardWalk<kBlockM> walk;
+  BackwardWalk<kBlockM, kList> walk;
   walk.pattern = &pattern;
   walk.geo = &geo;
 

@@ -27,11 +27,11 @@ void run_backward_rows_sm80(const AttentionBwdParams& params, const BackwardLaun
   S2_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename Elem, int kHeadDim, int kBlockM>
+template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
   using T = BackwardTraitsSm80<Elem, kHeadDim, kBlockM>;
   static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmemBytes
-  const auto kernel = backward_kv_kernel_sm80<T>;
+  const auto kernel = backward_kv_kernel_sm80<T, kList>;
   if (T::kSmemBytes > 48 * 1024) {
     set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), T::kSmemBytes, launch.device, &smem_configured);
   }
@@ -41,11 +41,11 @@ void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch
   S2_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename Elem, int kHeadDim, int kBlockN>
+template <typename Elem, int kHeadDim, int kBlockN, bool kList>
 void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
   using T = DqTraitsSm80<Elem, kHeadDim, kBlockN>;
   static uint64_t smem_configured = 0;
-  const auto kernel = backward_dq_kernel_sm80<T>;
+  const auto kernel = backward_dq_kernel_sm80<T, kList>;
   if (T::kSmemBytes > 48 * 1024) {
     set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), T::kSmemBytes, launch.device, &smem_configured);
   }
@@ -57,12 +57,15 @@ void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch
 
 }  // namespace s2attn::cuda
 
-// The variants of one (dtype, head dim); use inside namespace s2attn::cuda.
-#define S2ATTN_INSTANTIATE_BACKWARD_SM80(ELEM, HEAD_DIM)                                                    \
+// The variants of one (dtype, head dim), analytic and block-mask (LIST); use inside namespace s2attn::cuda.
+#define S2ATTN_INSTANTIATE_BACKWARD_SM80_KIND(ELEM, HEAD_DIM, LIST)                                              \
+  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 16, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
+  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 32, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
+  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 64, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
+  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 16, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
+  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 32, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
+  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 64, LIST>(const AttentionBwdParams&, const BackwardLaunch&);
+#define S2ATTN_INSTANTIATE_BACKWARD_SM80(ELEM, HEAD_DIM)                                                        \
   template void run_backward_rows_sm80<ELEM, HEAD_DIM>(const AttentionBwdParams&, const BackwardLaunch&, bool); \
-  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 16>(const AttentionBwdParams&, const BackwardLaunch&);     \
-  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 32>(const AttentionBwdParams&, const BackwardLaunch&);     \
-  template void run_backward_kv_sm80<ELEM, HEAD_DIM, 64>(const AttentionBwdParams&, const BackwardLaunch&);     \
-  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 16>(const AttentionBwdParams&, const BackwardLaunch&);     \
-  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 32>(const AttentionBwdParams&, const BackwardLaunch&);     \
-  template void run_backward_dq_sm80<ELEM, HEAD_DIM, 64>(const AttentionBwdParams&, const BackwardLaunch&);
+  S2ATTN_INSTANTIATE_BACKWARD_SM80_KIND(ELEM, HEAD_DIM, false)                                                  \
+  S2ATTN_INSTANTIATE_BACKWARD_SM80_KIND(ELEM, HEAD_DIM, true)

@@ -6,6 +6,8 @@
 // c * 8 + k owns segment k of key block j0 + c's column list, the warp minimum of the cursors is the next
 // query block, a ballot says which key blocks it sees. KeyTiles' stepping (next_block / next) is reused
 // as is; only the initialisation differs. Every warp runs the same walk, so they agree without barriers.
+// Block-mask patterns (kList): the column lists of the mask (device copy, BlockMaskView::row_idx), walked as
+// KeyTiles walks the row lists (lane c * 8 + k: positions k, k + 8, ... of key block j0 + c's list).
 #pragma once
 #include <climits>
 #include <cstdint>
@@ -19,8 +21,8 @@ namespace s2attn::cuda {
 // Inherited names read with the axes exchanged: `block` is the query block, `sub` the step within it,
 // `vis` bit c says that key block j0 + c is visible to it, `len_k` the end of the axis (one past the
 // last query position of the sequence).
-template <int kBlockM>
-struct QueryTiles : KeyTiles<kBlockM> {
+template <int kBlockM, bool kList = false>
+struct QueryTiles : KeyTiles<kBlockM, kList> {
   // Query blocks [q_lo, q_end) hold rows of the sequence; pos_end: one past its last query position.
   __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int nblocks, int q_lo,
                                                int q_end, int pos_end) {
@@ -33,7 +35,14 @@ struct QueryTiles : KeyTiles<kBlockM> {
     this->hi = 0;
     const int lane = threadIdx.x % 32;
     const int c = lane / kLanesPerRowBlock, k = lane % kLanesPerRowBlock;
-    if (c < nblocks && q_lo < q_end) {
+    if constexpr (kList) {
+      const int j = j0 + c;
+      if (c < nblocks && q_lo < q_end && j < p.mask.cols) {  // columns beyond the mask are seen by nobody
+        const int64_t col = static_cast<int64_t>(mask_head(p, head)) * p.mask.cols + j;
+        const int b0 = p.mask.col_ptr[col];
+        this->init_list(p.mask.row_idx + b0, p.mask.col_ptr[col + 1] - b0, q_lo, q_end, k);
+      }
+    } else if (c < nblocks && q_lo < q_end) {
       const SegmentList segs = col_segments(p, head, j0 + c, q_end);
       Segment s{0, 0, 1, 0};
 #pragma unroll
@@ -71,9 +80,9 @@ struct WalkGeometry {
 
 // The whole walk of one KV-kernel CTA: the q heads of the group in order, for each its query steps,
 // skipping steps with no work (no row of the sequence, or, causal, every row before the first key).
-template <int kBlockM>
+template <int kBlockM, bool kList = false>
 struct BackwardWalk {
-  QueryTiles<kBlockM> tiles;
+  QueryTiles<kBlockM, kList> tiles;
   const PatternRules* pattern = nullptr;
   const WalkGeometry* geo = nullptr;  // shared memory
   int gi = 0;                         // the current q head: geo->head0 + gi

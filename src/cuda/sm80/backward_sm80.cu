@@ -1,5 +1,5 @@
 // The portable CUDA backward's front: checks what the kernels need beyond the front door's validation
-// (dtype, head dim, block size, 16-byte rows, an analytic pattern), takes the caller's workspace or
+// (dtype, head dim, block size, 16-byte rows), takes the caller's workspace or
 // allocates one stream-ordered, and enqueues on the caller's stream, with no host synchronisation:
 //   1. pre-pass: lse2, dsum = rowsum(dO * O), zeroed dQ accumulator     (backward_preprocess_sm80.cuh)
 //   2. KV kernel: dK, dV written once; dQ added to the accumulator      (backward_kernel_sm80.cuh)
@@ -65,33 +65,42 @@ class StreamScratch {
   cudaStream_t stream_;
 };
 
-template <typename Elem, int kHeadDim>
+template <typename Elem, int kHeadDim, bool kList>
 void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {
   run_backward_rows_sm80<Elem, kHeadDim>(p, launch, /*post=*/false);
   if (launch.key_tiles > 0) {
     switch (bwd_query_tile_sm80(p.pattern.block_size)) {
-      case 16: run_backward_kv_sm80<Elem, kHeadDim, 16>(p, launch); break;
-      case 32: run_backward_kv_sm80<Elem, kHeadDim, 32>(p, launch); break;
-      default: run_backward_kv_sm80<Elem, kHeadDim, 64>(p, launch); break;
+      case 16: run_backward_kv_sm80<Elem, kHeadDim, 16, kList>(p, launch); break;
+      case 32: run_backward_kv_sm80<Elem, kHeadDim, 32, kList>(p, launch); break;
+      default: run_backward_kv_sm80<Elem, kHeadDim, 64, kList>(p, launch); break;
     }
   }
   if (!p.deterministic) {
     run_backward_rows_sm80<Elem, kHeadDim>(p, launch, /*post=*/true);
   } else if (launch.query_tiles > 0) {
     switch (key_tile_sm80(p.pattern.block_size)) {
-      case 16: run_backward_dq_sm80<Elem, kHeadDim, 16>(p, launch); break;
-      case 32: run_backward_dq_sm80<Elem, kHeadDim, 32>(p, launch); break;
-      default: run_backward_dq_sm80<Elem, kHeadDim, 64>(p, launch); break;
+      case 16: run_backward_dq_sm80<Elem, kHeadDim, 16, kList>(p, launch); break;
+      case 32: run_backward_dq_sm80<Elem, kHeadDim, 32, kList>(p, launch); break;
+      default: run_backward_dq_sm80<Elem, kHeadDim, 64, kList>(p, launch); break;
     }
+  }
+}
+
+template <typename Elem, int kHeadDim>
+void dispatch_pattern_kind(const AttentionBwdParams& p, const BackwardLaunch& launch) {
+  if (p.pattern.use_mask) {
+    run_variant<Elem, kHeadDim, true>(p, launch);
+  } else {
+    run_variant<Elem, kHeadDim, false>(p, launch);
   }
 }
 
 template <typename Elem>
 void dispatch_head_dim(const AttentionBwdParams& p, const BackwardLaunch& launch) {
   if (p.head_dim == 64) {
-    run_variant<Elem, 64>(p, launch);
+    dispatch_pattern_kind<Elem, 64>(p, launch);
   } else {
-    run_variant<Elem, 128>(p, launch);
+    dispatch_pattern_kind<Elem, 128>(p, launch);
   }
 }
 
@@ -106,12 +115,13 @@ static bool ordered_dq_preferred(const PatternRules& rules) { return rules.vert_
 
 void backward_sm80(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
-  p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern);
-  // NOTE: block-mask patterns need their column lists (BlockMaskView::col_ptr / row_idx) on the device
-  // (a cached device plan, as for the forward); the walk would then read them instead of col_segments.
-  if (p.pattern.use_mask) {
-    throw Unsupported("block-mask patterns on CUDA are not built yet (backward); use an analytic pattern "
-                      "(local_stride, dense and their rules) or CPU tensors");
+  p.deterministic = params.deterministic || (!params.pattern.use_mask && ordered_dq_preferred(params.pattern));
+  // Block-mask patterns: the front door put the pattern's cached device lists in p.pattern.mask
+  // (Pattern::mask_view); the KV kernel walks the column lists, the deterministic dQ kernel the row lists.
+  const BlockMaskView& m = p.pattern.mask;
+  if (p.pattern.use_mask && (m.row_ptr == nullptr || m.col_idx == nullptr || m.col_ptr == nullptr ||
+                             m.row_idx == nullptr)) {
+    throw InvalidArgument("pattern", "a block mask with its lists on the device (Pattern::mask_view)");
   }
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) {
     throw Unsupported(std::string("the CUDA backward supports float16 and bfloat16; got ") + dtype_name(p.dtype));

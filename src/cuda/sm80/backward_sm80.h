@@ -23,11 +23,12 @@ template <typename Elem, int kHeadDim>
 void run_backward_rows_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch, bool post);
 
 // The KV kernel; kBlockM: query rows per step (bwd_query_tile_sm80(block_size)).
-template <typename Elem, int kHeadDim, int kBlockM>
+// kList (both kernels): a block-mask pattern (params.pattern.use_mask, device lists), else the analytic rules.
+template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
 
 // The deterministic dQ kernel; kBlockN: keys per tile (key_tile_sm80(block_size)).
-template <typename Elem, int kHeadDim, int kBlockN>
+template <typename Elem, int kHeadDim, int kBlockN, bool kList>
 void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
 
 }  // namespace s2attn::cuda

@@ -189,7 +189,8 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
 //    windows, and one KV head's K/V (16 MiB at 32k tokens, D = 128) stays in L2 while they run;
 //  - within a KV head the tiles with the most work (the latest rows under causality) start first, and
 //    the grid ends on short tiles (longest-processing-time-first order, a short tail).
-template <class T>
+// kList: a block-mask pattern, its row lists walked (KeyTiles<.., true>); else the analytic rules.
+template <class T, bool kList>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     forward_kernel_sm80(const __grid_constant__ AttentionParams params, int query_tiles) {
   using Elem = typename T::Elem;
@@ -238,7 +239,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
                   hk * params.v_stride.head;
 
-  KeyTiles<kBlockN> tiles;
+  KeyTiles<kBlockN, kList> tiles;
   tiles.init(pattern, h, first_block, active, g.len_k, pos_hi - 1);
 
   // Prologue: Q (group 1) and the first K/V tile (group 2) in flight together.

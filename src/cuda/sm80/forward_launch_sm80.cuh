@@ -7,11 +7,11 @@
 
 namespace s2attn::cuda {
 
-template <typename Elem, int kHeadDim, int kBlockN>
+template <typename Elem, int kHeadDim, int kBlockN, bool kList>
 void run_forward_sm80(const AttentionParams& params, const ForwardLaunch& launch) {
   using T = ForwardTraitsSm80<Elem, kHeadDim, query_tile_sm80(), kBlockN>;
   static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmemBytes
-  const auto kernel = forward_kernel_sm80<T>;
+  const auto kernel = forward_kernel_sm80<T, kList>;
   if (T::kSmemBytes > 48 * 1024) {
     set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), T::kSmemBytes, launch.device, &smem_configured);
   }
@@ -22,8 +22,11 @@ void run_forward_sm80(const AttentionParams& params, const ForwardLaunch& launch
 
 }  // namespace s2attn::cuda
 
-// One explicit instantiation per (dtype, head dim, key tile); use inside namespace s2attn::cuda.
-#define S2ATTN_INSTANTIATE_FORWARD_SM80(ELEM, HEAD_DIM)                                                   \
-  template void run_forward_sm80<ELEM, HEAD_DIM, 16>(const AttentionParams&, const ForwardLaunch&); \
-  template void run_forward_sm80<ELEM, HEAD_DIM, 32>(const AttentionParams&, const ForwardLaunch&); \
-  template void run_forward_sm80<ELEM, HEAD_DIM, 64>(const AttentionParams&, const ForwardLaunch&);
+// One explicit instantiation per (dtype, head dim, key tile, pattern kind); use inside namespace s2attn::cuda.
+#define S2ATTN_INSTANTIATE_FORWARD_SM80_KIND(ELEM, HEAD_DIM, LIST)                                              \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 16, LIST>(const AttentionParams&, const ForwardLaunch&); \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 32, LIST>(const AttentionParams&, const ForwardLaunch&); \
+  template void run_forward_sm80<ELEM, HEAD_DIM, 64, LIST>(const AttentionParams&, const ForwardLaunch&);
+#define S2ATTN_INSTANTIATE_FORWARD_SM80(ELEM, HEAD_DIM)    \
+  S2ATTN_INSTANTIATE_FORWARD_SM80_KIND(ELEM, HEAD_DIM, false) \
+  S2ATTN_INSTANTIATE_FORWARD_SM80_KIND(ELEM, HEAD_DIM, true)

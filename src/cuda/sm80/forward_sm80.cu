@@ -1,5 +1,5 @@
 // The portable CUDA path's front: checks what the kernels need beyond the front door's validation
-// (dtype, head dim, block size, 16-byte rows, an analytic pattern), picks the kernel variant and launches
+// (dtype, head dim, block size, 16-byte rows), picks the kernel variant (analytic or block-mask pattern) and launches
 // it on the caller's stream. No synchronisation, no allocation.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -37,12 +37,12 @@ void require_16b_rows(const char* name, const void* ptr, const SeqStrides& s, in
   }
 }
 
-template <typename Elem, int kHeadDim>
+template <typename Elem, int kHeadDim, bool kList>
 void dispatch_key_tile(const AttentionParams& p, const ForwardLaunch& launch) {
   switch (key_tile_sm80(p.pattern.block_size)) {
-    case 16: run_forward_sm80<Elem, kHeadDim, 16>(p, launch); return;
-    case 32: run_forward_sm80<Elem, kHeadDim, 32>(p, launch); return;
-    case 64: run_forward_sm80<Elem, kHeadDim, 64>(p, launch); return;
+    case 16: run_forward_sm80<Elem, kHeadDim, 16, kList>(p, launch); return;
+    case 32: run_forward_sm80<Elem, kHeadDim, 32, kList>(p, launch); return;
+    case 64: run_forward_sm80<Elem, kHeadDim, 64, kList>(p, launch); return;
     default: break;
   }
   throw Unsupported("the CUDA forward supports block sizes 16, 32, 64 and 128; got " +
@@ -51,9 +51,12 @@ void dispatch_key_tile(const AttentionParams& p, const ForwardLaunch& launch) {
 
 template <typename Elem>
 void dispatch_head_dim(const AttentionParams& p, const ForwardLaunch& launch) {
+  const bool list = p.pattern.use_mask != 0;
   switch (p.head_dim) {
-    case 64: dispatch_key_tile<Elem, 64>(p, launch); return;
-    case 128: dispatch_key_tile<Elem, 128>(p, launch); return;
+    case 64: list ? dispatch_key_tile<Elem, 64, true>(p, launch) : dispatch_key_tile<Elem, 64, false>(p, launch); return;
+    case 128:
+      list ? dispatch_key_tile<Elem, 128, true>(p, launch) : dispatch_key_tile<Elem, 128, false>(p, launch);
+      return;
     default: break;
   }
   throw Unsupported("the CUDA forward supports head_dim 64 and 128; got head_dim " + std::to_string(p.head_dim));
@@ -62,11 +65,10 @@ void dispatch_head_dim(const AttentionParams& p, const ForwardLaunch& launch) {
 }  // namespace
 
 void forward_sm80(const AttentionParams& p) {
-  // NOTE: block-mask patterns carry host pointers (bits and row lists); the kernels need them copied to
-  // the device once per pattern (a cached device plan), then walk col_idx like the analytic segments.
-  if (p.pattern.use_mask) {
-    throw Unsupported("block-mask patterns on CUDA are not built yet; use an analytic pattern (local_stride, "
-                      "dense and their rules) or CPU tensors");
+  // Block-mask patterns: the front door put the pattern's cached device lists in p.pattern.mask
+  // (Pattern::mask_view); the kernels walk the row lists (col_idx) instead of the analytic segments.
+  if (p.pattern.use_mask && (p.pattern.mask.row_ptr == nullptr || p.pattern.mask.col_idx == nullptr)) {
+    throw InvalidArgument("pattern", "a block mask with its lists on the device (Pattern::mask_view)");
   }
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) {
     throw Unsupported(std::string("the CUDA forward supports float16 and bfloat16; got ") + dtype_name(p.dtype));

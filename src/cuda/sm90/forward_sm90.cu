@@ -145,7 +145,7 @@ void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) 
 }  // namespace
 
 bool forward_sm90_supports(const AttentionParams& p) {
-  if (p.pattern.use_mask) return false;  // NOTE: block-mask lists need a device plan (as on the portable path)
+  if (p.pattern.use_mask) return false;  // block masks: the portable path walks their device lists
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
   if (p.head_dim != 64 && p.head_dim != 128) return false;
   if (!variant_built(p.dtype, p.head_dim)) return false;

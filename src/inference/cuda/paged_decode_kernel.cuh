@@ -55,9 +55,28 @@ struct CtaRows {
 // A row's next_from(x) answers its own list's end when it has no member >= x, and that end differs per row
 // (causal: min(nk, i + 1)), so it can lie below x: only real members (j < s.end) are candidates. Taking
 // the sentinel sent the walk back to a lower block forever when the CTA's rows span query blocks.
+// kList: a block-mask pattern (device lists; a separate instantiation, the analytic code is unchanged).
+template <bool kList>
 __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const CtaRows& c, int32_t x,
                                                     int32_t end) {
   int32_t best = end;
+  if constexpr (kList) {  // block mask (device lists): the first entry >= x of each row list, by binary search
+    const BlockMaskView& m = p.mask;
+    const int32_t heads = m.heads == p.num_heads ? c.nh : 1;  // a shared or per-KV-head mask: one list
+    for (int32_t g = 0; g < heads; ++g) {
+      for (int32_t i = imax(c.i_lo, 0); i <= imin(c.i_hi, m.rows - 1); ++i) {
+        const int64_t row = static_cast<int64_t>(mask_head(p, c.h0 + g)) * m.rows + i;
+        const int32_t* list = m.col_idx + m.row_ptr[row];
+        const int32_t n = m.row_ptr[row + 1] - m.row_ptr[row];
+        const int32_t at = sorted_lower_bound(list, n, x);
+        if (at < n) {
+          const int32_t j = list[at];
+          if (j < (p.causal ? imin(c.nk, i + 1) : c.nk) && j < best) best = j;
+        }
+      }
+    }
+    return best < end ? best : end;
+  }
   const int32_t heads = p.per_q_head ? c.nh : 1;  // per-KV-head patterns: the group shares one pattern
   for (int32_t g = 0; g < heads; ++g) {
     for (int32_t i = imax(c.i_lo, 0); i <= c.i_hi; ++i) {
@@ -69,7 +88,7 @@ __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const
   return best < end ? best : end;
 }
 
-template <typename T, int D, int ROWS>
+template <typename T, int D, int ROWS, bool kList>
 __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
     paged_decode_kernel(const PagedParams p, int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks,
                         int32_t q_tiles) {
@@ -165,14 +184,14 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
       cp_async_commit();
     };
 
-    int32_t j = next_union_block(p.pattern, c, j_lo, j_end), st = 0;
+    int32_t j = next_union_block<kList>(p.pattern, c, j_lo, j_end), st = 0;
     int stage = 0;
     if (j < j_end) issue(j, st, stage);
     while (j < j_end) {
       // the next tile, prefetched while this one is computed
       int32_t jn = j, stn = st + 1;
       if (stn * kTile >= keys_in(j)) {
-        jn = next_union_block(p.pattern, c, j + 1, j_end);
+        jn = next_union_block<kList>(p.pattern, c, j + 1, j_end);
         stn = 0;
       }
       if (jn < j_end) {
@@ -188,7 +207,11 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
 #pragma unroll
       for (int rr = 0; rr < ROWS; ++rr) {
         const int32_t i = pos[rr] >= 0 ? pos[rr] / bs : -1;
-        if (pos[rr] >= 0 && attends(p.pattern, c.h0 + rr / rows_per_head, i, j)) vis |= 1u << rr;
+        if constexpr (kList) {
+          if (pos[rr] >= 0 && mask_list_attends(p.pattern, c.h0 + rr / rows_per_head, i, j)) vis |= 1u << rr;
+        } else {
+          if (pos[rr] >= 0 && attends(p.pattern, c.h0 + rr / rows_per_head, i, j)) vis |= 1u << rr;
+        }
       }
       const T* tk = sk + stage * Tr::kTileElems;
       const T* tv = sv + stage * Tr::kTileElems;

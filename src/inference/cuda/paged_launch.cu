@@ -54,11 +54,11 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
-template <typename T, int D, int ROWS>
+template <typename T, int D, int ROWS, bool kList>
 void launch_decode(const PagedParams& p) {
   using Tr = PagedDecodeTraits<T, D, ROWS>;
   const Geometry g = geometry(p, ROWS);
-  auto* kernel = paged_decode_kernel<T, D, ROWS>;
+  auto* kernel = paged_decode_kernel<T, D, ROWS, kList>;
   static uint64_t configured = 0;
   set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), Tr::kSmemBytes, p.device, &configured);
   const int64_t ctas = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * p.num_splits;
@@ -74,11 +74,11 @@ void launch_decode(const PagedParams& p) {
   }
 }
 
-template <typename T>
+template <typename T, bool kList>
 void dispatch_dim(const PagedParams& p) {
   const bool r4 = rows_variant(p) == 4;
-  if (p.head_dim == 64) return r4 ? launch_decode<T, 64, 4>(p) : launch_decode<T, 64, 8>(p);
-  if (p.head_dim == 128) return r4 ? launch_decode<T, 128, 4>(p) : launch_decode<T, 128, 8>(p);
+  if (p.head_dim == 64) return r4 ? launch_decode<T, 64, 4, kList>(p) : launch_decode<T, 64, 8, kList>(p);
+  if (p.head_dim == 128) return r4 ? launch_decode<T, 128, 4, kList>(p) : launch_decode<T, 128, 8, kList>(p);
   throw Unsupported("the CUDA paged kernels are built for head_dim 64 and 128, got " + std::to_string(p.head_dim));
 }
 
@@ -107,19 +107,21 @@ int paged_auto_splits(const PagedParams& p) {
 }
 
 void paged_forward(const PagedParams& p) {
-  if (p.pattern.use_mask) {
-    throw Unsupported("the CUDA paged kernels take analytic patterns (local-stride and rules); block-mask "
-                      "patterns run on the CPU backend");
+  // Block masks: p.pattern.mask is the pattern's cached device copy (the front door's Pattern::mask_view);
+  // the kernel walks its row lists (next_union_block<true>, mask_list_attends).
+  if (p.pattern.use_mask && (p.pattern.mask.row_ptr == nullptr || p.pattern.mask.col_idx == nullptr)) {
+    throw InvalidArgument("pattern", "a block mask with its lists on the device (Pattern::mask_view)");
   }
   const int eb = dtype_size(p.dtype);
   check_aligned("q", p.q, {p.q_stride.batch, p.q_stride.seq, p.q_stride.head}, eb);
   check_aligned("k_pages", p.k_pages, {p.k_page_stride, p.k_token_stride, p.k_head_stride}, eb);
   check_aligned("v_pages", p.v_pages, {p.v_page_stride, p.v_token_stride, p.v_head_stride}, eb);
   DeviceGuard guard(p.device);
+  const bool list = p.pattern.use_mask != 0;
   switch (p.dtype) {
-    case DType::bf16: return dispatch_dim<__nv_bfloat16>(p);
-    case DType::f16: return dispatch_dim<__half>(p);
-    case DType::f32: return dispatch_dim<float>(p);
+    case DType::bf16: return list ? dispatch_dim<__nv_bfloat16, true>(p) : dispatch_dim<__nv_bfloat16, false>(p);
+    case DType::f16: return list ? dispatch_dim<__half, true>(p) : dispatch_dim<__half, false>(p);
+    case DType::f32: return list ? dispatch_dim<float, true>(p) : dispatch_dim<float, false>(p);
     default: throw Unsupported("the CUDA paged kernels take float32, float16 or bfloat16");
   }
 }
