@@ -15,8 +15,11 @@
 // keys and columns queries for S^T / dP^T, keys and d for dK / dV, queries and d for dQ. The A operand of a
 // k16 step in registers has the same order, so P^T and dS^T are the accumulators converted in place.
 //
+// Order within a step (registers: dK and dV hold 128 for the whole unit): S^T alone, P^T (the fp32 S^T
+// dies), then dP^T and dV += P^T dO together, dS^T (from the 16-bit P^T), dK += dS^T Q and dQ together.
 // NOTE (performance, first version): the two warpgroups do not ping-pong and a step's GEMMs are not
-// overlapped with the previous step's exp2 / dS math (FA3 overlaps both); dQ uses atomics, not a TMA
+// overlapped with the previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the
+// portable path the fp32 one: same order of error as dS^T's own rounding); dQ uses atomics, not a TMA
 // reduce-add of a shared-memory tile.
 #pragma once
 #include <cstdint>

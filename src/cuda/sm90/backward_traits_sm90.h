@@ -61,11 +61,15 @@ struct BackwardTraitsSm90 {
   // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB; dS double-buffered, 2 x 16
   // KiB. 3 stages: 192 KiB of 227.
   static constexpr int kStages = 3;
-  // setmaxnreg: the producer warp runs the scheduler and the transposed walk (warp-collective, in
-  // registers); the consumers hold dK, dV (128), S^T and dP^T (64) and their 16-bit copies.
-  // 40 x 128 + 232 x 256 = 64512 <= 65536.
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegs = 224;
+  // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16),
+  // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
+  // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
+  // then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
+  // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512 <= 65536.
+  // NOTE: a leaner producer walk (or the walk's segment lists built once per unit in shared memory) would
+  // remove the producer's spills; 16 dQ registers less (two N = 32 halves) the consumer's.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
 
   static constexpr int kRowsElems = 64 * kHeadDim;  // a 64-row tile of Q, dO, or half of K / V
   static constexpr int kDsElems = kBlockM * kWgKeys;
