@@ -76,8 +76,20 @@ void backward(const Pattern& pattern, const TensorView& q, const TensorView& k, 
       make_backward_params(pattern, q, k, v, out, lse, dout, dq, dk, dv, options);
   switch (choose_backend(q.device, options.backend)) {
 #ifdef S2ATTN_WITH_CUDA
-    // NOTE: the Hopper backward (issue 6) is picked here once it exists; until then the portable one.
+#ifdef S2ATTN_WITH_SM90
+    // Auto and forced alike: the Hopper backward where it has a kernel, else the portable one. (Unlike the
+    // forward, a forced cuda_sm90 falls back: the Hopper backward serves fewer variants than its forward,
+    // and a training step the forward accepted must not fail in its backward.)
     case Backend::cuda_sm90:
+      if (cuda::backward_sm90_supports(params)) {
+        cuda::backward_sm90(params);
+        return;
+      }
+      cuda::backward_sm80(params);
+      return;
+#else
+    case Backend::cuda_sm90:
+#endif
     case Backend::cuda_sm80: cuda::backward_sm80(params); return;
 #endif
     default: cpu::backward(params); return;

@@ -14,6 +14,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/stream_scratch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
 #include "cuda/sm80/backward_traits_sm80.h"
@@ -45,25 +46,6 @@ void require_aligned_rows(const Operand& o, int64_t batch) {
                                       std::to_string(o.stride.head) + "]");
   }
 }
-
-// Device scratch allocated and freed in the caller's stream order (the free is enqueued behind the
-// kernels, also when a later launch throws).
-class StreamScratch {
- public:
-  StreamScratch(uint64_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) S2_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~StreamScratch() {
-    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream_);  // a destructor must not throw
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
 
 template <typename Elem, int kHeadDim, bool kList>
 void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {

@@ -25,37 +25,12 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/sm90/forward_sm90.h"
 #include "cuda/sm90/forward_traits_sm90.h"
+#include "cuda/sm90/gemm_sm90.cuh"
 #include "cuda/sm90/ptx_sm90.cuh"
 #include "cuda/sm90/stage_sequence_sm90.cuh"
 #include "cuda/sm90/tile_scheduler_sm90.cuh"
 
 namespace s2attn::cuda {
-
-constexpr float kLog2eSm90 = 1.4426950408889634f;
-constexpr float kLn2Sm90 = 0.6931471805599453f;
-
-__device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Issues one warpgroup GEMM (all k16 steps) and commits it; the caller waits (warpgroup_wait).
-// kRegA: A in registers (RS), else a shared-memory descriptor (SS).
-template <bool kZeroInit, bool kRegA, class Mma, class TA, class TB, class TC>
-__device__ __forceinline__ void wgmma_issue(Mma& mma, TA const& a, TB const& b, TC& c) {
-  using namespace cute;
-  if constexpr (kRegA) warpgroup_fence_operand(const_cast<TA&>(a));
-  warpgroup_fence_operand(c);
-  warpgroup_arrive();
-  mma.accumulate_ = kZeroInit ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-  CUTE_UNROLL
-  for (int k = 0; k < size<2>(a); ++k) {
-    cute::gemm(mma, a(_, _, k), b(_, _, k), c);
-    mma.accumulate_ = GMMA::ScaleOut::One;
-  }
-  warpgroup_commit_batch();
-}
 
 template <class T>
 struct ConsumerSm90 {

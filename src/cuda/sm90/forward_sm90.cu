@@ -2,11 +2,8 @@
 // back to the portable path otherwise), the TMA descriptors (encoded on the host per call: no allocation,
 // no synchronisation), the persistent grid and the variant dispatch.
 #include <cuda.h>
-#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 #include <cuda_runtime_api.h>
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -17,6 +14,7 @@
 #include "cuda/common/device.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
+#include "cuda/sm90/tensor_map_sm90.h"
 #include "s2attn/errors.h"
 
 namespace s2attn::cuda {
@@ -28,91 +26,6 @@ constexpr int64_t kMaxPosition = int64_t(1) << 30;
 int64_t floor_div64(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-// TMA: 16-byte aligned base, strides that are multiples of 16 bytes (below 2^40) for every extent > 1.
-bool tma_ok(const void* ptr, const SeqStrides& s, int64_t batch, int64_t seq, int64_t heads) {
-  auto ok = [](int64_t stride, int64_t extent) {
-    return extent <= 1 || (stride > 0 && stride % 8 == 0 && stride < (int64_t(1) << 38));
-  };
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0 && ok(s.batch, batch) && ok(s.seq, seq) && ok(s.head, heads);
-}
-
-// The epilogue writes 4-byte pairs of a row; rows 16-byte aligned as on the portable path.
-bool rows_ok(const void* ptr, const SeqStrides& s, int64_t batch, int64_t seq, int64_t heads) {
-  auto ok = [](int64_t stride, int64_t extent) { return extent <= 1 || stride % 8 == 0; };
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0 && ok(s.batch, batch) && ok(s.seq, seq) && ok(s.head, heads);
-}
-
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static std::atomic<PFN_cuTensorMapEncodeTiled_v12000> fn{nullptr};
-  PFN_cuTensorMapEncodeTiled_v12000 f = fn.load(std::memory_order_acquire);
-  if (f == nullptr) {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult query{};
-    S2_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &query));
-    if (query != cudaDriverEntryPointSuccess || ptr == nullptr) {
-      throw DeviceError("the CUDA driver has no cuTensorMapEncodeTiled (TMA needs driver 12.0 or newer)");
-    }
-    f = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
-    fn.store(f, std::memory_order_release);
-  }
-  return f;
-}
-
-// [batch, seq, head, dim] operand -> 4-D tensor map (dim innermost), boxes of 64 rows x 64 elements with
-// the 128-byte swizzle the wgmma layouts expect. Extents of 1 get a harmless stride (never stepped along).
-CUtensorMap make_tensor_map(const void* base, CUtensorMapDataType dtype, int64_t batch, int64_t seq, int64_t heads,
-                            int64_t dim, const SeqStrides& s) {
-  auto stride_bytes = [&](int64_t stride, int64_t extent) {
-    return static_cast<cuuint64_t>(extent <= 1 ? dim * 2 : stride * 2);
-  };
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(dim), static_cast<cuuint64_t>(seq),
-                              static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(batch)};
-  const cuuint64_t strides[3] = {stride_bytes(s.seq, seq), stride_bytes(s.head, heads), stride_bytes(s.batch, batch)};
-  const cuuint32_t box[4] = {64, 64, 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  CUtensorMap map;
-  const CUresult r = tensor_map_encoder()(&map, dtype, 4, const_cast<void*>(base), dims, strides, box, elem_strides,
-                                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    throw DeviceError("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(static_cast<int>(r)));
-  }
-  return map;
-}
-
-int sm_count(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  if (device >= 0 && device < 64) {
-    const int n = cache[device].load(std::memory_order_relaxed);
-    if (n != 0) return n;
-  }
-  int n = 0;
-  S2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  if (device >= 0 && device < 64) cache[device].store(n, std::memory_order_relaxed);
-  return n;
-}
-
-// Which kernels this build has (S2ATTN_SM90_VARIANTS in sm90.cmake).
-bool variant_built(DType dtype, int head_dim) {
-  const bool bf16 = dtype == DType::bf16;
-  if (head_dim == 128) {
-#if defined(S2ATTN_SM90_HAS_BF16_D128)
-    if (bf16) return true;
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D128)
-    if (!bf16) return true;
-#endif
-  } else if (head_dim == 64) {
-#if defined(S2ATTN_SM90_HAS_BF16_D64)
-    if (bf16) return true;
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D64)
-    if (!bf16) return true;
-#endif
-  }
-  return false;
 }
 
 template <typename Elem, int kHeadDim>
@@ -148,7 +61,7 @@ bool forward_sm90_supports(const AttentionParams& p) {
   if (p.pattern.use_mask) return false;  // block masks: the portable path walks their device lists
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
   if (p.head_dim != 64 && p.head_dim != 128) return false;
-  if (!variant_built(p.dtype, p.head_dim)) return false;
+  if (!variant_built_sm90(p.dtype, p.head_dim)) return false;
   if (p.pattern.block_size != 64 && p.pattern.block_size != 128) return false;
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
   if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) return false;
@@ -158,10 +71,10 @@ bool forward_sm90_supports(const AttentionParams& p) {
   if ((tiles_ub * p.batch + 1) * p.num_heads + 4096 >= (int64_t(1) << 31)) return false;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t batch = varlen ? 1 : p.batch;
-  return tma_ok(p.q, p.q_stride, batch, p.seqlen_q, p.num_heads) &&
-         tma_ok(p.k, p.k_stride, batch, p.seqlen_k, p.num_kv_heads) &&
-         tma_ok(p.v, p.v_stride, batch, p.seqlen_k, p.num_kv_heads) &&
-         rows_ok(p.out, p.out_stride, batch, p.seqlen_q, p.num_heads);
+  return tma_ok_sm90(p.q, p.q_stride, batch, p.seqlen_q, p.num_heads) &&
+         tma_ok_sm90(p.k, p.k_stride, batch, p.seqlen_k, p.num_kv_heads) &&
+         tma_ok_sm90(p.v, p.v_stride, batch, p.seqlen_k, p.num_kv_heads) &&
+         rows_ok_sm90(p.out, p.out_stride, batch, p.seqlen_q, p.num_heads);
 }
 
 void forward_sm90(const AttentionParams& p) {
@@ -181,9 +94,9 @@ void forward_sm90(const AttentionParams& p) {
 
   ForwardParamsSm90 fp;
   fp.p = p;
-  fp.tma_q = make_tensor_map(p.q, dt, batch, p.seqlen_q, p.num_heads, p.head_dim, p.q_stride);
-  fp.tma_k = make_tensor_map(p.k, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.k_stride);
-  fp.tma_v = make_tensor_map(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
+  fp.tma_q = make_tensor_map_sm90(p.q, dt, batch, p.seqlen_q, p.num_heads, p.head_dim, p.q_stride);
+  fp.tma_k = make_tensor_map_sm90(p.k, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.k_stride);
+  fp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
 
   // Units: (sequence, head, query tile). Dense batch: exact; varlen: an upper bound (tiles of each sequence
   // are counted on the device) used only to size the grid.
@@ -195,7 +108,7 @@ void forward_sm90(const AttentionParams& p) {
     tiles = p.batch * (floor_div64(off + p.seqlen_q - 1, kBlockM) - floor_div64(off, kBlockM) + 1);
   }
   const int64_t units = tiles * p.num_heads;
-  const int sms = sm_count(launch.device);
+  const int sms = sm_count_sm90(launch.device);
   launch.grid = static_cast<int>(units < sms ? units : sms);
   // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
   const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;

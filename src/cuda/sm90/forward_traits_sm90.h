@@ -3,12 +3,11 @@
 #pragma once
 #include <cstdint>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
+
+#include "cuda/sm90/gemm_sm90.cuh"  // CudaElem
 
 #ifndef S2ATTN_SM90_D128_STAGES
 #define S2ATTN_SM90_D128_STAGES 3  // K/V ring depth at D = 128 (sm90.cmake)
@@ -20,18 +19,6 @@ namespace s2attn::cuda {
 // adjacent: with block 64 the visible blocks of a query tile are mostly isolated vertical blocks, and
 // pairing two of them gives every GEMM N = 128 keys (S = Q K^T at 64 x 128) instead of 64.
 constexpr int kSubTileSm90 = 64;
-
-// The CUDA type with the bits of a CuTe element type (for packing and stores).
-template <class E>
-struct CudaElem;
-template <>
-struct CudaElem<cutlass::bfloat16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct CudaElem<cutlass::half_t> {
-  using type = __half;
-};
 
 // Warp roles: warpgroup 0 is the producer (its warp 0 issues every TMA load; the other three idle), warpgroups
 // 1 and 2 are the consumers, each owning 64 query rows of the 128-row tile.

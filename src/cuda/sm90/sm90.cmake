@@ -1,11 +1,12 @@
-# The Hopper-native forward (wgmma, TMA, warp specialisation): an OBJECT library compiled for sm_90a only,
+# The Hopper-native forward and backward (wgmma, TMA, warp specialisation): an OBJECT library compiled for sm_90a only,
 # its objects archived into the s2attn static library. Included by src/cuda/sources.cmake when the
 # CUTLASS/CuTe headers exist at S2ATTN_CUTLASS_INCLUDE; nothing here runs otherwise.
 #   S2ATTN_SM90_VARIANTS: which (dtype, head dim) kernels to build. "all" (default) or a reduced list for
 #   slow CI machines, e.g. "bf16_d128" (each kernel is one ~2 min translation unit on 2 cores); variants not
-#   built make forward_sm90_supports() false, so the dispatcher falls back to the portable path.
+#   built make forward_sm90_supports() false, so the dispatcher falls back to the portable path. The backward
+#   KV kernel exists for head dim 128 only: its variants are the *_d128 entries of the list.
 set(S2ATTN_SM90_VARIANTS "all" CACHE STRING
-  "Hopper forward kernels to build: all, or a ;-list of bf16_d64 bf16_d128 fp16_d64 fp16_d128")
+  "Hopper kernels to build: all, or a ;-list of bf16_d64 bf16_d128 fp16_d64 fp16_d128")
 set(_s2attn_sm90_all bf16_d64 bf16_d128 fp16_d64 fp16_d128)
 #   S2ATTN_SM90_D128_STAGES: depth of the K/V ring at D = 128 (forward_traits_sm90.h): 3 (default, 224 KiB
 #   of shared memory) or 2 (192 KiB, with a second Q buffer); a tuning knob until measured.
@@ -19,12 +20,18 @@ else()
   set(_s2attn_sm90_variants ${S2ATTN_SM90_VARIANTS})
 endif()
 
-set(_s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/forward_sm90.cu)
+set(_s2attn_sm90_sources
+  ${CMAKE_CURRENT_LIST_DIR}/tensor_map_sm90.cu
+  ${CMAKE_CURRENT_LIST_DIR}/forward_sm90.cu
+  ${CMAKE_CURRENT_LIST_DIR}/backward_sm90.cu)
 foreach(variant IN LISTS _s2attn_sm90_variants)
   if(NOT variant IN_LIST _s2attn_sm90_all)
     message(FATAL_ERROR "S2ATTN_SM90_VARIANTS: unknown variant '${variant}' (known: ${_s2attn_sm90_all})")
   endif()
   list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/forward_sm90_${variant}.cu)
+  if(variant MATCHES "_d128$")
+    list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}.cu)
+  endif()
   string(TOUPPER "${variant}" _v)
   list(APPEND _s2attn_sm90_defs S2ATTN_SM90_HAS_${_v})
 endforeach()

@@ -1,0 +1,234 @@
+// A consumer warpgroup of the Hopper backward's KV kernel: 64 keys (key half `wg` of the 128-key tile).
+// Per query step (64 rows, one stage of the ring):
+//   S^T = K Q^T,  dP^T = V dO^T                     (wgmma, both operands in shared memory, M = keys)
+//   P^T = exp2(S^T * scale * log2e - lse2)          (lse2: the forward's lse in log2 units; +inf: P = 0)
+//   dS^T = P^T * (dP^T - dsum)                      (dsum = rowsum(dO * O), the pre-pass)
+//   dV += P^T dO,  dK += dS^T Q                     (wgmma, A = the 16-bit accumulators in registers)
+//   dQ[:, 64 wg ..] = dS K                          (wgmma, dS of both key halves through shared memory)
+// and dQ is added to the fp32 accumulator in the workspace (8-byte vector atomics). dK is scaled by `scale`
+// once at the end of the unit (dQ in the post-process), as on the portable path. A step is element-masked
+// only when the warpgroup's key block is not visible to it, it crosses the end of the keys, or (causal) the
+// diagonal; rows outside the sequence have lse2 = +inf (the producer's statistics), so P = 0 there.
+//
+// Register fragments (wgmma m64nNk16, per thread): accumulator element e of a 64 x N tile sits at row
+// warp * 16 + r * 8 + lane / 4 and column 8 * t + 2 * (lane % 4) + c, with e = c + 2 r + 4 t. Here rows are
+// keys and columns queries for S^T / dP^T, keys and d for dK / dV, queries and d for dQ. The A operand of a
+// k16 step in registers has the same order, so P^T and dS^T are the accumulators converted in place.
+//
+// Order within a step (registers: dK and dV hold 128 for the whole unit): S^T alone, P^T (the fp32 S^T
+// dies), then dP^T and dV += P^T dO together, dS^T (from the 16-bit P^T), dK += dS^T Q and dQ together.
+// NOTE (performance, first version): the two warpgroups do not ping-pong and a step's GEMMs are not
+// overlapped with the previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the
+// portable path the fp32 one: same order of error as dS^T's own rounding); dQ uses atomics, not a TMA
+// reduce-add of a shared-memory tile.
+#pragma once
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "cuda/common/numeric.cuh"
+#include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/backward_traits_sm90.h"
+#include "cuda/sm90/gemm_sm90.cuh"
+#include "cuda/sm90/ptx_sm90.cuh"
+
+namespace s2attn::cuda {
+
+template <class T>
+__device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss,
+                                                 int wg) {
+  using namespace cute;
+  using Elem = typename T::Elem;
+  using CElem = typename CudaElem<Elem>::type;
+  constexpr int kD = T::kHeadDim;
+  constexpr int kMmaThreads = 128 * T::kConsumerWarpgroups;
+  const AttentionBwdParams& p = fp.p;
+  const int tid = threadIdx.x % 128;  // thread in the warpgroup
+  const int warp = tid / 32, lane = tid % 32;
+  const bool causal = p.pattern.causal != 0;
+  const float scale_log2 = p.scale * kLog2eSm90;
+  // the tile's key block holding this warpgroup's keys (block size >= 64: one per warpgroup)
+  const int wg_block = (wg * T::kWgKeys) >> (__ffs(p.pattern.block_size) - 1);
+  float* const dq_accum = fp.dq_accum;
+
+  typename T::MmaSdP mma_sdp;
+  typename T::MmaDKV mma_dkv;
+  typename T::MmaDQ mma_dq;
+  auto thr_sdp = mma_sdp.get_thread_slice(tid);
+  auto thr_dkv = mma_dkv.get_thread_slice(tid);
+  auto thr_dq = mma_dq.get_thread_slice(tid);
+
+  Tensor sK = make_tensor(make_smem_ptr(ss.k[wg]), typename T::SmemLayoutRows{});  // (64 keys, D)
+  Tensor sV = make_tensor(make_smem_ptr(ss.v[wg]), typename T::SmemLayoutRows{});
+  Tensor tSrK = thr_sdp.partition_fragment_A(sK);
+  Tensor tSrV = thr_sdp.partition_fragment_A(sV);
+  // dQ's B: column chunk wg of each key half of K, as (d, keys)
+  Tensor sKt0 = make_tensor(make_smem_ptr(ss.k[0] + wg * 64 * T::kChunk), typename T::SmemLayoutSquareT{});
+  Tensor sKt1 = make_tensor(make_smem_ptr(ss.k[1] + wg * 64 * T::kChunk), typename T::SmemLayoutSquareT{});
+  Tensor tQrKt0 = thr_dq.partition_fragment_B(sKt0);
+  Tensor tQrKt1 = thr_dq.partition_fragment_B(sKt1);
+
+  Tensor tSrS = partition_fragment_C(mma_sdp, Shape<_64, _64>{});   // S^T, then P^T (keys, queries) fp32
+  Tensor tSrdP = partition_fragment_C(mma_sdp, Shape<_64, _64>{});  // dP^T, then dS^T
+  Tensor tVrdV = partition_fragment_C(mma_dkv, Shape<_64, Int<kD>>{});  // (keys, d) fp32
+  Tensor tKrdK = partition_fragment_C(mma_dkv, Shape<_64, Int<kD>>{});
+  Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});       // (queries, 64 d) fp32
+  Tensor tVrP = make_tensor<Elem>(partition_shape_A(mma_dkv, Shape<_64, _64>{}));
+  Tensor tKrdS = make_tensor<Elem>(partition_shape_A(mma_dkv, Shape<_64, _64>{}));
+  Tensor tVrP32 = recast<uint32_t>(tVrP);
+  Tensor tKrdS32 = recast<uint32_t>(tKrdS);
+
+  int stage = 0;
+  uint32_t phase = 0;
+  int unit_count = 0;
+  int ds_buf = 0;
+  const BwdUnitSm90& unit = ss.unit;  // read at each use (after a barrier wait): no registers held
+  for (;;) {
+    mbar_wait(&ss.kv_full, unit_count & 1);
+    ++unit_count;
+    if (unit.done) break;
+    clear(tVrdV);
+    clear(tKrdK);
+
+    for (;;) {
+      mbar_wait(&ss.full[stage], phase);
+      const BwdStageMetaSm90 meta = ss.meta[stage];
+      if (meta.flags & kStepValid) {
+        Tensor sQ = make_tensor(make_smem_ptr(ss.q[stage]), typename T::SmemLayoutRows{});      // (64 q, D)
+        Tensor sdO = make_tensor(make_smem_ptr(ss.dout[stage]), typename T::SmemLayoutRows{});
+        Tensor sQt = make_tensor(make_smem_ptr(ss.q[stage]), typename T::SmemLayoutRowsT{});    // (D, 64 q)
+        Tensor sdOt = make_tensor(make_smem_ptr(ss.dout[stage]), typename T::SmemLayoutRowsT{});
+        // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV hold
+        // 128 registers for the whole unit; S^T and dP^T live together would spill)
+        wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+
+        const bool seen = (meta.vis >> wg_block) & 1u;
+        const int k0w = unit.k0 + wg * T::kWgKeys;  // this warpgroup's first key
+        const int len_k = unit.len_k;
+        const bool full = seen && k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
+        const float* sl = ss.lse2[stage];
+        const float* sd = ss.dsum[stage];
+        // P^T, masked where the step needs it. Element e = c + 2 r + 4 t; its 16-bit pair (c = 0, 1) is
+        // A-fragment register r + 2 t.
+        CUTE_UNROLL
+        for (int t = 0; t < 8; ++t) {
+          const int m0 = 8 * t + 2 * (lane % 4);  // this thread's query columns m0, m0 + 1
+          const float2 l2 = *reinterpret_cast<const float2*>(sl + m0);
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            float pv[2];
+            CUTE_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              const int e = c + 2 * r + 4 * t;
+              float pr = exp2_approx(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
+              if (!full) {
+                const int key = k0w + warp * 16 + r * 8 + lane / 4;
+                const bool ok = seen && key < len_k && (!causal || key <= meta.p0 + m0 + c);
+                if (!ok) pr = 0.f;
+              }
+              pv[c] = pr;
+            }
+            tVrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
+          }
+        }
+        // dP^T and dV += P^T dO together; dS^T needs only dP^T
+        wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
+        wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
+        warpgroup_wait<1>();
+        warpgroup_fence_operand(tSrdP);
+        // dS^T = P^T (dP^T - dsum), from the 16-bit P (the value dV uses)
+        CUTE_UNROLL
+        for (int t = 0; t < 8; ++t) {
+          const int m0 = 8 * t + 2 * (lane % 4);
+          const float2 dsv = *reinterpret_cast<const float2*>(sd + m0);
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const float2 pv = unpack2<CElem>(tVrP32(r + 2 * t));
+            const int e = 2 * r + 4 * t;
+            tKrdS32(r + 2 * t) = pack2<CElem>(pv.x * (tSrdP(e) - dsv.x), pv.y * (tSrdP(e + 1) - dsv.y));
+          }
+        }
+        if (dq_accum != nullptr) {  // dS^T into this warpgroup's key half of the dS buffer, as (keys, queries)
+          Tensor sdSt = make_tensor(make_smem_ptr(ss.ds[ds_buf][wg]), typename T::SmemLayoutSquareT{});
+          Tensor tSsdS = thr_sdp.partition_C(sdSt);
+          static_assert(decltype(size(tSsdS))::value == decltype(size(tKrdS))::value, "one 16-bit dS per element");
+          CUTE_UNROLL
+          for (int i = 0; i < size(tSsdS); ++i) tSsdS(i) = tKrdS(i);  // same element order (compact fragments)
+          cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read next by wgmma
+        }
+        wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
+        if (dq_accum != nullptr) {
+          // Both halves of dS written. Double-buffered: a warpgroup writes buffer b again two steps later,
+          // after this barrier of the next step, which the other one reaches only once its dQ of this
+          // step (the last reader of buffer b) has completed.
+          named_barrier_sync(static_cast<int>(BwdNamedBarrierSm90::ds_ready), kMmaThreads);
+          Tensor sdS0 = make_tensor(make_smem_ptr(ss.ds[ds_buf][0]), typename T::SmemLayoutSquare{});  // (q, keys)
+          Tensor sdS1 = make_tensor(make_smem_ptr(ss.ds[ds_buf][1]), typename T::SmemLayoutSquare{});
+          wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS0), tQrKt0, tQrdQ);
+          wgmma_issue<false, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
+        }
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tVrdV);
+        warpgroup_fence_operand(tKrdK);
+        warpgroup_fence_operand(tQrdQ);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&ss.empty[stage]);  // Q, dO and the statistics of the stage are read
+
+        if (dq_accum != nullptr) {
+          const int64_t row0 = int64_t(meta.h) * p.total_q + unit.row_base - unit.offset;  // + position
+          const int pos_lo = unit.offset, pos_hi = unit.offset + unit.len_q;
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const int pos = meta.p0 + warp * 16 + r * 8 + lane / 4;
+            if (pos >= pos_lo && pos < pos_hi) {
+              float* dst = dq_accum + (row0 + pos) * kD + wg * 64 + 2 * (lane % 4);
+              CUTE_UNROLL
+              for (int t = 0; t < 8; ++t) {
+                atomicAdd(reinterpret_cast<float2*>(dst + 8 * t),
+                          make_float2(tQrdQ(4 * t + 2 * r), tQrdQ(4 * t + 2 * r + 1)));
+              }
+            }
+          }
+          ds_buf ^= 1;
+        }
+      } else {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&ss.empty[stage]);
+      }
+      if (++stage == T::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+      if (meta.flags & kStepLast) break;
+    }
+    // the unit's geometry into registers before the unit is released
+    const int k0w = unit.k0 + wg * T::kWgKeys, len_k = unit.len_k;
+    CElem* dk = static_cast<CElem*>(p.dk) + unit.b * p.dk_stride.batch + unit.k_begin * p.dk_stride.seq +
+                unit.hk * p.dk_stride.head;
+    CElem* dv = static_cast<CElem*>(p.dv) + unit.b * p.dv_stride.batch + unit.k_begin * p.dv_stride.seq +
+                unit.hk * p.dv_stride.head;
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&ss.kv_empty);  // every GEMM reading K and V has completed
+
+    // Epilogue: dK * scale and dV of this warpgroup's keys, 4-byte pairs of the keys < len_k.
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const int key = k0w + warp * 16 + r * 8 + lane / 4;
+      if (key < len_k) {
+        CElem* dk_row = dk + int64_t(key) * p.dk_stride.seq + 2 * (lane % 4);
+        CElem* dv_row = dv + int64_t(key) * p.dv_stride.seq + 2 * (lane % 4);
+        CUTE_UNROLL
+        for (int t = 0; t < kD / 8; ++t) {
+          *reinterpret_cast<uint32_t*>(dk_row + 8 * t) =
+              pack2<CElem>(tKrdK(4 * t + 2 * r) * p.scale, tKrdK(4 * t + 2 * r + 1) * p.scale);
+          *reinterpret_cast<uint32_t*>(dv_row + 8 * t) = pack2<CElem>(tVrdV(4 * t + 2 * r), tVrdV(4 * t + 2 * r + 1));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,54 @@
+// The Hopper (sm_90a) S2 backward's KV kernel: a persistent, warp-specialised CTA of 3 warpgroups per SM.
+//   warpgroup 0: producer (setmaxnreg down); its warp 0 walks the work units (backward_scheduler_sm90.cuh)
+//                and their query steps, and issues the loads (backward_producer_sm90.cuh);
+//   warpgroups 1, 2: consumers (setmaxnreg up), 64 keys of the unit's 128-key tile each
+//                (backward_consumer_sm90.cuh).
+// Shared memory: K and V of the unit (reloaded once the consumers release them: kv_full / kv_empty), a ring
+// of kStages query steps (Q, dO, their rows' statistics and the step's metadata; full: 32 producer lanes +
+// TMA bytes, empty: the 8 consumer warps) and a double-buffered dS tile for dQ.
+//
+// Semantics (as the portable backward, backward_kernel_sm80.cuh): query row r of sequence b sits at
+// absolute position P = offset + r; it sees key t iff attends(pattern, h, P / bs, t / bs) && (!causal ||
+// t <= P) && t < len_k; a row that saw nothing (lse = -inf) contributes nothing.
+#pragma once
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "cuda/sm90/backward_consumer_sm90.cuh"
+#include "cuda/sm90/backward_producer_sm90.cuh"
+#include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/backward_traits_sm90.h"
+#include "cuda/sm90/ptx_sm90.cuh"
+
+namespace s2attn::cuda {
+
+template <class T>
+__global__ void __launch_bounds__(T::kThreads, 1)
+    backward_kv_kernel_sm90(const __grid_constant__ BackwardParamsSm90 fp) {
+  extern __shared__ char smem_raw[];
+  // 1024-byte alignment: the 128-byte swizzle of TMA and wgmma repeats every 1024 bytes
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  auto& ss = *reinterpret_cast<BwdSharedStorageSm90<T>*>(base);
+  // warp-uniform for ptxas (a shuffle from lane 0): role branches must not look divergent around wgmma
+  const int role = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < T::kStages; ++s) {
+      mbar_init(&ss.full[s], 32);                             // the producer warp's lanes (+ TMA bytes)
+      mbar_init(&ss.empty[s], T::kConsumerWarpgroups * 4);    // one arrival per consumer warp
+    }
+    mbar_init(&ss.kv_full, 1);
+    mbar_init(&ss.kv_empty, T::kConsumerWarpgroups * 4);
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (role == static_cast<int>(BwdWarpGroupRoleSm90::producer)) {
+    cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
+    if (threadIdx.x / 32 == 0) run_bwd_producer<T>(fp, ss);
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
+    run_bwd_consumer<T>(fp, ss, role - 1);
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,131 @@
+// The producer warp of the Hopper backward's KV kernel. Per work unit: one TMA load of the tile's K and V
+// (once the consumers have released the previous unit's), then, per query step that sees the tile (the
+// transposed walk of the portable backward, BackwardWalk: the group's q heads in turn, each over the query
+// blocks that col_segments says see the tile's key blocks, in 64-row steps), one stage of a shared-memory
+// ring: Q and dO by TMA, the rows' lse2 / dsum (workspace, ordinary loads by the 32 lanes; +inf / 0 for
+// rows outside the sequence) and the step's metadata. Warp-collective: all 32 lanes run it.
+#pragma once
+#include <cstdint>
+
+#include "cuda/common/numeric.cuh"
+#include "cuda/sm80/backward_query_tiles_sm80.cuh"
+#include "cuda/sm90/backward_scheduler_sm90.cuh"
+#include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/backward_traits_sm90.h"
+#include "cuda/sm90/ptx_sm90.cuh"
+
+namespace s2attn::cuda {
+
+template <class T>
+__device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss) {
+  constexpr int kBlockM = T::kBlockM;
+  const AttentionBwdParams& p = fp.p;
+  const int lane = threadIdx.x % 32;
+  if (lane == 0) {
+    prefetch_tensormap(&fp.tma_q);
+    prefetch_tensormap(&fp.tma_do);
+    prefetch_tensormap(&fp.tma_k);
+    prefetch_tensormap(&fp.tma_v);
+  }
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int bs = p.pattern.block_size;
+  const int group = p.num_heads / p.num_kv_heads;
+  BwdTileSchedulerSm90<T::kBlockN> sched;
+  int stage = 0;
+  uint32_t phase = 0;
+  int unit_count = 0;
+  BwdWorkUnitSm90 w;
+  auto advance = [&]() {
+    if (++stage == T::kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  };
+  for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
+    if (!w.valid) continue;
+    const int batch_coord = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
+    const SeqGeometry& g = w.g;
+    if (lane == 0) {
+      if (unit_count > 0) mbar_wait(&ss.kv_empty, (unit_count - 1) & 1);  // consumers are done with K, V
+      ss.unit = BwdUnitSm90{0, w.b, w.hk, w.k0, g.len_q, g.len_k, g.offset, g.k_begin,
+                            varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q};
+      mbar_arrive_expect_tx(&ss.kv_full, T::kKVBytes);
+      const int key0 = static_cast<int>(g.k_begin) + w.k0;  // keys past the tensor are zero-filled
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int c = 0; c < T::kChunks; ++c) {
+          const int off = c * 64 * T::kChunk;
+          tma_load_4d(&fp.tma_k, ss.k[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * 64, w.hk, batch_coord);
+          tma_load_4d(&fp.tma_v, ss.v[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * 64, w.hk, batch_coord);
+        }
+      // the walk's constants (the walk reads them through a pointer: shared memory, not registers)
+      WalkGeometry& geo = ss.geo;
+      geo.head0 = w.hk * group;
+      geo.group = group;
+      geo.k0 = w.k0;
+      geo.len_k = g.len_k;
+      geo.j0 = w.k0 / bs;
+      geo.nblocks = bs >= T::kBlockN ? 1 : min(T::kBlockN / bs, (g.len_k - w.k0 + bs - 1) / bs);
+      geo.offset = g.offset;
+      geo.pos_lo = g.offset;
+      geo.pos_hi = g.offset + g.len_q;
+      geo.causal = p.pattern.causal != 0;
+      geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
+      geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
+      geo.bs_shift = __ffs(bs) - 1;
+      geo.all_blocks = bs >= T::kBlockN ? 1u : (1u << (T::kBlockN / bs)) - 1;
+      geo.row_base = varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q;
+    }
+    __syncwarp();
+    ++unit_count;
+
+    BackwardWalk<kBlockM> walk;
+    walk.pattern = &p.pattern;
+    walk.geo = &ss.geo;
+    bool have = walk.first();
+    if (!have) {  // no query sees the tile: one stage with no step, so the consumers write dK = dV = 0
+      mbar_wait(&ss.empty[stage], phase ^ 1);
+      if (lane == 0) ss.meta[stage] = BwdStageMetaSm90{0, 0, 0u, kStepLast};
+      mbar_arrive(&ss.full[stage]);
+      advance();
+    }
+    while (have) {
+      const int h = walk.head(), p0 = walk.p0();
+      const uint32_t vis = walk.vis();
+      have = walk.next();
+      mbar_wait(&ss.empty[stage], phase ^ 1);  // every lane: the consumers are done with this stage
+      // the rows' statistics: lane l holds rows 2 l and 2 l + 1 of the step
+      const int64_t stats_row = int64_t(h) * p.total_q + ss.geo.row_base - ss.geo.offset;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int m = 2 * lane + e;
+        const int pos = p0 + m;
+        const bool in_seq = pos >= g.offset && pos < g.offset + g.len_q;
+        ss.lse2[stage][m] = in_seq ? fp.lse2[stats_row + pos] : INFINITY;
+        ss.dsum[stage][m] = in_seq ? fp.dsum[stats_row + pos] : 0.f;
+      }
+      if (lane == 0) {
+        ss.meta[stage] = BwdStageMetaSm90{h, p0, vis, kStepValid | (have ? 0 : kStepLast)};
+        mbar_arrive_expect_tx(&ss.full[stage], T::kStepBytes);
+        const int row0 = static_cast<int>(g.q_begin) + (p0 - g.offset);  // may be negative: zero fill
+#pragma unroll
+        for (int c = 0; c < T::kChunks; ++c) {
+          const int off = c * 64 * T::kChunk;
+          tma_load_4d(&fp.tma_q, ss.q[stage] + off, &ss.full[stage], c * T::kChunk, row0, h, batch_coord);
+          tma_load_4d(&fp.tma_do, ss.dout[stage] + off, &ss.full[stage], c * T::kChunk, row0, h, batch_coord);
+        }
+      } else {
+        mbar_arrive(&ss.full[stage]);  // each lane's arrival releases its own statistics stores
+      }
+      advance();
+    }
+  }
+  if (lane == 0) {  // no more units: tell the consumers
+    if (unit_count > 0) mbar_wait(&ss.kv_empty, (unit_count - 1) & 1);
+    ss.unit.done = 1;
+    mbar_arrive(&ss.kv_full);
+  }
+}
+
+}  // namespace s2attn::cuda

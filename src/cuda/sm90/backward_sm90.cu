@@ -1,0 +1,181 @@
+// The Hopper backward's front: backward_sm90_supports (what the sm_90a KV kernel can serve; the dispatcher
+// falls back to the portable backward otherwise), the TMA descriptors, the persistent grid, and the three
+// steps, enqueued on the caller's stream with no host synchronisation:
+//   1. the portable pre-pass: lse2, dsum = rowsum(dO * O), zeroed dQ accumulator (backward_preprocess_sm80)
+//   2. the Hopper KV kernel: dK, dV written once; dQ added to the accumulator (backward_kernel_sm90.cuh)
+//   3. the portable post-process: dq = scale * accumulator                     (backward_postprocess_sm80)
+// Deterministic mode: step 2 skips dQ and step 3 is the portable Q-stationary dQ kernel (no atomics,
+// bitwise repeatable). NOTE: a Hopper-native dQ kernel (wgmma, row_segments walk, dQ in registers) is the
+// next step; the portable one is ~3x slower per FLOP than the KV kernel should be.
+// The workspace is the portable backward's (BackwardWorkspace): the same sections, the same conventions.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include <cutlass/numeric_types.h>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "cuda/common/stream_scratch.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/sm80/backward_sm80.h"
+#include "cuda/sm80/forward_traits_sm80.h"  // key_tile_sm80, query_tile_sm80
+#include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/tensor_map_sm90.h"
+#include "s2attn/errors.h"
+
+namespace s2attn::cuda {
+namespace {
+
+constexpr int kBlockN = 128;  // BackwardTraitsSm90::kBlockN
+constexpr int64_t kMaxPosition = int64_t(1) << 30;
+
+int64_t floor_div64(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// Which backward KV kernels this build has: the head-dim-128 variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
+bool backward_variant_built(DType dtype, int head_dim) {
+  if (head_dim != 128) return false;
+#if defined(S2ATTN_SM90_HAS_BF16_D128)
+  if (dtype == DType::bf16) return true;
+#endif
+#if defined(S2ATTN_SM90_HAS_FP16_D128)
+  if (dtype == DType::f16) return true;
+#endif
+  (void)dtype;
+  return false;
+}
+
+// The pass-1 order of the scheduler (backward_scheduler_sm90.cuh): absolute vertical blocks per KV head,
+// stride >= 2 (so that a 128-key tile holds at most one of them).
+bool vertical_first(const PatternRules& r) {
+  return !r.use_mask && !r.per_q_head && r.vert_stride >= 2 &&
+         r.vert_position == static_cast<int32_t>(VertPosition::absolute);
+}
+
+template <typename Elem, typename CudaElemT>
+void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
+                 const BackwardLaunch& rows) {
+  run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/false);
+  if (launch.grid > 0) run_backward_kv_sm90<Elem, 128>(bp, launch);
+  if (!p.deterministic) {
+    run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/true);
+  } else if (rows.query_tiles > 0) {
+    static_assert(key_tile_sm80(64) == 64 && key_tile_sm80(128) == 64, "block sizes 64 and 128: 64-key tiles");
+    run_backward_dq_sm80<CudaElemT, 128, 64>(p, rows);
+  }
+}
+
+template <typename Elem, typename CudaElemT>
+void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
+                  const BackwardLaunch& rows) {
+  constexpr bool kBf16 = std::is_same_v<Elem, cutlass::bfloat16_t>;
+  constexpr bool kBuilt =
+#if defined(S2ATTN_SM90_HAS_BF16_D128)
+      kBf16 ||
+#endif
+#if defined(S2ATTN_SM90_HAS_FP16_D128)
+      !kBf16 ||
+#endif
+      false;
+  if constexpr (kBuilt) {
+    run_variant<Elem, CudaElemT>(p, bp, launch, rows);
+  } else {
+    (void)p, (void)bp, (void)launch, (void)rows;
+    throw Unsupported("this Hopper backward variant is not built (S2ATTN_SM90_VARIANTS)");
+  }
+}
+
+}  // namespace
+
+bool backward_sm90_supports(const AttentionBwdParams& p) {
+  if (p.pattern.use_mask) return false;  // NOTE: block-mask lists need a device plan (as on the portable path)
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (!backward_variant_built(p.dtype, p.head_dim)) return false;  // head dim 128 only (NOTE: 64 next)
+  if (p.pattern.block_size != 64 && p.pattern.block_size != 128) return false;
+  if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
+  if (p.batch <= 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0) return false;  // empty operands: the portable path
+  if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) return false;
+  if (int64_t(p.seqlen_q) + p.seqlen_k >= kMaxPosition) return false;
+  // 32-bit unit indices in the scheduler: (pass 1 + pass 2 units) per sequence, + one grid of overshoot
+  const int64_t tiles_ub = (int64_t(p.seqlen_k) + kBlockN - 1) / kBlockN + 1;
+  if ((3 * tiles_ub * p.batch + 1) * p.num_kv_heads + 4096 >= (int64_t(1) << 31)) return false;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int64_t batch = varlen ? 1 : p.batch;
+  return tma_ok_sm90(p.q, p.q_stride, batch, p.seqlen_q, p.num_heads) &&
+         tma_ok_sm90(p.dout, p.dout_stride, batch, p.seqlen_q, p.num_heads) &&
+         tma_ok_sm90(p.k, p.k_stride, batch, p.seqlen_k, p.num_kv_heads) &&
+         tma_ok_sm90(p.v, p.v_stride, batch, p.seqlen_k, p.num_kv_heads) &&
+         rows_ok_sm90(p.out, p.out_stride, batch, p.seqlen_q, p.num_heads) &&
+         rows_ok_sm90(p.dq, p.dq_stride, batch, p.seqlen_q, p.num_heads) &&
+         rows_ok_sm90(p.dk, p.dk_stride, batch, p.seqlen_k, p.num_kv_heads) &&
+         rows_ok_sm90(p.dv, p.dv_stride, batch, p.seqlen_k, p.num_kv_heads);
+}
+
+void backward_sm90(const AttentionBwdParams& p) {
+  if (!backward_sm90_supports(p)) {
+    throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
+  }
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int64_t batch = varlen ? 1 : p.batch;  // varlen: one packed sequence of seqlen_q (= total) tokens
+  const CUtensorMapDataType dt =
+      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+
+  BackwardLaunchSm90 launch;
+  launch.device = device_of(p.q, "q");
+  launch.stream = static_cast<cudaStream_t>(p.stream);
+  DeviceGuard guard(launch.device);
+
+  // the workspace: the caller's (checked by the front door) or our own, stream-ordered
+  const BackwardWorkspace layout(p.num_heads, p.total_q, p.head_dim, p.deterministic);
+  StreamScratch own(p.workspace != nullptr ? 0 : layout.bytes(), launch.stream);
+  char* base = static_cast<char*>(p.workspace != nullptr ? p.workspace : own.get());
+  BackwardLaunch rows;  // the portable pre-pass, post-process and dQ kernel
+  rows.device = launch.device;
+  rows.stream = launch.stream;
+  rows.lse2 = reinterpret_cast<float*>(base + layout.lse2_offset());
+  rows.dsum = reinterpret_cast<float*>(base + layout.dsum_offset());
+  if (!p.deterministic) rows.dq_accum = reinterpret_cast<float*>(base + layout.dq_offset());
+  const int block_m = query_tile_sm80();
+  if (varlen) {
+    rows.query_tiles = static_cast<int>((p.seqlen_q + block_m - 1) / block_m + 1);  // an upper bound
+  } else {
+    const int64_t off = p.q_offset >= 0 ? p.q_offset : int64_t(p.seqlen_k) - p.seqlen_q;
+    rows.query_tiles = static_cast<int>(floor_div64(off + p.seqlen_q - 1, block_m) - floor_div64(off, block_m) + 1);
+  }
+  if (p.deterministic && int64_t(rows.query_tiles) * p.batch * p.num_heads > 0x7fffffff) {
+    throw Unsupported("the CUDA backward's grid would exceed 2^31 - 1 CTAs for these shapes");
+  }
+
+  BackwardParamsSm90 bp;
+  bp.p = p;
+  bp.tma_q = make_tensor_map_sm90(p.q, dt, batch, p.seqlen_q, p.num_heads, p.head_dim, p.q_stride);
+  bp.tma_do = make_tensor_map_sm90(p.dout, dt, batch, p.seqlen_q, p.num_heads, p.head_dim, p.dout_stride);
+  bp.tma_k = make_tensor_map_sm90(p.k, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.k_stride);
+  bp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
+  bp.lse2 = rows.lse2;
+  bp.dsum = rows.dsum;
+  bp.dq_accum = rows.dq_accum;
+  bp.vertical_first = vertical_first(p.pattern) ? 1 : 0;
+
+  // Units (scheduler): per sequence, key tiles x KV heads, plus the vertical pass. Varlen: seqlen_k is the
+  // total, an upper bound used only to size the grid.
+  const int64_t tiles = (int64_t(p.seqlen_k) + kBlockN - 1) / kBlockN;
+  const int64_t units = tiles * p.num_kv_heads * (varlen ? 1 : p.batch);
+  const int sms = sm_count_sm90(launch.device);
+  launch.grid = static_cast<int>(units < sms ? units : sms);
+
+  if (p.dtype == DType::bf16) {
+    run_if_built<cutlass::bfloat16_t, __nv_bfloat16>(p, bp, launch, rows);
+  } else {
+    run_if_built<cutlass::half_t, __half>(p, bp, launch, rows);
+  }
+}
+
+}  // namespace s2attn::cuda

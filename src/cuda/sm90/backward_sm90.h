@@ -1,0 +1,37 @@
+// The Hopper backward's KV kernel parameters and its launcher, as its front (backward_sm90.cu) sees them.
+// Each (dtype, head dim) variant is instantiated once, in instantiations/backward_sm90_*.cu.
+#pragma once
+#include <cuda.h>  // CUtensorMap
+#include <cuda_runtime_api.h>
+
+#include "common/attention_params.h"
+
+namespace s2attn::cuda {
+
+// Everything the KV kernel reads, passed by value as a __grid_constant__ parameter (the TMA descriptors must
+// live in parameter, constant or global memory).
+struct BackwardParamsSm90 {
+  CUtensorMap tma_q;   // [batch, seq, head, dim], boxes of 64 rows x 64 elements, 128-byte swizzle
+  CUtensorMap tma_do;
+  CUtensorMap tma_k;
+  CUtensorMap tma_v;
+  AttentionBwdParams p;
+  // workspace sections (BackwardWorkspace): written by the pre-pass, read here; dq_accum null in
+  // deterministic mode (the dQ kernel computes dQ)
+  const float* lse2 = nullptr;
+  const float* dsum = nullptr;
+  float* dq_accum = nullptr;
+  int vertical_first = 0;  // the scheduler's first pass over the vertical key tiles (backward_scheduler_sm90.cuh)
+};
+
+struct BackwardLaunchSm90 {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  int grid = 0;  // persistent CTAs (<= SMs)
+};
+
+// Elem: cutlass::bfloat16_t or cutlass::half_t.
+template <typename Elem, int kHeadDim>
+void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch);
+
+}  // namespace s2attn::cuda

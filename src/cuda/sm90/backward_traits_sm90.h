@@ -1,0 +1,136 @@
+// Tile sizes, warp roles and shared-memory layout of the Hopper (sm_90a) backward's KV kernel, in one place,
+// with the reason for each choice. Included by the sm_90a translation units only (it needs CuTe).
+#pragma once
+#include <cstdint>
+
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+#include "cuda/sm80/backward_query_tiles_sm80.cuh"  // WalkGeometry
+
+namespace s2attn::cuda {
+
+// Warp roles as in the forward: warpgroup 0 the producer (its warp 0 walks the query steps and issues the
+// loads), warpgroups 1 and 2 the consumers, each owning 64 keys of the 128-key tile.
+enum class BwdWarpGroupRoleSm90 : int { producer = 0, consumer0 = 1, consumer1 = 2 };
+
+// Named hardware barriers (ids 1..15; 0 is __syncthreads).
+//  ds_ready: both consumer warpgroups have written their half of dS to shared memory (dQ reads both).
+enum class BwdNamedBarrierSm90 : int { ds_ready = 1 };
+
+// What the producer tells the consumers about one stage (written before its arrival on the stage's full
+// barrier, whose release / acquire orders it): no metadata enumeration in the consumers' registers.
+struct BwdStageMetaSm90 {
+  int32_t h;      // q head
+  int32_t p0;     // absolute position of the step's first query row
+  uint32_t vis;   // bit c: the step's query block sees key block c of the tile
+  int32_t flags;  // kStepValid | kStepLast
+};
+// The current work unit, as the producer publishes it with the K / V load (kv_full's arrival orders it): the
+// consumers run no scheduler and keep none of its state in registers; they read these where they need them.
+struct BwdUnitSm90 {
+  int32_t done;    // 1: no more units (the consumers exit)
+  int32_t b, hk;   // sequence, KV head
+  int32_t k0;      // first key of the tile (sequence-relative)
+  int32_t len_q, len_k, offset;  // the sequence's geometry (SeqGeometry)
+  int64_t k_begin;   // first key token of the sequence in the operands
+  int64_t row_base;  // workspace row of the sequence's query row 0
+};
+
+constexpr int32_t kStepValid = 1;  // a step to compute (a unit with no step has one invalid stage)
+constexpr int32_t kStepLast = 2;   // the unit's last stage
+
+template <typename Elem_, int kHeadDim_>
+struct BackwardTraitsSm90 {
+  using Elem = Elem_;  // cutlass::bfloat16_t or cutlass::half_t
+  static constexpr int kHeadDim = kHeadDim_;
+  // 128 keys per CTA tile = 2 consumer warpgroups x 64 keys (one wgmma M = 64 each: S^T = K Q^T and
+  // dP^T = V dO^T with the warpgroup's keys as M, so P^T and dS^T are the A operands of dV += P^T dO and
+  // dK += dS^T Q straight from the accumulators, as P is in the forward). Each warpgroup keeps dK and dV of
+  // its 64 keys (64 x 128 fp32 each: 64 + 64 registers per thread at D = 128) for the whole work unit.
+  static constexpr int kBlockN = 128;
+  static constexpr int kWgKeys = 64;
+  // 64 query rows per step: S^T and dP^T are 64 x 64 (32 + 32 registers); a step never spans two query
+  // blocks (block size >= 64), so visibility is per key block of the tile.
+  static constexpr int kBlockM = 64;
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
+  static constexpr int kChunk = 64;  // elements of one 128-byte swizzled row segment (a TMA box row)
+  static constexpr int kChunks = kHeadDim / kChunk;
+  // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB; dS double-buffered, 2 x 16
+  // KiB. 3 stages: 192 KiB of 227.
+  static constexpr int kStages = 3;
+  // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16),
+  // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
+  // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
+  // then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
+  // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512 <= 65536.
+  // NOTE: a leaner producer walk (or the walk's segment lists built once per unit in shared memory) would
+  // remove the producer's spills; 16 dQ registers less (two N = 32 halves) the consumer's.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  static constexpr int kRowsElems = 64 * kHeadDim;  // a 64-row tile of Q, dO, or half of K / V
+  static constexpr int kDsElems = kBlockM * kWgKeys;
+  static constexpr uint32_t kKVBytes = 2 * kBlockN * kHeadDim * 2;  // K and V of the tile
+  static constexpr uint32_t kStepBytes = 2 * kRowsElems * 2;        // Q and dO of a step
+
+  static_assert(kHeadDim % kChunk == 0, "head dim: whole 128-byte swizzle rows");
+  static_assert(kWgKeys * kConsumerWarpgroups == kBlockN, "one 64-key slice per consumer warpgroup");
+  static_assert(kHeadDim == kConsumerWarpgroups * kChunk, "dQ: one 64-column chunk of D per consumer warpgroup");
+
+  // CuTe layouts. K-major 128-byte swizzle atom (8 rows x 64 elements). A 64-row tile (Q, dO, a key half of
+  // K or V) is kChunks column chunks of 64 rows x 64 elements: each TMA box is one contiguous 8 KiB piece.
+  using SmemAtom = decltype(cute::GMMA::Layout_K_SW128_Atom<Elem>{});
+  using SmemLayoutRows =
+      decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<64>, cute::Int<kHeadDim>>{}));  // (64, D)
+  // (D, 64): a 64-row tile seen transposed, D contiguous (MN-major B operand of dV += P^T dO, dK += dS^T Q)
+  using SmemLayoutRowsT = decltype(cute::composition(
+      SmemLayoutRows{}, cute::make_ordered_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<64>>{},
+                                                  cute::Step<cute::_2, cute::_1>{})));
+  // One 64 x 64 swizzled piece: dS of one key half (queries, keys), keys contiguous (K-major A of dQ = dS K)
+  using SmemLayoutSquare = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::_64, cute::_64>{}));
+  // The same piece transposed: dS^T (keys, queries) for the writes from the accumulators, and a 64-column
+  // chunk of a K half as (d, keys), d contiguous (MN-major B of dQ = dS K)
+  using SmemLayoutSquareT = decltype(cute::composition(
+      SmemLayoutSquare{},
+      cute::make_ordered_layout(cute::Shape<cute::_64, cute::_64>{}, cute::Step<cute::_2, cute::_1>{})));
+
+  // S^T = K Q^T and dP^T = V dO^T: 64 keys x 64 queries per warpgroup, both operands K-major in shared memory
+  using MmaSdP = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::_64, cute::Int<kHeadDim>>>()));
+  // dV += P^T dO and dK += dS^T Q: A from registers (the 16-bit accumulators), B = dO / Q transposed
+  using MmaDKV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::_64>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
+  // dQ[:, 64 w .. 64 w + 63] = dS K[:, ...]: 64 queries x 64 columns, k = 64 keys per key half (two issues)
+  using MmaDQ = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::_64, cute::_64>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
+};
+
+template <class T>
+struct BwdSharedStorageSm90 {
+  alignas(1024) typename T::Elem k[2][T::kRowsElems];  // [key half][chunk][64 rows][64]
+  alignas(1024) typename T::Elem v[2][T::kRowsElems];
+  alignas(1024) typename T::Elem q[T::kStages][T::kRowsElems];     // [chunk][64 rows][64]
+  alignas(1024) typename T::Elem dout[T::kStages][T::kRowsElems];
+  alignas(1024) typename T::Elem ds[2][2][T::kDsElems];  // [buffer][key half][64 queries][64 keys]
+  float lse2[T::kStages][T::kBlockM];  // the step's rows; +inf for rows outside the sequence (P = 0)
+  float dsum[T::kStages][T::kBlockM];
+  BwdStageMetaSm90 meta[T::kStages];
+  WalkGeometry geo;  // the producer's walk of the current unit
+  BwdUnitSm90 unit;
+  alignas(8) uint64_t full[T::kStages];
+  uint64_t empty[T::kStages];
+  uint64_t kv_full;
+  uint64_t kv_empty;
+};
+
+template <class T>
+constexpr int bwd_smem_bytes_sm90() {
+  return static_cast<int>(sizeof(BwdSharedStorageSm90<T>)) + 1024;  // + alignment slack of the dynamic base
+}
+
+}  // namespace s2attn::cuda

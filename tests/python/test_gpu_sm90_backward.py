@@ -1,0 +1,146 @@
+"""The Hopper (sm_90a) backward, forced with backend="cuda_sm90", against the float64 reference: head dim 128
+(the Hopper backward's only head dim so far; others fall back to the portable backward), block 64 and 128,
+bf16 and fp16, causal and bidirectional, GQA / MQA, q_offset, odd lengths, Sq != Sk, more work units than
+SMs (the persistent loop, the K/V and stage ring phases, both scheduler passes), varlen with empty
+sequences, NaN-poisoned gradients, and deterministic mode (bitwise repeatable). GPU only."""
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
+if torch.cuda.get_device_capability() != (9, 0):
+    pytest.skip("the Hopper path needs a compute capability 9.0 GPU", allow_module_level=True)
+
+import s2attn  # noqa: E402
+
+if not s2attn.backend_available("cuda_sm90"):
+    pytest.skip("this build has no Hopper (sm_90a) path", allow_module_level=True)
+
+# the reference, the case lists and helpers and the `gen` fixture of the portable path's tests
+from test_gpu import (  # noqa: E402
+    DEV, _c, case_id, case_inputs, check, check_grads, element_mask, gen, make_pattern, randn, ref_backward,
+    run_backward,
+)
+
+assert gen  # the fixture, imported for the tests below
+SM90 = "cuda_sm90"
+
+CASES = [
+    _c(1, 128, 128, 2, 2, 128, "ls", 64),                       # one tile, one step per block
+    _c(1, 77, 77, 2, 1, 128, "ls", 64),                         # odd length, MQA
+    _c(2, 300, 300, 4, 2, 128, "paper", 64),                    # batch, GQA, L = 16 V = 8
+    _c(1, 1000, 1000, 4, 4, 128, "ls_het", 64),                 # dense last KV head, shifted phases
+    _c(1, 513, 513, 4, 2, 128, "ls", 128),                      # block 128: two 64-row steps per block
+    _c(1, 200, 450, 2, 2, 128, "ls", 64),                       # Sq < Sk (bottom-right aligned)
+    _c(1, 450, 200, 2, 1, 128, "ls", 64),                       # Sq > Sk: rows that see nothing
+    _c(1, 100, 600, 2, 2, 128, "ls", 64, q_offset=300),         # explicit q_offset
+    _c(1, 330, 330, 4, 2, 128, "ls_rel", 64, causal=False),     # bidirectional, relative vertical
+    _c(1, 330, 330, 4, 2, 128, "ls_abs", 128, causal=False),    # bidirectional, absolute vertical
+    _c(1, 260, 260, 4, 2, 128, "rules", 64),                    # sink, dense prefix, ranges, dense head
+    _c(1, 260, 260, 4, 2, 128, "ls_pq", 64),                    # per-q-head patterns (no vertical pass)
+    _c(1, 256, 256, 2, 2, 128, "dense", 64),
+    _c(1, 250, 250, 2, 2, 128, "ls", 64, layout="bhsd"),        # strided layout
+    _c(1, 190, 190, 2, 2, 128, "ls", 64, scale=-0.3),           # negative scale
+    _c(1, 4096, 4096, 8, 2, 128, "paper", 64),                  # units > SMs
+]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", CASES, ids=[case_id(c) for c in CASES])
+def test_sm90_backward_matches_reference(c, dtype, gen):
+    pattern, q, k, v, kw, scale, mask = case_inputs(c, dtype, gen)
+    dout, got = run_backward(q, k, v, pattern, c["layout"], backend=SM90, **kw)  # NaN-poisoned outputs
+    check_grads(got, ref_backward(q, k, v, dout, mask, scale))
+
+
+@pytest.mark.parametrize("c", CASES[::3], ids=[case_id(c) for c in CASES[::3]])
+def test_sm90_backward_deterministic_matches_reference_and_repeats(c, gen):
+    pattern, q, k, v, kw, scale, mask = case_inputs(c, "bf16", gen)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90, **kw)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    runs = [s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, backend=SM90, **kw)
+            for _ in range(3)]
+    torch.cuda.synchronize()
+    for r in runs[1:]:
+        for a, b in zip(runs[0], r):
+            assert torch.equal(a, b), "deterministic backward differs between runs"
+    check_grads(runs[0], ref_backward(q, k, v, dout, mask, scale))
+
+
+def test_sm90_backward_matches_portable_path(gen):
+    pattern = make_pattern("paper", 8, 2, 64, True)
+    q, k, v = (randn(gen, (1, 2048, h, 128), "bf16") for h in (8, 2, 2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    a = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
+    b = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend="cuda_sm80")
+    torch.cuda.synchronize()
+    for name, x, y in zip(("dq", "dk", "dv"), a, b):
+        check(name + " sm90 vs sm80", x, y, 1e-2)
+
+
+VARLEN_CASES = [
+    # (lens_q, lens_k, H, Hkv, pattern, bs, causal, q_offset)
+    ([1, 17, 0, 77, 203, 64], [1, 17, 0, 77, 203, 64], 4, 2, "ls", 64, True, None),
+    ([33, 1, 250], [33, 300, 250], 4, 2, "paper", 64, True, None),
+    ([77, 130], [100, 130], 4, 4, "ls_rel", 128, False, None),
+    ([10, 20], [200, 300], 4, 2, "ls", 64, True, 100),
+    ([1000, 3], [1000, 2000], 2, 2, "paper", 64, True, None),
+]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("vc", VARLEN_CASES, ids=[f"varlen{i}" for i in range(len(VARLEN_CASES))])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_sm90_backward_varlen_matches_reference(vc, dtype, deterministic, gen):
+    lens_q, lens_k, H, Hkv, kind, bs, causal, q_offset = vc
+    D = 128
+    pattern = make_pattern(kind, H, Hkv, bs, causal)
+    cu_q = torch.tensor([0] + list(np.cumsum(lens_q)), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + list(np.cumsum(lens_k)), dtype=torch.int32, device=DEV)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q = randn(gen, (Tq, H, D), dtype)
+    k = randn(gen, (Tk, Hkv, D), dtype)
+    v = randn(gen, (Tk, Hkv, D), dtype)
+    kw = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, q_offset=q_offset, backend=SM90)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+    got = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=deterministic,
+                                    dq=poisoned[0], dk=poisoned[1], dv=poisoned[2], **kw)
+    torch.cuda.synchronize()
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq and sk:
+            m = element_mask(pattern, sq, sk, q_offset)
+            g = ref_backward(q[None, q0:q0 + sq], k[None, k0:k0 + sk], v[None, k0:k0 + sk],
+                             dout[None, q0:q0 + sq], m, 1 / math.sqrt(D))
+            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = g[0][0], g[1][0], g[2][0]
+        q0, k0 = q0 + sq, k0 + sk
+    check_grads(got, ref)
+
+
+def test_sm90_backward_rows_without_visible_keys_get_zero_gradients(gen):
+    # Sq > Sk: the first rows sit before key 0 and see nothing; their dq must be 0, never NaN
+    pattern = make_pattern("ls", 2, 2, 64, True)
+    q = randn(gen, (1, 300, 2, 128), "bf16")
+    k, v = (randn(gen, (1, 100, 2, 128), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    dq, dk, dv = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
+    torch.cuda.synchronize()
+    assert torch.isfinite(dq).all() and torch.isfinite(dk).all() and torch.isfinite(dv).all()
+    assert torch.count_nonzero(dq[:, :200]) == 0
+    check_grads((dq, dk, dv), ref_backward(q, k, v, dout, element_mask(pattern, 300, 100), 1 / math.sqrt(128)))
+
+
+def test_sm90_backward_falls_back_where_it_has_no_kernel(gen):
+    # head dim 64 (and block 32): the portable backward serves the forced backend too
+    pattern = s2attn.local_stride(2, 32, 2, 3)
+    q, k, v = (randn(gen, (1, 100, 2, 64), "bf16") for _ in range(3))
+    dout, got = run_backward(q, k, v, pattern, "bshd", backend=SM90)
+    check_grads(got, ref_backward(q, k, v, dout, element_mask(pattern, 100, 100), 1 / math.sqrt(64)))

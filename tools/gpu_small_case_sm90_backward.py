@@ -1,0 +1,79 @@
+"""A few small calls of the Hopper (sm_90a) backward, forced with backend="cuda_sm90", for compute-sanitizer
+(memcheck, racecheck, synccheck): odd lengths, block 64 and 128, bf16 and fp16, GQA, bidirectional, Sq > Sk,
+varlen with an empty sequence, deterministic mode, and more work units than CTAs (the persistent loop, the
+K/V and stage ring phases, the dS double buffer). Checks dq, dk, dv against float64 autograd of the dense
+reference; exits non-zero on a mismatch. Exits 0 with a note where there is no Hopper GPU or no Hopper path.
+
+    compute-sanitizer --tool memcheck python3 tools/gpu_small_case_sm90_backward.py
+"""
+import itertools
+import os
+import sys
+
+import torch
+
+import s2attn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_small_case import DEV, check, element_mask, reference  # noqa: E402
+
+
+def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=False, local=2, stride=3):
+    D = 128  # the Hopper backward's head dim
+    p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
+    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    kw = dict(backend="cuda_sm90")
+    if len(lens_q) > 1:
+        kw.update(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    args = (q, k, v) if len(lens_q) > 1 else (q[None], k[None], v[None])
+    out, lse = s2attn.attention(*args, p, return_lse=True, **kw)
+    dout = torch.randn(out.shape, generator=gen).to(dtype).to(DEV)
+    grads = [torch.full_like(x, float("nan")) for x in args]
+    dq, dk, dv = s2attn.attention_backward(dout, *args, out, lse, p, deterministic=deterministic, dq=grads[0],
+                                           dk=grads[1], dv=grads[2], **kw)
+    torch.cuda.synchronize()
+    if len(lens_q) == 1:
+        dq, dk, dv, dout = dq[0], dk[0], dv[0], dout[0]
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq and sk:
+            xs = [x.detach().double().requires_grad_() for x in (q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk])]
+            reference(*xs, element_mask(p, sq, sk).to(DEV)).backward(dout[q0:q0 + sq].double())
+            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = (x.grad for x in xs)
+        q0, k0 = q0 + sq, k0 + sk
+    ok = True
+    for n, x, r in zip(("dq", "dk", "dv"), (dq, dk, dv), ref):
+        ok &= check(f"{name} {n}", x, r)
+    return ok
+
+
+def main():
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        print("small cases (sm90 backward): no compute capability 9.0 GPU; nothing to check")
+        return 0
+    if not s2attn.backend_available("cuda_sm90"):
+        print("small cases (sm90 backward): this build has no Hopper path; nothing to check")
+        return 0
+    gen = torch.Generator().manual_seed(0)
+    ok = True
+    ok &= run("odd-77-bs64-gqa", [77], [77], 4, 2, 64, True, torch.bfloat16, gen)
+    ok &= run("bs128-fp16", [203], [203], 2, 1, 128, True, torch.float16, gen)
+    ok &= run("chunk-bs64", [70], [203], 2, 2, 64, True, torch.bfloat16, gen)
+    ok &= run("bidir-bs128", [150], [270], 2, 2, 128, False, torch.float16, gen)
+    ok &= run("sq-gt-sk-bs64", [300], [130], 2, 1, 64, True, torch.bfloat16, gen)
+    ok &= run("varlen-bs64", [1, 17, 0, 40, 190], [1, 30, 5, 40, 260], 4, 2, 64, True, torch.bfloat16, gen)
+    ok &= run("deterministic-bs64", [333], [333], 4, 2, 64, True, torch.bfloat16, gen, deterministic=True)
+    # more units than CTAs on an H100 (132): 32 key tiles x 4 KV heads + 32 vertical ones (both passes)
+    ok &= run("many-units-bs64", [4096], [4096], 4, 4, 64, True, torch.bfloat16, gen, local=4, stride=8)
+    print("small cases (sm90 backward):", "all ok" if ok else "MISMATCH")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
