@@ -68,7 +68,7 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
     run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/true);
   } else if (rows.query_tiles > 0) {
     static_assert(key_tile_sm80(64) == 64 && key_tile_sm80(128) == 64, "block sizes 64 and 128: 64-key tiles");
-    run_backward_dq_sm80<CudaElemT, 128, 64>(p, rows);
+    run_backward_dq_sm80<CudaElemT, 128, 64, false>(p, rows);
   }
 }
 
