@@ -141,22 +141,34 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         density = float(pattern.density(S))
         out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
         grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
-        ws = {}
-        for det in (False, True):
-            n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det)
-            ws[det] = torch.empty(n, dtype=torch.uint8, device=dev)
+        ws = {}  # workspace per (deterministic, backend), sized by the library
+        for det, backend in ((False, "auto"), (True, "auto"), (False, "cuda_sm80")):
+            n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det, backend=backend)
+            ws[det, backend] = torch.empty(n, dtype=torch.uint8, device=dev)
 
-        def s2_bwd(det=False):
+        def s2_bwd(det=False, backend="auto"):
             s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern, deterministic=det, dq=grads[0],
-                                      dk=grads[1], dv=grads[2], workspace=ws[det])
+                                      dk=grads[1], dv=grads[2], workspace=ws[det, backend], backend=backend)
 
-        def s2_step(det=False):
-            s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True)
-            s2_bwd(det)
+        def s2_step(det=False, backend="auto"):
+            s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True, backend=backend)
+            s2_bwd(det, backend)
 
-        add("s2attn", V, "fwd+bwd", fwd.do_bench(s2_step), density, "bhsd storage")
-        add("s2attn", V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage")
-        add("s2attn_deterministic", V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density, "bhsd storage")
+        # "s2attn": the automatic backend (the Hopper kernels on an H100 where they have a variant);
+        # "s2attn_sm80": the portable path forced, on the same tensors
+        add("s2attn", V, "fwd+bwd", fwd.do_bench(s2_step), density, "bhsd storage, automatic backend")
+        add("s2attn", V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage, automatic backend")
+        add("s2attn_deterministic", V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
+            "bhsd storage, automatic backend")
+        if torch.cuda.get_device_capability() == (9, 0):
+            auto_grads = [g.clone() for g in grads]
+            s2_step(False, "cuda_sm80")
+            sm80_err = max(fwd.rel_err(a, b) for a, b in zip(grads, auto_grads))
+            add("s2attn_sm80", V, "fwd+bwd", fwd.do_bench(lambda: s2_step(False, "cuda_sm80")), density,
+                f"bhsd storage, portable path forced; grad rel err vs automatic {sm80_err:.1e}")
+            add("s2attn_sm80", V, "bwd", fwd.do_bench(lambda: s2_bwd(False, "cuda_sm80")), density,
+                "bhsd storage, portable path forced")
+            s2_step()  # the automatic backend's gradients again, for the peers' error columns
         if flex is not None:
             try:
                 t0 = time.time()

@@ -34,10 +34,10 @@ __global__ void __launch_bounds__(T::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < T::kStages; ++s) {
       mbar_init(&ss.full[s], 32);                             // the producer warp's lanes (+ TMA bytes)
-      mbar_init(&ss.empty[s], T::kConsumerWarpgroups * 4);    // one arrival per consumer warp
+      mbar_init(&ss.empty[s], T::kConsumerWarpgroups * 128);  // every consumer thread (see the consumer)
     }
     mbar_init(&ss.kv_full, 1);
-    mbar_init(&ss.kv_empty, T::kConsumerWarpgroups * 4);
+    mbar_init(&ss.kv_empty, T::kConsumerWarpgroups * 128);
     fence_barrier_init();
   }
   __syncthreads();
