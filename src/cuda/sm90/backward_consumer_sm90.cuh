@@ -49,7 +49,8 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   const bool causal = p.pattern.causal != 0;
   const float scale_log2 = p.scale * kLog2eSm90;
   // the tile's key block holding this warpgroup's keys (block size >= 64: one per warpgroup)
-  const int wg_block = (wg * T::kWgKeys) >> (__ffs(p.pattern.block_size) - 1);
+  const int bs_shift = __ffs(p.pattern.block_size) - 1;
+  const int wg_block = (wg * T::kWgKeys) >> bs_shift;
   float* const dq_accum = fp.dq_accum;
 
   typename T::MmaSdP mma_sdp;
@@ -99,76 +100,87 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         Tensor sdO = make_tensor(make_smem_ptr(ss.dout[stage]), typename T::SmemLayoutRows{});
         Tensor sQt = make_tensor(make_smem_ptr(ss.q[stage]), typename T::SmemLayoutRowsT{});    // (D, 64 q)
         Tensor sdOt = make_tensor(make_smem_ptr(ss.dout[stage]), typename T::SmemLayoutRowsT{});
-        // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV hold
-        // 128 registers for the whole unit; S^T and dP^T live together would spill)
-        wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-
+        // Which key halves the step's queries see. A half they do not see skips its GEMMs (its warpgroup
+        // idles and the other one has the tensor cores): with vertical strides most steps of a tile see
+        // one of its two 64-key blocks only.
         const bool seen = (meta.vis >> wg_block) & 1u;
-        const int k0w = unit.k0 + wg * T::kWgKeys;  // this warpgroup's first key
-        const int len_k = unit.len_k;
-        const bool full = seen && k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
-        const float* sl = ss.lse2[stage];
-        const float* sd = ss.dsum[stage];
-        // P^T, masked where the step needs it. Element e = c + 2 r + 4 t; its 16-bit pair (c = 0, 1) is
-        // A-fragment register r + 2 t.
-        CUTE_UNROLL
-        for (int t = 0; t < 8; ++t) {
-          const int m0 = 8 * t + 2 * (lane % 4);  // this thread's query columns m0, m0 + 1
-          const float2 l2 = *reinterpret_cast<const float2*>(sl + m0);
+        const bool seen_half0 = meta.vis & 1u;
+        const bool seen_half1 = (meta.vis >> (T::kWgKeys >> bs_shift)) & 1u;
+        if (seen) {
+          // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV hold
+          // 128 registers for the whole unit; S^T and dP^T live together would spill)
+          wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tSrS);
+
+          const int k0w = unit.k0 + wg * T::kWgKeys;  // this warpgroup's first key
+          const int len_k = unit.len_k;
+          const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
+          const float* sl = ss.lse2[stage];
+          const float* sd = ss.dsum[stage];
+          // P^T, masked where the step needs it. Element e = c + 2 r + 4 t; its 16-bit pair (c = 0, 1) is
+          // A-fragment register r + 2 t.
           CUTE_UNROLL
-          for (int r = 0; r < 2; ++r) {
-            float pv[2];
+          for (int t = 0; t < 8; ++t) {
+            const int m0 = 8 * t + 2 * (lane % 4);  // this thread's query columns m0, m0 + 1
+            const float2 l2 = *reinterpret_cast<const float2*>(sl + m0);
             CUTE_UNROLL
-            for (int c = 0; c < 2; ++c) {
-              const int e = c + 2 * r + 4 * t;
-              float pr = exp2_approx(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
-              if (!full) {
-                const int key = k0w + warp * 16 + r * 8 + lane / 4;
-                const bool ok = seen && key < len_k && (!causal || key <= meta.p0 + m0 + c);
-                if (!ok) pr = 0.f;
+            for (int r = 0; r < 2; ++r) {
+              float pv[2];
+              CUTE_UNROLL
+              for (int c = 0; c < 2; ++c) {
+                const int e = c + 2 * r + 4 * t;
+                float pr = exp2_approx(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
+                if (!full) {
+                  const int key = k0w + warp * 16 + r * 8 + lane / 4;
+                  const bool ok = key < len_k && (!causal || key <= meta.p0 + m0 + c);
+                  if (!ok) pr = 0.f;
+                }
+                pv[c] = pr;
               }
-              pv[c] = pr;
+              tVrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
             }
-            tVrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
           }
-        }
-        // dP^T and dV += P^T dO together; dS^T needs only dP^T
-        wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
-        wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
-        warpgroup_wait<1>();
-        warpgroup_fence_operand(tSrdP);
-        // dS^T = P^T (dP^T - dsum), from the 16-bit P (the value dV uses)
-        CUTE_UNROLL
-        for (int t = 0; t < 8; ++t) {
-          const int m0 = 8 * t + 2 * (lane % 4);
-          const float2 dsv = *reinterpret_cast<const float2*>(sd + m0);
+          // dP^T and dV += P^T dO together; dS^T needs only dP^T
+          wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
+          wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
+          warpgroup_wait<1>();
+          warpgroup_fence_operand(tSrdP);
+          // dS^T = P^T (dP^T - dsum), from the 16-bit P (the value dV uses)
           CUTE_UNROLL
-          for (int r = 0; r < 2; ++r) {
-            const float2 pv = unpack2<CElem>(tVrP32(r + 2 * t));
-            const int e = 2 * r + 4 * t;
-            tKrdS32(r + 2 * t) = pack2<CElem>(pv.x * (tSrdP(e) - dsv.x), pv.y * (tSrdP(e + 1) - dsv.y));
+          for (int t = 0; t < 8; ++t) {
+            const int m0 = 8 * t + 2 * (lane % 4);
+            const float2 dsv = *reinterpret_cast<const float2*>(sd + m0);
+            CUTE_UNROLL
+            for (int r = 0; r < 2; ++r) {
+              const float2 pv = unpack2<CElem>(tVrP32(r + 2 * t));
+              const int e = 2 * r + 4 * t;
+              tKrdS32(r + 2 * t) = pack2<CElem>(pv.x * (tSrdP(e) - dsv.x), pv.y * (tSrdP(e + 1) - dsv.y));
+            }
           }
+          if (dq_accum != nullptr) {  // dS^T into this warpgroup's key half of the dS buffer, as (keys, queries)
+            Tensor sdSt = make_tensor(make_smem_ptr(ss.ds[ds_buf][wg]), typename T::SmemLayoutSquareT{});
+            Tensor tSsdS = thr_sdp.partition_C(sdSt);
+            static_assert(decltype(size(tSsdS))::value == decltype(size(tKrdS))::value, "one 16-bit dS per element");
+            CUTE_UNROLL
+            for (int i = 0; i < size(tSsdS); ++i) tSsdS(i) = tKrdS(i);  // same element order (compact fragments)
+            cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read next by wgmma
+          }
+          wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
         }
-        if (dq_accum != nullptr) {  // dS^T into this warpgroup's key half of the dS buffer, as (keys, queries)
-          Tensor sdSt = make_tensor(make_smem_ptr(ss.ds[ds_buf][wg]), typename T::SmemLayoutSquareT{});
-          Tensor tSsdS = thr_sdp.partition_C(sdSt);
-          static_assert(decltype(size(tSsdS))::value == decltype(size(tKrdS))::value, "one 16-bit dS per element");
-          CUTE_UNROLL
-          for (int i = 0; i < size(tSsdS); ++i) tSsdS(i) = tKrdS(i);  // same element order (compact fragments)
-          cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read next by wgmma
-        }
-        wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
         if (dq_accum != nullptr) {
-          // Both halves of dS written. Double-buffered: a warpgroup writes buffer b again two steps later,
-          // after this barrier of the next step, which the other one reaches only once its dQ of this
-          // step (the last reader of buffer b) has completed.
+          // Both halves of dS written (a half nobody sees is not read). Double-buffered: a warpgroup writes
+          // buffer b again two steps later, after this barrier of the next step, which the other one
+          // reaches only once its dQ of this step (the last reader of buffer b) has completed.
           named_barrier_sync(static_cast<int>(BwdNamedBarrierSm90::ds_ready), kMmaThreads);
           Tensor sdS0 = make_tensor(make_smem_ptr(ss.ds[ds_buf][0]), typename T::SmemLayoutSquare{});  // (q, keys)
           Tensor sdS1 = make_tensor(make_smem_ptr(ss.ds[ds_buf][1]), typename T::SmemLayoutSquare{});
-          wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS0), tQrKt0, tQrdQ);
-          wgmma_issue<false, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
+          if (seen_half0) {
+            wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS0), tQrKt0, tQrdQ);
+            if (seen_half1) wgmma_issue<false, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
+          } else if (seen_half1) {
+            wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
+          }
         }
         warpgroup_wait<0>();
         warpgroup_fence_operand(tVrdV);
@@ -184,7 +196,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           CUTE_UNROLL
           for (int r = 0; r < 2; ++r) {
             const int pos = meta.p0 + warp * 16 + r * 8 + lane / 4;
-            if (pos >= pos_lo && pos < pos_hi) {
+            if ((seen_half0 || seen_half1) && pos >= pos_lo && pos < pos_hi) {
               float* dst = dq_accum + (row0 + pos) * kD + wg * 64 + 2 * (lane % 4);
               CUTE_UNROLL
               for (int t = 0; t < 8; ++t) {

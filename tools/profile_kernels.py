@@ -1,0 +1,79 @@
+"""Per-kernel GPU time of s2attn's forward and backward at one shape (torch.profiler), to see where a pass
+spends its time: e.g. the Hopper backward's KV kernel against its pre-pass, dQ kernel and post-process.
+
+    python3 tools/profile_kernels.py [--S 32768] [--V 8] [--out profile.json]
+
+Prints, for each pass (forward; backward automatic / deterministic / portable), each kernel's total time
+over --iters calls divided by --iters, and writes them as JSON.
+"""
+import argparse
+import json
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import s2attn
+
+
+def kernel_times(fn, iters):
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    rows = []
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None)
+        if t is None:
+            t = ev.cuda_time_total
+        if t > 0:
+            rows.append(dict(kernel=ev.key[:140], ms_per_call=t / 1e3 / iters, launches=ev.count // iters))
+    rows.sort(key=lambda r: -r["ms_per_call"])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--S", type=int, default=32768)
+    ap.add_argument("--V", type=int, default=8)
+    ap.add_argument("--H", type=int, default=32)
+    ap.add_argument("--D", type=int, default=128)
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--local", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--out", default="profile.json")
+    a = ap.parse_args()
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    shape = (1, a.H, a.S, a.D)  # bhsd storage, passed as bshd views (as the benchmarks do)
+    q, k, v, do = (torch.randn(shape, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
+                   for _ in range(4))
+    pattern = s2attn.local_stride(a.H, a.block, a.local, a.V, causal=True)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    grads = s2attn.attention_backward(do, q, k, v, out, lse, pattern)
+    passes = {"forward": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True)}
+    for name, det, backend in (("backward", False, "auto"), ("backward_deterministic", True, "auto"),
+                               ("backward_sm80", False, "cuda_sm80")):
+        ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, deterministic=det, backend=backend),
+                         dtype=torch.uint8, device=dev)
+        passes[name] = (lambda det=det, backend=backend, ws=ws: s2attn.attention_backward(
+            do, q, k, v, out, lse, pattern, deterministic=det, backend=backend, dq=grads[0], dk=grads[1],
+            dv=grads[2], workspace=ws))
+    report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv),
+                  shape=dict(B=1, H=a.H, S=a.S, D=a.D, block=a.block, local=a.local, V=a.V, dtype="bf16"),
+                  density=float(pattern.density(a.S)), passes={})
+    for name, fn in passes.items():
+        rows = kernel_times(fn, a.iters)
+        report["passes"][name] = rows
+        print(f"== {name}: {sum(r['ms_per_call'] for r in rows):.3f} ms in kernels")
+        for r in rows:
+            print(f"   {r['ms_per_call']:8.3f} ms  x{r['launches']}  {r['kernel']}")
+    with open(a.out, "w") as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
