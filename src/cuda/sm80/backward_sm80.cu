@@ -88,16 +88,9 @@ void dispatch_head_dim(const AttentionBwdParams& p, const BackwardLaunch& launch
 
 }  // namespace
 
-// Whether dQ is better computed by its own kernel per query tile (the ordered, deterministic algorithm)
-// than by fp32 atomics from the KV-stationary kernel. Measured on an H100 (bench/results/
-// gpu_backward_2026-11-24.json, S = 8k / 32k, V = 8 / 16 / 32): with vertical strides the ordered path's
-// fwd+bwd is 1.33-1.41x faster, because a vertical key block is seen by every later query block, so its
-// KV-stationary CTA is long and its atomics pile onto every dQ row.
-static bool ordered_dq_preferred(const PatternRules& rules) { return rules.vert_stride > 0; }
-
 void backward_sm80(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
-  p.deterministic = params.deterministic || (!params.pattern.use_mask && ordered_dq_preferred(params.pattern));
+  p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern);
   // Block-mask patterns: the front door put the pattern's cached device lists in p.pattern.mask
   // (Pattern::mask_view); the KV kernel walks the column lists, the deterministic dQ kernel the row lists.
   const BlockMaskView& m = p.pattern.mask;
