@@ -126,7 +126,7 @@ class AttentionConfig:
 
     @property
     def label(self):
-        names = {"flash": "SDPA flash (FA2)", "cudnn": "SDPA cuDNN", "auto": "fastest SDPA",
+        names = {"flash": "SDPA flash = FA2", "cudnn": "SDPA cuDNN", "auto": "fastest SDPA",
                  "efficient": "SDPA mem-efficient", "math": "SDPA math"}
         if self.none:
             return "no attention"

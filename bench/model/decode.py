@@ -174,6 +174,8 @@ def measure_decode(model, configs, contexts, batches, sparse, timer, report, log
         free_bytes = free_memory(model.embed.device)
         for context in contexts:
             for config in [NO_ATTENTION] + list(configs):
+                if report.out_of_time(f"decode {model.shape.name} ctx={context} {config.name}"):
+                    return
                 try:
                     model.set_attention([None] * model.shape.layers)
                     measure_config(model, config, sparse, context, batches, free_bytes, opts, timer, report, log)

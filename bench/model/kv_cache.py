@@ -126,7 +126,7 @@ class PagedKVCache:
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.host_table = np.full((self.batch, plan.tables, self.max_pages), -1, dtype=np.int32)
         self.block_table = torch.empty(self.host_table.shape, dtype=torch.int32, device=device)
-        self.free = list(range(int(num_pages) - 1, -1, -1))  # pop() hands out page 0 first
+        self.free = list(range(int(num_pages) - 1, -1, -1))  # pages are taken from the end
         self.start, self.count, self.context = 0, 0, 0
         self.slots = self.context_lens = None
         self._workspace = {}
@@ -154,8 +154,8 @@ class PagedKVCache:
 
     # ---- page allocation ----------------------------------------------------------------------------------
     def _allocate(self, start, count, kept_at=None):
-        """Pages for tokens start .. start + count - 1 of every (sequence, table); with kept_at, only the
-        pages kept at that context."""
+        """Pages for tokens start .. start + count - 1 of every (sequence, table) that has none; with
+        kept_at, only the pages kept at that context."""
         if count <= 0:
             return
         ps = self.page_size
@@ -163,13 +163,17 @@ class PagedKVCache:
         if hi >= self.max_pages:
             raise bad("start", f"tokens within the cache's {self.max_pages * ps} (max_tokens)")
         for t in range(self.plan.tables):
-            want = range(lo, hi + 1) if kept_at is None else [p for p in self.plan.pages(t, kept_at) if lo <= p <= hi]
-            for b in range(self.batch):
-                for p in want:
-                    if self.host_table[b, t, p] < 0:
-                        if not self.free:
-                            raise bad("num_pages", "more pages: the pool is exhausted")
-                        self.host_table[b, t, p] = self.free.pop()
+            want = np.arange(lo, hi + 1) if kept_at is None else \
+                np.array([p for p in self.plan.pages(t, kept_at) if lo <= p <= hi], dtype=np.int64)
+            entries = self.host_table[:, t, want]  # [B, len(want)] (a copy)
+            missing = entries < 0
+            n = int(missing.sum())
+            if n > len(self.free):
+                raise bad("num_pages", f"a pool with {n - len(self.free)} more free pages")
+            if n:
+                entries[missing] = self.free[-n:]
+                del self.free[-n:]
+                self.host_table[:, t, want] = entries
 
     def _sync_table(self):
         self.block_table.copy_(torch.from_numpy(self.host_table))
@@ -177,12 +181,10 @@ class PagedKVCache:
     def evict(self):
         """Drop the pages no query from position `context` on needs (context = tokens cached)."""
         for t in range(self.plan.tables):
-            keep = set(self.plan.pages(t, self.context))
-            for b in range(self.batch):
-                for p in np.nonzero(self.host_table[b, t] >= 0)[0].tolist():
-                    if p not in keep:
-                        self.free.append(int(self.host_table[b, t, p]))
-                        self.host_table[b, t, p] = -1
+            drop = self.host_table[:, t] >= 0  # [B, max_pages]
+            drop[:, self.plan.pages(t, self.context)] = False
+            self.free.extend(self.host_table[:, t][drop].tolist())
+            self.host_table[:, t][drop] = -1
         self._sync_table()
 
     def pages_in_use(self):

@@ -80,7 +80,10 @@ def prefill_speedup(data, out):
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_ylabel(f"speedup over {name}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if series:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no baseline rows", ha="center", transform=ax.transAxes)
         ax.set_title(f"model prefill speedup vs {name}", fontsize=9)
     fig.suptitle(_title(data, "prefill speedup"), fontsize=9)
     fig.tight_layout()
@@ -113,7 +116,7 @@ def decode_max_batch(data, out):
     ax.set_ylabel("largest batch that fits (sequences)")
     ax.set_yscale("symlog", linthresh=1)
     ax.legend(fontsize=7)
-    ax.set_title(_title(data, "decode: largest batch in GPU memory"), fontsize=9)
+    ax.set_title(_title(data, "decode: largest batch that fits in memory"), fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

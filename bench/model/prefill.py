@@ -59,6 +59,8 @@ def measure_context(model, configs, sparse, S, timer, iters, report, log):
     tokens = torch.randint(0, s.vocab, (1, S), device=dev, generator=gen)
     rows = []
     for config in [NO_ATTENTION] + list(configs):
+        if report.out_of_time(f"prefill {s.name} S={S} {config.name}"):
+            break
         try:
             attentions = build_layer_attention(config, s, sparse)
             model.set_attention(attentions)

@@ -35,8 +35,8 @@ DEFAULTS = {
     "cuda": dict(model="llama7b", decode_models="llama7b,llama7b-gqa8", contexts="32k,64k,128k,256k",
                  configs="dense:flash,dense:cudnn,s2:8,s2:16,s2:32,hybrid:4:8", decode_contexts="32k,128k",
                  batches="1,8,32", decode_configs="dense,s2:8,s2:16,s2:32,hybrid:4:8", dtype="bfloat16"),
-    "cpu": dict(model="tiny", decode_models="tiny", contexts="1024", configs="dense:flash,dense:cudnn,s2:8,hybrid:2:8",
-                decode_contexts="1024", batches="1,2", decode_configs="dense,s2:8,hybrid:2:8", dtype="float32"),
+    "cpu": dict(model="tiny", decode_models="tiny", contexts="1024", configs="dense:flash,dense:cudnn,s2:8,hybrid:2:8:flash",
+                decode_contexts="1024", batches="1,2", decode_configs="dense,s2:8,hybrid:2:8:flash", dtype="float32"),
 }
 QUICK = {
     "cuda": dict(contexts="32k", configs="dense:flash,dense:cudnn,s2:8,hybrid:4:8", decode_models="llama7b-gqa8",
@@ -126,7 +126,7 @@ def main(argv=None):
     decode_contexts = _list(args.decode_contexts, parse_size, "decode_contexts")
     batches = _list(args.batches, lambda t: parse_size(t, "batches"), "batches")
     decode_configs = _list(args.decode_configs, parse_config, "decode_configs")
-    names = ([prefill_model] if prefill_model else []) + [m for m in decode_models if m != prefill_model]
+    names = list(dict.fromkeys(([prefill_model] if prefill_model else []) + decode_models))
     shapes = {n: model_shape(n, args.layers) for n in names}  # validates the names before any work
     meta = dict(device=args.device, **device_meta(args.device), cuda=torch.version.cuda, torch=torch.__version__,
                 s2attn=s2attn.__version__, python=platform.python_version(),
@@ -158,23 +158,28 @@ def main(argv=None):
 
     report = Report(args.out, meta, log=log, deadline_s=args.deadline_s)
     log(f"device {meta.get('gpu') or meta.get('cpu')}, torch {torch.__version__}, writing {args.out}")
-    for name in names:
-        if report.out_of_time(f"model {name}"):
+    # decode first (a few minutes at most), then prefill (the long dense passes): a run cut short by its
+    # deadline loses the longest contexts of the prefill, not the decode
+    phases = [("decode", n) for n in decode_models if decode_contexts and batches and decode_configs]
+    phases += [("prefill", prefill_model)] if prefill_model and contexts and configs else []
+    for phase, name in phases:
+        if report.out_of_time(f"{phase} {name}"):
             break
         shape, sparse = shapes[name], sparse_for(args, shapes[name])
         model = None
         try:
             model = Llama(shape, device=args.device, dtype=dtype, seed=args.seed)
             weights = sum(p.nbytes for p in model.parameters())
-            report.add("models", [dict(name=name, params=shape.params(), weight_bytes=weights)])
-            log(f"model {name}: {shape.params() / 1e9:.2f} B parameters, {weights / 2**30:.1f} GiB")
-            if name == prefill_model and contexts and configs:
+            if name not in {m["name"] for m in report.data["models"]}:
+                report.add("models", [dict(name=name, params=shape.params(), weight_bytes=weights)])
+            log(f"{phase}: model {name}, {shape.params() / 1e9:.2f} B parameters, {weights / 2**30:.1f} GiB")
+            if phase == "prefill":
                 measure_prefill(model, configs, contexts, sparse, timer, report, log, iters=args.iters)
-            if name in decode_models and decode_contexts and batches and decode_configs:
+            else:
                 measure_decode(model, decode_configs, decode_contexts, batches, sparse, timer, report, log,
                                DecodeOptions(args))
-        except Exception as e:  # noqa: BLE001 - a model that cannot be built or run: the next one still runs
-            report.error("model", dict(model=name), e)
+        except Exception as e:  # noqa: BLE001 - a model that cannot be built or run: the next phase still runs
+            report.error(phase, dict(model=name), e)
         finally:
             del model
             if torch.cuda.is_available():
@@ -203,15 +208,15 @@ def print_summary(data):
               f"{f('bound_ms', '.1f'):>11}{f('model_vs_bound', '.3f'):>9}{f('speedup_vs_sdpa_flash', '.2f'):>8}"
               f"{f('speedup_vs_sdpa_cudnn', '.2f'):>9}")
     print("\ndecode (one step of the whole model)")
-    print(f"{'model':<14}{'config':<18}{'context':>8}{'batch':>6}{'ms/step':>10}{'tok/s':>10}{'KV GiB/seq':>11}  status")
+    print(f"{'model':<14}{'config':<18}{'context':>8}{'batch':>6}{'ms/step':>10}{'tok/s':>10}{'KV MiB/seq':>11}  status")
     for r in data["decode"]:
         ms = f"{r['ms_per_step']:.2f}" if "ms_per_step" in r else "-"
         tps = f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else "-"
         print(f"{r['model']:<14}{r['config']:<18}{r['context']:>8}{r['batch']:>6}{ms:>10}{tps:>10}"
-              f"{r['kv_bytes_per_seq'] / 2**30:>11.2f}  {r['status']} {r.get('dense_backend', '')}")
+              f"{r['kv_bytes_per_seq'] / 2**20:>11.1f}  {r['status']} {r.get('dense_backend', '')}")
     print("\nlargest batch")
     for r in data["kv_cache"]:
-        print(f"{r['model']:<14}{r['config']:<18}{r['context']:>8}  {r['kv_bytes_per_seq'] / 2**30:8.2f} GiB/seq  "
+        print(f"{r['model']:<14}{r['config']:<18}{r['context']:>8}  {r['kv_bytes_per_seq'] / 2**20:10.1f} MiB/seq  "
               f"max batch {r['max_batch'] if r['max_batch'] is not None else '-'}")
     print("\nacceptance")
     for k, v in data["acceptance"].items():
