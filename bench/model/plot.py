@@ -27,6 +27,21 @@ def _title(data, what):
     return f"{what} — {m.get('gpu') or m.get('cpu')}, torch {m.get('torch')}, {m.get('date', '')[:10]}"
 
 
+def _lines(ax, series, black=()):
+    """One line per label of {label: {x: y}}; labels in `black` dashed black (the reference lines)."""
+    for label, pts in series.items():
+        xs = sorted(pts)
+        style = dict(color="black", linestyle="--") if label in black else {}
+        ax.plot(xs, [pts[x] for x in xs], marker="o", label=label, **style)
+
+
+def _save(fig, out):
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _context_axis(ax, contexts):
     ax.set_xscale("log", base=2)
     ax.set_xticks(contexts)
@@ -37,24 +52,18 @@ def _context_axis(ax, contexts):
 def prefill_latency(data, out):
     series = defaultdict(dict)
     for r in data["prefill"]:
-        series[(r["model"], r["config"], r["label"])][r["context"]] = r["ms"] / 1e3
+        series[f"{r['label']} ({r['model']})"][r["context"]] = r["ms"] / 1e3
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(7, 5))
-    for (model, config, label), pts in sorted(series.items()):
-        xs = sorted(pts)
-        style = dict(color="black", linestyle="--") if config == "none" else {}
-        ax.plot(xs, [pts[x] for x in xs], marker="o", label=f"{label} ({model})", **style)
+    _lines(ax, series, black=[k for k in series if k.startswith("no attention")])
     _context_axis(ax, sorted({r["context"] for r in data["prefill"]}))
     ax.set_yscale("log")
     ax.set_ylabel("prefill latency, batch 1 (s)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(_title(data, "prefill"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def prefill_speedup(data, out):
@@ -63,18 +72,13 @@ def prefill_speedup(data, out):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), squeeze=False)
     for ax, (key, name) in zip(axes[0], (("sdpa_flash", "FA2 (SDPA flash) dense"), ("sdpa_cudnn", "cuDNN dense"))):
-        series, limit = defaultdict(dict), defaultdict(dict)
+        series, limit = defaultdict(dict), "limit: attention free"
         for r in rows:
             if f"speedup_vs_{key}" in r:
-                series[(r["model"], r["label"])][r["context"]] = r[f"speedup_vs_{key}"]
+                series[r["label"]][r["context"]] = r[f"speedup_vs_{key}"]
             if f"amdahl_max_speedup_vs_{key}" in r:
-                limit[r["model"]][r["context"]] = r[f"amdahl_max_speedup_vs_{key}"]
-        for (model, label), pts in sorted(series.items()):
-            xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker="o", label=label)
-        for model, pts in limit.items():
-            xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], color="black", linestyle="--", label="limit: attention free")
+                series[limit][r["context"]] = r[f"amdahl_max_speedup_vs_{key}"]
+        _lines(ax, series, black=[limit])
         if series:
             _context_axis(ax, sorted({c for pts in series.values() for c in pts}))
         ax.axhline(1.0, color="grey", linewidth=0.8)
@@ -86,10 +90,7 @@ def prefill_speedup(data, out):
             ax.text(0.5, 0.5, "no baseline rows", ha="center", transform=ax.transAxes)
         ax.set_title(f"model prefill speedup vs {name}", fontsize=9)
     fig.suptitle(_title(data, "prefill speedup"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def decode_max_batch(data, out):
@@ -117,10 +118,7 @@ def decode_max_batch(data, out):
     ax.set_yscale("symlog", linthresh=1)
     ax.legend(fontsize=7)
     ax.set_title(_title(data, "decode: largest batch that fits in memory"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def decode_throughput(data, out):
@@ -134,10 +132,7 @@ def decode_throughput(data, out):
         for r in rows:
             if r["model"] == model and r["context"] == ctx:
                 series[r["label"]][r["batch"]] = r["tokens_per_s"]
-        for label, pts in series.items():
-            xs = sorted(pts)
-            style = dict(color="black", linestyle="--") if label == "no attention" else {}
-            ax.plot(xs, [pts[x] for x in xs], marker="o", label=label, **style)
+        _lines(ax, series, black=["no attention"])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch")
@@ -146,10 +141,7 @@ def decode_throughput(data, out):
         ax.set_title(f"{model}, {_k(ctx)} context", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(_title(data, "decode throughput"), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_all(path):

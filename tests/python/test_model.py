@@ -92,15 +92,23 @@ def _check_head_paged_pages(cache, context):
             assert f["head_paged_pages"] < f["dense_pages"] * c.kv_heads  # something was dropped
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_prefill_equals_masked_reference(config):
+def _prefill_and_decode(config, device, dtype):
+    """(s2attn prefill logits, s2attn decode logits, masked-reference prefill logits) of one configuration."""
     cfg = parse_config(config)
-    model = _model("cpu", torch.float32)
-    tokens = _tokens("cpu")
+    model = _model(device, dtype)
+    tokens = _tokens(device)
     with torch.inference_mode():
         ref = _reference_logits(model, cfg, tokens)
         model.set_attention(build_layer_attention(cfg, SHAPE, SPARSE))
         got = model(tokens, all_logits=True)
+        dec = _decode_logits(model, build_layer_attention(cfg, SHAPE, SPARSE), tokens,
+                             check_pages=_check_head_paged_pages)
+    return got, dec, ref
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_prefill_equals_masked_reference(config):
+    got, _, ref = _prefill_and_decode(config, "cpu", torch.float32)
     assert rel_err(got, ref) < 1e-5
     assert rel_err(got[:, -1], ref[:, -1]) < 1e-5
 
@@ -117,18 +125,22 @@ def test_s2_differs_from_dense():
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_decode_through_paged_cache_equals_masked_reference(config):
+    _, got, ref = _prefill_and_decode(config, "cpu", torch.float32)
+    ref = ref[:, PREFIX - 1:S - 1]
+    assert torch.isfinite(got).all()
+    assert rel_err(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_reference_decode_equals_reference_prefill(config):
+    """The masked reference decodes through its contiguous cache to its own prefill logits."""
     cfg = parse_config(config)
     model = _model("cpu", torch.float32)
     tokens = _tokens("cpu")
     with torch.inference_mode():
         ref = _reference_logits(model, cfg, tokens)[:, PREFIX - 1:S - 1]
-        got = _decode_logits(model, build_layer_attention(cfg, SHAPE, SPARSE), tokens,
-                             check_pages=_check_head_paged_pages)
-        # the reference itself decodes through its contiguous cache to the same logits
-        ref_dec = _decode_logits(model, build_layer_attention(cfg, SHAPE, SPARSE, reference=True), tokens)
-    assert torch.isfinite(got).all()
-    assert rel_err(got, ref) < 1e-5
-    assert rel_err(ref_dec, ref) < 1e-5
+        dec = _decode_logits(model, build_layer_attention(cfg, SHAPE, SPARSE, reference=True), tokens)
+    assert rel_err(dec, ref) < 1e-5
 
 
 def test_decode_vllm_layout_equals_masked_reference():
@@ -163,14 +175,7 @@ def test_step_cache_holds_only_needed_pages():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("config", ["dense:flash", "s2:4", "hybrid:2:4:flash"])
 def test_gpu_bf16_prefill_and_decode(config):
-    cfg = parse_config(config)
-    model = _model("cuda", torch.bfloat16)
-    tokens = _tokens("cuda")
-    with torch.inference_mode():
-        ref = _reference_logits(model, cfg, tokens)
-        model.set_attention(build_layer_attention(cfg, SHAPE, SPARSE))
-        got = model(tokens, all_logits=True)
-        dec = _decode_logits(model, build_layer_attention(cfg, SHAPE, SPARSE), tokens)
+    got, dec, ref = _prefill_and_decode(config, "cuda", torch.bfloat16)
     assert rel_err(got, ref) < 3e-2
     assert torch.isfinite(dec).all()
     assert rel_err(dec, ref[:, PREFIX - 1:S - 1]) < 3e-2
