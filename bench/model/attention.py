@@ -33,7 +33,7 @@ def sdpa_backend(name):
     return table[name]
 
 
-def _sdpa(q, k, v, backend, **kw):
+def sdpa(q, k, v, backend, **kw):
     """SDPA on bshd views (SDPA wants bhsd: transposed views, no copies), output back as bshd."""
     be = sdpa_backend(backend)
     gqa = q.shape[2] != k.shape[2]
@@ -83,14 +83,14 @@ class DenseSDPA:
         return f"sdpa_{self.backend}"
 
     def prefill(self, q, k, v):
-        return _sdpa(q, k, v, self.backend, is_causal=True, scale=self.scale)
+        return sdpa(q, k, v, self.backend, is_causal=True, scale=self.scale)
 
     def decode(self, q, k, v, cache, slot):
         if q.shape[1] != 1:
             raise bad("q", f"one token per sequence in a dense decode step, got q_len {q.shape[1]}")
         cache.write(slot, k, v)
         kc, vc = cache.keys_values(slot)  # [B, n, Hkv, D] views of the cache, n = tokens cached
-        return _sdpa(q, kc, vc, self.backend, scale=self.scale)  # the last query sees every cached key
+        return sdpa(q, kc, vc, self.backend, scale=self.scale)  # the last query sees every cached key
 
 
 def pattern_mask(pattern, q_positions, k_len):
@@ -120,7 +120,7 @@ class MaskedReference:
         mask = pattern_mask(self.pattern, q_positions.cpu(), k.shape[1]).to(q.device)  # [H, Sq, Sk]
         g = q.shape[2] // k.shape[2]
         k, v = k.repeat_interleave(g, 2), v.repeat_interleave(g, 2)
-        return _sdpa(q, k, v, "math", attn_mask=mask[None], scale=self.scale)
+        return sdpa(q, k, v, "math", attn_mask=mask[None], scale=self.scale)
 
     def prefill(self, q, k, v):
         return self._attend(q, k, v, torch.arange(q.shape[1]))

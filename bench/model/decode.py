@@ -18,7 +18,7 @@ import torch
 
 import s2attn
 
-from .attention import DenseSDPA, _sdpa, build_layer_attention
+from .attention import DenseSDPA, build_layer_attention, sdpa
 from .config import AttentionConfig
 from .kv_cache import ModelCache
 
@@ -69,7 +69,7 @@ def pick_dense_backend(cache, shape, batch, timer, candidates):
     times = {}
     for be in candidates:
         try:
-            times[be] = timer.per_call(lambda: _sdpa(q, kc, vc, be, scale=shape.head_dim ** -0.5), calls=10)
+            times[be] = timer.per_call(lambda: sdpa(q, kc, vc, be, scale=shape.head_dim ** -0.5), calls=10)
         except Exception as e:  # noqa: BLE001 - a backend that cannot run this shape is skipped
             times[be] = f"{type(e).__name__}: {str(e)[:160]}"
     ok = {k: v for k, v in times.items() if isinstance(v, float)}
@@ -141,7 +141,8 @@ def measure_config(model, config, sparse, context, batches, free_bytes, opts, ti
         try:
             gen = torch.Generator(device=dev)
             gen.manual_seed(context + B)
-            cache = ModelCache.for_step(attentions, s, B, context, sparse.page_size, dt, dev, generator=gen)
+            cache = ModelCache.for_step(attentions, s, B, context, sparse.page_size, dt, dev, generator=gen,
+                                        num_splits=opts.s2_splits)
             row = dict(base, status="ok", cache_bytes_allocated=cache.nbytes)
             dense = [a for a in attentions if isinstance(a, DenseSDPA)]
             if dense and config.dense_backend == "auto":
@@ -154,6 +155,9 @@ def measure_config(model, config, sparse, context, batches, free_bytes, opts, ti
             tokens = torch.randint(0, s.vocab, (B, 1), device=dev, generator=gen)
             ms, mode, note = time_step(lambda: model(tokens, cache=cache), timer, opts.use_graph)
             row.update(ms_per_step=ms, tokens_per_s=B * 1e3 / ms, mode=mode)
+            paged = [c for c in cache.caches if c.kind == "paged"]
+            if paged:
+                row["s2_splits"] = paged[0].splits_used()
             if note:
                 row["note"] = note
             report.add("decode", [row])

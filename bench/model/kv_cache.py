@@ -221,6 +221,10 @@ class PagedKVCache:
             self.k[slot].view(-1, self.kv_heads, D)[rows] = k.reshape(-1, self.kv_heads, D)
             self.v[slot].view(-1, self.kv_heads, D)[rows] = v.reshape(-1, self.kv_heads, D)
 
+    def splits_used(self):
+        """The split-KV counts of the attention calls so far (one per query shape)."""
+        return sorted({s for s, _ in self._workspace.values()})
+
     def attend(self, slot, q, pattern, scale):
         """s2attn.paged_attention of q [B, count, H, D] over the cache, with a split count and a workspace
         fixed on the first call of a shape (later calls allocate nothing but the output: capturable)."""
@@ -274,12 +278,14 @@ class ModelCache:
         return cls(attentions, paged, contiguous)
 
     @classmethod
-    def for_step(cls, attentions, shape, batch, context, page_size, dtype, device, generator=None):
+    def for_step(cls, attentions, shape, batch, context, page_size, dtype, device, generator=None,
+                 num_splits=None):
         """Caches in the state of a decode step at position context - 1 (context tokens after the step's
-        write), filled with random K/V; the paged cache holds only the pages its KV heads still need."""
+        write), filled with random K/V; the paged cache holds only the pages its KV heads still need
+        (num_splits: the paged attention's split-KV count, None for the library's choice)."""
         def paged(pattern, n):
             return PagedKVCache.for_step(PagePlan(pattern, page_size), n, batch, context, shape.head_dim, dtype,
-                                         device, generator=generator)
+                                         device, generator=generator, num_splits=num_splits)
 
         def contiguous(n):
             c = ContiguousKVCache(n, batch, context, shape.kv_heads, shape.head_dim, dtype, device)

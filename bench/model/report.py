@@ -40,7 +40,10 @@ class Report:
 
     def save(self):
         self.data["meta"]["elapsed_s"] = round(time.time() - self.t0, 1)
-        self.data["acceptance"] = acceptance(self.data)
+        try:
+            self.data["acceptance"] = acceptance(self.data)
+        except Exception as e:  # noqa: BLE001 - a summary bug must not lose the measurements
+            self.data["acceptance"] = {"error": f"{type(e).__name__}: {e}"}
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.data, f, indent=1, default=_jsonable)

@@ -34,13 +34,13 @@ from model.timing import Timer  # noqa: E402
 DEFAULTS = {
     "cuda": dict(model="llama7b", decode_models="llama7b,llama7b-gqa8", contexts="32k,64k,128k,256k",
                  configs="dense:flash,dense:cudnn,s2:8,s2:16,s2:32,hybrid:4:8", decode_contexts="32k,128k",
-                 batches="1,8,32", decode_configs="dense,s2:8,s2:16,s2:32,hybrid:4:8", dtype="bfloat16"),
+                 batches="1,8,32", decode_configs="dense,s2:8,s2:16,s2:32,hybrid:4:8:auto", dtype="bfloat16"),
     "cpu": dict(model="tiny", decode_models="tiny", contexts="1024", configs="dense:flash,dense:cudnn,s2:8,hybrid:2:8:flash",
-                decode_contexts="1024", batches="1,2", decode_configs="dense,s2:8,hybrid:2:8:flash", dtype="float32"),
+                decode_contexts="1024", batches="1,2", decode_configs="dense,s2:8,hybrid:2:8:auto", dtype="float32"),
 }
 QUICK = {
     "cuda": dict(contexts="32k", configs="dense:flash,dense:cudnn,s2:8,hybrid:4:8", decode_models="llama7b-gqa8",
-                 decode_contexts="32k", batches="1,8", decode_configs="dense,s2:8,hybrid:4:8"),
+                 decode_contexts="32k", batches="1,8", decode_configs="dense,s2:8,hybrid:4:8:auto"),
     "cpu": dict(decode_contexts="512", batches="1,2"),
 }
 SPARSE = {"tiny": SparseParams(block_size=16, local_blocks=4, page_size=16)}
@@ -64,6 +64,8 @@ def parse_args(argv):
     ap.add_argument("--iters", type=int, default=None, help="timed prefill passes (default 1 at >= 128k, else 2)")
     ap.add_argument("--reserve-gib", type=float, default=2.0, help="memory kept for decode activations")
     ap.add_argument("--no-graph", action="store_true", help="time decode steps eagerly (no CUDA graph)")
+    ap.add_argument("--s2-splits", type=int, default=None, help="split-KV count of the S2 decode (default: "
+                    "the library's choice from the shapes)")
     ap.add_argument("--no-verify-max-batch", action="store_true", help="do not run the largest batch")
     ap.add_argument("--max-verify-batch", type=int, default=512)
     ap.add_argument("--deadline-s", type=float, default=None, help="skip what is left after this many seconds")
@@ -114,6 +116,9 @@ class DecodeOptions:
         self.verify_max_batch = cuda and not args.no_verify_max_batch
         self.max_verify_batch = int(args.max_verify_batch)
         self.dense_candidates = ("flash", "cudnn", "efficient") if cuda else ("flash", "math")
+        if args.s2_splits is not None and args.s2_splits < 1:
+            raise bad("s2_splits", f"a positive integer, got {args.s2_splits}")
+        self.s2_splits = args.s2_splits
 
 
 def main(argv=None):
@@ -151,6 +156,7 @@ def main(argv=None):
                     "max_batch = (free memory with the weights loaded - reserve) // kv_bytes_per_seq",
                 ])
     timer = Timer(args.device)
+    decode_opts = DecodeOptions(args)
     t0 = time.time()
 
     def log(msg):
@@ -177,7 +183,7 @@ def main(argv=None):
                 measure_prefill(model, configs, contexts, sparse, timer, report, log, iters=args.iters)
             else:
                 measure_decode(model, decode_configs, decode_contexts, batches, sparse, timer, report, log,
-                               DecodeOptions(args))
+                               decode_opts)
         except Exception as e:  # noqa: BLE001 - a model that cannot be built or run: the next phase still runs
             report.error(phase, dict(model=name), e)
         finally:
