@@ -28,10 +28,17 @@ def rope_tables(positions, head_dim, theta, dtype):
 
 def apply_rope(x, cos, sin):
     """x [B, n, heads, D] rotated by the tables [n, D/2] (halves convention: (x1, x2) -> (x1 c - x2 s,
-    x2 c + x1 s))."""
+    x2 c + x1 s)), written straight into a new contiguous tensor: four elementwise passes and no temporaries
+    (at 256k tokens a [n, heads, D] temporary is 2 GiB)."""
     c, s = cos[None, :, None], sin[None, :, None]
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.mul(x1, c, out=o1)
+    o1.addcmul_(x2, s, value=-1)
+    torch.mul(x2, c, out=o2)
+    o2.addcmul_(x1, s)
+    return out
 
 
 class Llama(torch.nn.Module):
