@@ -168,7 +168,7 @@ def measure_config(model, config, sparse, context, batches, free_bytes, opts, ti
         except Exception as e:  # noqa: BLE001 - one case failing must not lose the run
             report.error("decode", base, e)
         finally:
-            del cache
+            cache = None  # the caches go before the next batch's are allocated
             _free()
 
 

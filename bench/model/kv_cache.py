@@ -71,10 +71,10 @@ class ContiguousKVCache:
 class PagePlan:
     """Which pages of each page table a paged cache keeps (tables: one per KV head, or one for all)."""
 
-    def __init__(self, pattern, page_size, layout="head", keep_all=False):
+    def __init__(self, pattern, page_size, layout="head"):
         if layout not in ("head", "vllm"):
             raise bad("layout", f"'head' or 'vllm', got {layout!r}")
-        self.pattern, self.page_size, self.layout, self.keep_all = pattern, int(page_size), layout, bool(keep_all)
+        self.pattern, self.page_size, self.layout = pattern, int(page_size), layout
         self.tables = pattern.num_kv_heads if layout == "head" else 1
         self._blocks = {}
 
@@ -83,14 +83,10 @@ class PagePlan:
         >= context_len may still see them); cached per (table, context_len)."""
         key = (table, context_len)
         if key not in self._blocks:
-            p = self.pattern
-            if self.keep_all:
-                kept = set(range(-(-context_len // p.block_size)))
-            else:
-                heads = [table] if self.layout == "head" else range(p.num_kv_heads)  # vLLM: the union
-                kept = set()
-                for hk in heads:
-                    kept.update(s2attn.needed_key_blocks(p, hk, context_len).tolist())
+            heads = [table] if self.layout == "head" else range(self.pattern.num_kv_heads)  # vLLM: the union
+            kept = set()
+            for hk in heads:
+                kept.update(s2attn.needed_key_blocks(self.pattern, hk, context_len).tolist())
             self._blocks[key] = kept
         return self._blocks[key]
 
@@ -193,10 +189,6 @@ class PagedKVCache:
     @property
     def nbytes(self):
         return self.k.nbytes + self.v.nbytes
-
-    def bytes_in_use(self):
-        """Bytes of the pages the tables point at (K and V, every layer)."""
-        return self.pages_in_use() * self.k[0, 0].nbytes * 2 * self.k.shape[0]
 
     # ---- the step protocol --------------------------------------------------------------------------------
     def set_positions(self, start, count):

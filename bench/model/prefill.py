@@ -38,15 +38,18 @@ def _attention_alone(model, attentions, S, timer, generator, iters):
     """{attention name: {layers, ms (per call), ms_total}} for the distinct attention objects."""
     s = model.shape
     dev, dt = model.embed.device, model.dtype
-    out = {}
-    for attn in {id(a): a for a in attentions}.values():
-        n = sum(a is attn for a in attentions)
+
+    def time_one(attn):  # q/k/v live for this call only
         q = torch.randn(1, S, s.heads, s.head_dim, device=dev, dtype=dt, generator=generator)
         k = torch.randn(1, S, s.kv_heads, s.head_dim, device=dev, dtype=dt, generator=generator)
         v = torch.randn_like(k)
-        t = summary(timer.repeat(lambda: attn.prefill(q, k, v), warmup=1, min_iters=iters, budget_ms=2000.0))
+        return summary(timer.repeat(lambda: attn.prefill(q, k, v), warmup=1, min_iters=iters, budget_ms=2000.0))
+
+    out = {}
+    for attn in {id(a): a for a in attentions}.values():
+        n = sum(a is attn for a in attentions)
+        t = time_one(attn)
         out[attn.name] = dict(layers=n, ms=t["ms"], iters=t["iters"], ms_total=n * t["ms"])
-        del q, k, v
     return out
 
 
