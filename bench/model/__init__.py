@@ -5,5 +5,5 @@ whose attention layers are S2 (s2attn) or dense (SDPA), prefill and paged decode
 
 Modules: config (shapes, per-layer attention configurations), attention (per-layer attention backends),
 kv_cache (contiguous and paged KV caches), model (the decoder), timing, prefill / decode (measurements),
-run (the driver), plot (figures of a result file).
+report (the result file and the acceptance checks), run (the driver), plot (figures of a result file).
 """
