@@ -19,7 +19,7 @@ struct BackwardLaunch {
 };
 
 // Whether dQ is better computed by the ordered per-query-tile kernel (the deterministic algorithm) than
-// by fp32 atomics from the portable KV kernel (the Hopper one reduces dQ tiles by TMA instead). Measured on an H100 (S = 8k / 32k, V = 8 /
+// by fp32 atomics from the KV kernel; both CUDA backwards ask. Measured on an H100 (S = 8k / 32k, V = 8 /
 // 16 / 32; bench/results/gpu_backward_*.json): with vertical strides the ordered path's fwd+bwd is
 // 1.3-1.4x faster, because a vertical key block is seen by every later query block, so its KV-stationary
 // tile is long and its atomics pile onto every dQ row.

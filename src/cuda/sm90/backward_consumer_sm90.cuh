@@ -5,7 +5,7 @@
 //   dS^T = P^T * (dP^T - dsum)                      (dsum = rowsum(dO * O), the pre-pass)
 //   dV += P^T dO,  dK += dS^T Q                     (wgmma, A = the 16-bit accumulators in registers)
 //   dQ[:, 64 wg ..] = dS K                          (wgmma, dS of both key halves through shared memory)
-// and dQ is added to the fp32 accumulator in the workspace by TMA reduce-adds of a shared-memory tile. dK is scaled by `scale`
+// and dQ is added to the fp32 accumulator in the workspace (8-byte vector atomics). dK is scaled by `scale`
 // once at the end of the unit (dQ in the post-process), as on the portable path. A step is element-masked
 // only when the warpgroup's key block is not visible to it, it crosses the end of the keys, or (causal) the
 // diagonal; rows outside the sequence have lse2 = +inf (the producer's statistics), so P = 0 there.
@@ -19,7 +19,8 @@
 // dies), then dP^T and dV += P^T dO together, dS^T (from the 16-bit P^T), dK += dS^T Q and dQ together.
 // NOTE (performance, first version): the two warpgroups do not ping-pong and a step's GEMMs are not
 // overlapped with the previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the
-// portable path the fp32 one: same order of error as dS^T's own rounding).
+// portable path the fp32 one: same order of error as dS^T's own rounding); dQ uses atomics, not a TMA
+// reduce-add of a shared-memory tile.
 #pragma once
 #include <cstdint>
 
@@ -87,10 +88,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   for (;;) {
     mbar_wait(&ss.kv_full, unit_count & 1);
     ++unit_count;
-    if (unit.done) {
-      if (tid == 0) bulk_wait_group0();  // the last dQ reduces complete before the CTA's shared memory goes
-      break;
-    }
+    if (unit.done) break;
     clear(tVrdV);
     clear(tKrdK);
 
@@ -193,32 +191,18 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         mbar_arrive(&ss.empty[stage]);
 
         if (dq_accum != nullptr) {
-          if (seen_half0 || seen_half1) {
-            // dQ into the warpgroup's shared tile, then one TMA reduce-add per 32-column half into the fp32
-            // accumulator: rows outside the sequence add exact zeros (their P, hence dS, is 0) and rows
-            // outside the tensor are skipped by TMA. Thread 0 owns the bulk group: before the tile is
-            // written again, its previous reduce must have read it.
-            const int bar_id = static_cast<int>(BwdNamedBarrierSm90::dq_tile) + wg;
-            if (tid == 0) bulk_wait_group_read0();
-            named_barrier_sync(bar_id, 128);
-            CUTE_UNROLL
-            for (int r = 0; r < 2; ++r) {
-              const int row = warp * 16 + r * 8 + lane / 4;
+          const int64_t row0 = int64_t(meta.h) * p.total_q + unit.row_base - unit.offset;  // + position
+          const int pos_lo = unit.offset, pos_hi = unit.offset + unit.len_q;
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const int pos = meta.p0 + warp * 16 + r * 8 + lane / 4;
+            if ((seen_half0 || seen_half1) && pos >= pos_lo && pos < pos_hi) {
+              float* dst = dq_accum + (row0 + pos) * kD + wg * 64 + 2 * (lane % 4);
               CUTE_UNROLL
               for (int t = 0; t < 8; ++t) {
-                // 128-byte swizzle: 16-byte chunk c of row `row` sits at chunk c ^ (row % 8)
-                const int chunk = 2 * (t % 4) + (lane % 4) / 2;
-                float* dst = ss.dq[wg][t / 4] + row * 32 + ((chunk ^ (row % 8)) * 4) + (lane % 2) * 2;
-                *reinterpret_cast<float2*>(dst) = make_float2(tQrdQ(4 * t + 2 * r), tQrdQ(4 * t + 2 * r + 1));
+                atomicAdd(reinterpret_cast<float2*>(dst + 8 * t),
+                          make_float2(tQrdQ(4 * t + 2 * r), tQrdQ(4 * t + 2 * r + 1)));
               }
-            }
-            fence_proxy_async_shared();
-            named_barrier_sync(bar_id, 128);
-            if (tid == 0) {
-              const int row = static_cast<int>(int64_t(meta.h) * p.total_q + unit.row_base - unit.offset + meta.p0);
-              tma_reduce_add_2d(&fp.tma_dq, ss.dq[wg][0], wg * 64, row);
-              tma_reduce_add_2d(&fp.tma_dq, ss.dq[wg][1], wg * 64 + 32, row);
-              bulk_commit_group();
             }
           }
           ds_buf ^= 1;

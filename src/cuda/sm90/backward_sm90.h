@@ -15,7 +15,6 @@ struct BackwardParamsSm90 {
   CUtensorMap tma_do;
   CUtensorMap tma_k;
   CUtensorMap tma_v;
-  CUtensorMap tma_dq;  // dq_accum as [heads * total_q, D] fp32, boxes of 64 rows x 32 floats (TMA reduce-add)
   AttentionBwdParams p;
   // workspace sections (BackwardWorkspace): written by the pre-pass, read here; dq_accum null in
   // deterministic mode (the dQ kernel computes dQ)

@@ -17,8 +17,7 @@ enum class BwdWarpGroupRoleSm90 : int { producer = 0, consumer0 = 1, consumer1 =
 
 // Named hardware barriers (ids 1..15; 0 is __syncthreads).
 //  ds_ready: both consumer warpgroups have written their half of dS to shared memory (dQ reads both).
-//  dq_tile (+ warpgroup): a warpgroup's dQ tile in shared memory is free to write / written (TMA reduce).
-enum class BwdNamedBarrierSm90 : int { ds_ready = 1, dq_tile = 2 };
+enum class BwdNamedBarrierSm90 : int { ds_ready = 1 };
 
 // What the producer tells the consumers about one stage (written before its arrival on the stage's full
 // barrier, whose release / acquire orders it): no metadata enumeration in the consumers' registers.
@@ -60,10 +59,8 @@ struct BackwardTraitsSm90 {
   static constexpr int kChunk = 64;  // elements of one 128-byte swizzled row segment (a TMA box row)
   static constexpr int kChunks = kHeadDim / kChunk;
   // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB; dS double-buffered, 2 x 16
-  // KiB; the dQ tiles TMA reduces from, 2 x 16 KiB. 2 stages: 192 KiB of 227 (3 would need 224 + the
-  // statistics and barriers: over).
-  static constexpr int kStages = 2;
-  static constexpr int kDqHalfFloats = 64 * 32;  // a 64-row x 32-float box of a warpgroup's dQ (8 KiB)
+  // KiB. 3 stages: 192 KiB of 227.
+  static constexpr int kStages = 3;
   // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16),
   // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
   // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
@@ -120,7 +117,6 @@ struct BwdSharedStorageSm90 {
   alignas(1024) typename T::Elem q[T::kStages][T::kRowsElems];     // [chunk][64 rows][64]
   alignas(1024) typename T::Elem dout[T::kStages][T::kRowsElems];
   alignas(1024) typename T::Elem ds[2][2][T::kDsElems];  // [buffer][key half][64 queries][64 keys]
-  alignas(1024) float dq[T::kConsumerWarpgroups][2][T::kDqHalfFloats];  // [warpgroup][32-column half], swizzled
   float lse2[T::kStages][T::kBlockM];  // the step's rows; +inf for rows outside the sequence (P = 0)
   float dsum[T::kStages][T::kBlockM];
   BwdStageMetaSm90 meta[T::kStages];

@@ -69,22 +69,6 @@ CUtensorMap make_tensor_map_sm90(const void* base, CUtensorMapDataType dtype, in
   return map;
 }
 
-CUtensorMap make_f32_rows_tensor_map_sm90(float* base, int64_t rows, int64_t cols) {
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols * 4)};
-  const cuuint32_t box[2] = {32, 64};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  CUtensorMap map;
-  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, base, dims, strides, box,
-                                          elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    throw DeviceError("cuTensorMapEncodeTiled (dQ accumulator) failed with CUresult " +
-                      std::to_string(static_cast<int>(r)));
-  }
-  return map;
-}
-
 int sm_count_sm90(int device) {
   static std::array<std::atomic<int>, 64> cache{};
   if (device >= 0 && device < 64) {

@@ -19,10 +19,6 @@ bool rows_ok_sm90(const void* ptr, const SeqStrides& s, int64_t batch, int64_t s
 CUtensorMap make_tensor_map_sm90(const void* base, CUtensorMapDataType dtype, int64_t batch, int64_t seq,
                                  int64_t heads, int64_t dim, const SeqStrides& s);
 
-// A row-major fp32 matrix [rows, cols] (cols innermost, contiguous rows) -> 2-D tensor map with boxes of
-// 64 rows x 32 floats (128 bytes) in the 128-byte swizzle: the backward's dQ accumulator, reduced into by TMA.
-CUtensorMap make_f32_rows_tensor_map_sm90(float* base, int64_t rows, int64_t cols);
-
 // Multiprocessors of `device` (cached).
 int sm_count_sm90(int device);
 
