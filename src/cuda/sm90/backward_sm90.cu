@@ -122,7 +122,8 @@ void backward_sm90(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
   // NOTE: the KV kernel's dQ atomics cost more than the ordered dQ kernel (profile at S = 32k, V = 8:
   // KV kernel 29.2 ms with atomics, 12.0 ms without + 7.9 ms dQ kernel); a shared-memory tile reduced
-  // by TMA (cp.reduce.async.bulk) is the fix.
+  // by TMA (cp.reduce.async.bulk) is the fix FA3 uses; a first try (64 x 32 fp32 boxes per warpgroup,
+  // thread 0 issuing, 2 stages to make room) was slower and wrong under varlen (commit 0b3b6fe, reverted).
   p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern);
   if (!backward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
