@@ -81,17 +81,27 @@ def _backward(ctx, dout, dlse):
         dout = torch.zeros_like(out)
     dq, dk, dv = torch.ops.s2attn.attention_backward(dout, q, k, v, out, lse, *args)
     if dlse is not None:
-        # lse_i = log sum_j exp(s_ij) adds dS_ij += dlse_i * P_ij, i.e. dq_i += scale * dlse_i * (P k)_i and
-        # dk_j += scale * sum_i P_ij dlse_i q_i: an attention with k as values, and the dv of a backward whose
-        # output gradient is dlse_i * q_i. Exact; paid only when the LSE itself receives a gradient.
-        w = dlse.transpose(0, 1) if cu_q is not None else dlse.transpose(1, 2)  # -> q's [.., S, H] order
-        pk, _ = torch.ops.s2attn.attention_forward(q, k, k, ctx.pattern, ctx.softmax_scale, cu_q, cu_k,
-                                                   ctx.q_offset, ctx.deterministic)
-        dq = dq + (ctx.softmax_scale * w.unsqueeze(-1) * pk.float()).to(dq.dtype)
-        wq = (w.unsqueeze(-1) * q.float()).to(q.dtype)
-        _, _, dk_extra = torch.ops.s2attn.attention_backward(wq, q, k, k, torch.zeros_like(q), lse, *args)
-        dk = dk + (ctx.softmax_scale * dk_extra.float()).to(dk.dtype)
+        dq_extra, dk_extra = lse_backward(dlse, q, k, lse, *args)
+        dq = dq + dq_extra.to(dq.dtype)
+        dk = dk + dk_extra.to(dk.dtype)
     return dq, dk, dv, None, None, None, None, None, None
+
+
+def lse_backward(dlse, q, k, lse, pattern, softmax_scale, cu_q, cu_k, q_offset, deterministic):
+    """The float32 terms (dq, dk) that a gradient `dlse` of the returned lse adds to the attention's gradients.
+
+    lse_i = log sum_j exp(s_ij) adds dS_ij += dlse_i * P_ij, i.e. dq_i += scale * dlse_i * (P k)_i and
+    dk_j += scale * sum_i P_ij dlse_i q_i: an attention with k as values, and the dv of a backward whose output
+    gradient is dlse_i * q_i. Exact; paid only when the LSE itself receives a gradient.
+    """
+    args = (pattern, softmax_scale, cu_q, cu_k, q_offset, deterministic)
+    w = dlse.transpose(0, 1) if cu_q is not None else dlse.transpose(1, 2)  # -> q's [.., S, H] order
+    pk, _ = torch.ops.s2attn.attention_forward(q, k, k, pattern, softmax_scale, cu_q, cu_k, q_offset,
+                                               deterministic)
+    dq = softmax_scale * w.unsqueeze(-1) * pk.float()
+    wq = (w.unsqueeze(-1) * q.float()).to(q.dtype)
+    _, _, dk = torch.ops.s2attn.attention_backward(wq, q, k, k, torch.zeros_like(q), lse, *args)
+    return dq, softmax_scale * dk.float()
 
 
 torch.library.register_autograd("s2attn::attention_forward", _backward, setup_context=_setup_context)
