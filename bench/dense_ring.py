@@ -29,9 +29,10 @@ def _flash_forward(q, k, v, causal, scale):
 def _flash_backward(dout, q, k, v, out, lse, causal, scale):
     if q.is_cuda:
         no_rng = torch.zeros(2, dtype=torch.int64, device=q.device)  # dropout 0: the philox state is unused
-        empty = torch.empty(0, dtype=torch.int32, device=q.device)
+        # cum_seq_q / cum_seq_k: None (undefined, as the dense forward returns them); a defined empty tensor
+        # selects the varlen path ("batch size must be positive", measured on the H100)
         return torch.ops.aten._scaled_dot_product_flash_attention_backward(
-            dout, q, k, v, out, lse, empty, empty, q.shape[2], k.shape[2], 0.0, causal, no_rng, no_rng, scale=scale)
+            dout, q, k, v, out, lse, None, None, q.shape[2], k.shape[2], 0.0, causal, no_rng, no_rng, scale=scale)
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(dout, q, k, v, out, lse, 0.0, causal,
                                                                               scale=scale)
 

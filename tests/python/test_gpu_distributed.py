@@ -82,6 +82,8 @@ def _rel(a, b):
 @pytest.mark.parametrize("kind", ["contiguous", "zigzag"])
 @pytest.mark.parametrize("backend", _backends())
 def test_sharded_buffers_equal_the_full_sequence(backend, kind, block, fill):
+    if backend == "cuda_sm90" and block < 64:
+        pytest.skip("the Hopper kernels take blocks of 64 and 128 (forced cuda_sm90 raises Unsupported below)")
     cuda = backend != "cpu"
     dev, dtype, tol = ("cuda", torch.bfloat16, 2e-2) if cuda else ("cpu", torch.float32, 1e-5)
     S, P, H, Hkv, D = 8 * block + 37, 4, 4, 2, 64  # unaligned shard boundaries
