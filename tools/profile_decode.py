@@ -59,7 +59,9 @@ def main():
             torch.cuda.synchronize()
         kernels = []
         for ev in prof.key_averages():
-            t = getattr(ev, "device_time_total", None) or ev.cuda_time_total
+            t = getattr(ev, "device_time_total", None)
+            if t is None:
+                t = getattr(ev, "cuda_time_total", 0)
             if t > 0:
                 kernels.append(dict(kernel=ev.key[:120], us_per_call=t / a.iters, launches=ev.count // a.iters))
         kernels.sort(key=lambda r: -r["us_per_call"])
