@@ -69,7 +69,8 @@ void launch_decode(const PagedParams& p) {
                                                          g.q_tiles);
   S2_CUDA_CHECK(cudaGetLastError());
   if (p.num_splits > 1 && p.total_q > 0) {
-    paged_split_combine_kernel<T><<<p.total_q, kCombineThreads, 0, stream>>>(p);
+    const dim3 combine_grid(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
+    paged_split_combine_kernel<T><<<combine_grid, kCombineThreads, 0, stream>>>(p);
     S2_CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -104,7 +105,9 @@ int paged_auto_splits(const PagedParams& p) {
     for (int32_t j = s.first(); j < s.end && blocks < 65536; j = s.next(j)) ++blocks;
   }
   const int64_t keys = blocks * bs;
-  const int64_t by_work = std::max<int64_t>(1, keys / 512);  // >= 512 visible keys per split
+  // >= 128 visible keys (two 64-key tiles) per split: a CTA is latency-bound (page table, then K/V, then
+  // the dot products), so small batches want many short CTAs (batch 1 x 8k: 3 splits ran 202 us)
+  const int64_t by_work = std::max<int64_t>(1, keys / 128);
   const int64_t want = (target + units - 1) / units;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, by_work, kMaxPagedSplits})));
 }
@@ -135,7 +138,7 @@ void combine_partitions(const CombineParams& p) {
   if (rows > INT32_MAX) throw InvalidArgument("out", "fewer than 2^31 rows");
   DeviceGuard guard(p.device);
   auto stream = static_cast<cudaStream_t>(p.stream);
-  const unsigned grid = static_cast<unsigned>(rows);
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(p.num_heads));
   switch (p.dtype) {
     case DType::bf16: combine_partitions_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p); break;
     case DType::f16: combine_partitions_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p); break;
