@@ -105,7 +105,7 @@ def run_case(c, gen, drop=False, num_splits=None, device=DEV):
     return out, lse, ro, rl, dtype, cache, p
 
 
-@pytest.mark.parametrize("splits", [1, 3, None], ids=["nosplit", "split3", "auto"])
+@pytest.mark.parametrize("splits", [1, 3, 16, None], ids=["nosplit", "split3", "split16", "auto"])
 @pytest.mark.parametrize("c", CASES, ids=[c[0] for c in CASES])
 def test_paged_cuda_matches_reference(c, splits, gen):
     out, lse, ro, rl, dtype, _, _ = run_case(c, gen, num_splits=splits)
