@@ -45,6 +45,18 @@ def reference(q, k, v, m):
     return torch.einsum("hqk,khd->qhd", p / torch.where(l == 0, torch.ones_like(l), l), v.repeat_interleave(g, 1))
 
 
+def hopper_missing(label):
+    """Why the Hopper cases cannot run here (printed as `label: why; nothing to check`), or None."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        why = "no compute capability 9.0 GPU"
+    elif not s2attn.backend_available("cuda_sm90"):
+        why = "this build has no Hopper path"
+    else:
+        return None
+    print(f"{label}: {why}; nothing to check")
+    return why
+
+
 def check(name, out, ref):
     assert not torch.isnan(out).any(), f"{name}: NaN in the output"
     err = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()

@@ -15,7 +15,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_small_case import DEV, check, element_mask, reference  # noqa: E402
+from gpu_small_case import DEV, check, element_mask, hopper_missing, reference  # noqa: E402
 
 
 def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local=2, stride=3):
@@ -44,11 +44,7 @@ def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local=2, stride
 
 
 def main():
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
-        print("small cases (sm90): no compute capability 9.0 GPU; nothing to check")
-        return 0
-    if not s2attn.backend_available("cuda_sm90"):
-        print("small cases (sm90): this build has no Hopper path; nothing to check")
+    if hopper_missing("small cases (sm90)"):
         return 0
     gen = torch.Generator().manual_seed(0)
     ok = True

@@ -469,18 +469,32 @@ def test_backward_matches_reference(c, dtype, gen):
     check_grads(got, ref_backward(q, k, v, dout, mask, scale))
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-@pytest.mark.parametrize("c", BWD_CASES[::4], ids=[case_id(c) for c in BWD_CASES[::4]])
-def test_backward_deterministic_matches_reference_and_repeats(c, dtype, gen):
+def check_deterministic_backward(c, dtype, gen, backend="auto"):
+    """Three deterministic backwards of case c: bitwise equal to each other, and close to the reference."""
     pattern, q, k, v, kw, scale, mask = case_inputs(c, dtype, gen)
-    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, **kw)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=backend, **kw)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
-    runs = [s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, **kw) for _ in range(3)]
+    runs = [s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, backend=backend, **kw)
+            for _ in range(3)]
     torch.cuda.synchronize()
     for r in runs[1:]:
         for a, b in zip(runs[0], r):
             assert torch.equal(a, b), "deterministic backward differs between runs"
     check_grads(runs[0], ref_backward(q, k, v, dout, mask, scale))
+
+
+def skip_module_unless_hopper():
+    """Module-level skip of the Hopper test files: a compute capability 9.0 GPU and a build with the path."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the Hopper path needs a compute capability 9.0 GPU", allow_module_level=True)
+    if not s2attn.backend_available("cuda_sm90"):
+        pytest.skip("this build has no Hopper (sm_90a) path", allow_module_level=True)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", BWD_CASES[::4], ids=[case_id(c) for c in BWD_CASES[::4]])
+def test_backward_deterministic_matches_reference_and_repeats(c, dtype, gen):
+    check_deterministic_backward(c, dtype, gen)
 
 
 def test_backward_deterministic_is_bitwise_repeatable_at_scale(gen):

@@ -11,20 +11,17 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
-if torch.cuda.get_device_capability() != (9, 0):
-    pytest.skip("the Hopper path needs a compute capability 9.0 GPU", allow_module_level=True)
 
 import s2attn  # noqa: E402
 
-if not s2attn.backend_available("cuda_sm90"):
-    pytest.skip("this build has no Hopper (sm_90a) path", allow_module_level=True)
-
-# the reference, the helpers and the `gen` fixture of the portable path's tests
+# the reference, the helpers and the `gen` fixture of the portable path's tests (importing test_gpu skips
+# this module too where torch sees no CUDA device)
 from test_gpu import (  # noqa: E402
-    DEV, LSE_TOL, OUT_TOL, check, element_mask, gen, make_pattern, nan_like, randn, ref_attention, to_layout,
+    DEV, LSE_TOL, OUT_TOL, check, element_mask, gen, make_pattern, nan_like, randn, ref_attention,
+    skip_module_unless_hopper, to_layout,
 )
+
+skip_module_unless_hopper()
 
 assert gen  # the fixture, imported for the tests below
 SM90 = "cuda_sm90"

@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
-if torch.cuda.get_device_capability() != (9, 0):
-    pytest.skip("the Hopper path needs a compute capability 9.0 GPU", allow_module_level=True)
 
 import s2attn  # noqa: E402
 
-if not s2attn.backend_available("cuda_sm90"):
-    pytest.skip("this build has no Hopper (sm_90a) path", allow_module_level=True)
-
-# the reference, the case lists and helpers and the `gen` fixture of the portable path's tests
+# the reference, the case lists and helpers and the `gen` fixture of the portable path's tests (importing
+# test_gpu skips this module too where torch sees no CUDA device)
 from test_gpu import (  # noqa: E402
-    DEV, _c, case_id, case_inputs, check, check_grads, element_mask, gen, make_pattern, randn, ref_backward,
-    run_backward,
+    DEV, _c, case_id, case_inputs, check, check_deterministic_backward, check_grads, element_mask, gen,
+    make_pattern, randn, ref_backward, run_backward, skip_module_unless_hopper,
 )
+
+skip_module_unless_hopper()
 
 assert gen  # the fixture, imported for the tests below
 SM90 = "cuda_sm90"
@@ -58,16 +54,7 @@ def test_sm90_backward_matches_reference(c, dtype, gen):
 
 @pytest.mark.parametrize("c", CASES[::3], ids=[case_id(c) for c in CASES[::3]])
 def test_sm90_backward_deterministic_matches_reference_and_repeats(c, gen):
-    pattern, q, k, v, kw, scale, mask = case_inputs(c, "bf16", gen)
-    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90, **kw)
-    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
-    runs = [s2attn.attention_backward(dout, q, k, v, out, lse, pattern, deterministic=True, backend=SM90, **kw)
-            for _ in range(3)]
-    torch.cuda.synchronize()
-    for r in runs[1:]:
-        for a, b in zip(runs[0], r):
-            assert torch.equal(a, b), "deterministic backward differs between runs"
-    check_grads(runs[0], ref_backward(q, k, v, dout, mask, scale))
+    check_deterministic_backward(c, "bf16", gen, backend=SM90)
 
 
 def test_sm90_backward_matches_portable_path(gen):
