@@ -50,13 +50,17 @@ def main():
                 if r is not None:
                     xs.append(g + n * width)
                     ys.append(r["effective_tflops"])
-            if xs:
-                ax.bar(xs, ys, width, label=impl)
+            if xs:  # one colour per implementation in every panel (absent rows must not shift them)
+                ax.bar(xs, ys, width, label=impl, color=f"C{n % 10}")
         ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
         ax.set_xticklabels(["dense" if v == 0 else f"V={v}" for v in groups])
         ax.set_title(f"S = {S // 1024}k ({mode})")
         ax.set_ylabel("effective TFLOP/s")
-    axes[0][0].legend(fontsize=7)
+    handles = {}
+    for ax in axes[0]:  # the legend lists every implementation, whichever panel it appears in
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=7)
     meta = data.get("meta", {})
     fig.suptitle(f"{meta.get('gpu', '?')}, torch {meta.get('torch', '?')}, {meta.get('date', '')[:10]}")
     fig.tight_layout()
