@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "inference/split_ranges.h"
 #include "s2attn/s2attn.h"
 
 using namespace s2attn;
@@ -275,6 +276,51 @@ S2_TEST(typed_errors_name_the_argument) {
   // the CPU needs no workspace and no split
   CHECK(paged_workspace_size(p, c.Q(), kv) == 0);
   CHECK(paged_num_splits(p, c.Q(), kv) == 1);
+}
+
+// The split-KV key ranges of the CUDA decode (computed on the host here): for every split count they
+// partition [0, nk) into consecutive ranges, and each holds at most ceil(counted / splits) + 1 +
+// kMaxSegments of the row's visible blocks (counted: the segments' members, overlaps counted twice).
+S2_TEST(split_ranges_partition_the_keys_and_balance_the_visible_blocks) {
+  std::mt19937 rng(7);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 300; ++trial) {
+    LocalStrideParams a;
+    a.num_heads = 4;
+    a.block_size = 64;
+    a.local_blocks = pick(1, 20);
+    a.vert_stride = pick(1, 32);
+    a.num_kv_heads = 2;
+    a.num_dense_heads = pick(0, 4) == 0 ? 1 : 0;
+    Pattern p = Pattern::local_stride(a);
+    if (pick(0, 2) == 0) p.with_sink(pick(1, 3));
+    if (pick(0, 3) == 0) {
+      RangeRule r;
+      r.begin = pick(0, 50);
+      r.end = r.begin + pick(1, 100);
+      r.stride = pick(1, 4);
+      p.with_range(r);
+    }
+    const PatternRules& rules = p.rules();
+    const int32_t nk = pick(1, 3000), i = nk - 1, h = pick(0, 3), splits = pick(1, 64);
+    std::vector<int32_t> visible;  // the row's visible blocks, from the enumerator
+    const SegmentList segs = row_segments(rules, h, i, nk);
+    for (int32_t j = segs.first(); j < segs.end; j = segs.next(j)) visible.push_back(j);
+    int64_t counted = 0;  // what the boundaries divide: each segment's members (overlaps twice)
+    for (int k = 0; k < segs.n; ++k) counted += segment_count_below(segs.seg[k], nk);
+    CHECK(counted >= static_cast<int64_t>(visible.size()));
+    int32_t prev_hi = 0;
+    for (int32_t s = 0; s < splits; ++s) {
+      int32_t lo = -1, hi = -1;
+      balanced_split_range(rules, h, i, nk, s, splits, &lo, &hi);
+      CHECK(lo == prev_hi);
+      CHECK(lo <= hi);
+      prev_hi = hi;
+      const int64_t in = std::count_if(visible.begin(), visible.end(), [&](int32_t j) { return j >= lo && j < hi; });
+      CHECK(in <= (counted + splits - 1) / splits + 1 + kMaxSegments);
+    }
+    CHECK(prev_hi == nk);
+  }
 }
 
 S2_TEST_MAIN()

@@ -20,6 +20,7 @@
 #include "inference/cuda/paged_elem.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
+#include "inference/split_ranges.h"
 #include "s2attn/pattern_rules.h"
 
 namespace s2attn::cuda {
@@ -88,43 +89,6 @@ __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const
   return best < end ? best : end;
 }
 
-// Members of segment s below x (closed form).
-__device__ __forceinline__ int32_t segment_count_below(const Segment& s, int32_t x) {
-  const int32_t m = imin(x, s.hi);
-  const int32_t first = segment_first_from(s, s.lo);
-  return first < m ? (m - 1 - first) / s.stride + 1 : 0;
-}
-
-// The key-block range [lo, hi) of split `split`: boundaries that divide the visible blocks of the CTA's
-// last query block (its first head's rows; overlaps between segments counted twice) evenly, so the split
-// holding the local window does not carry most of the work (an even split of the key range left one CTA
-// with 18 of the ~22 tiles its neighbours had 4 of at batch 1 x 128k). Any boundaries are exact: every
-// visible block lies in exactly one split's range; only the balance is approximate.
-__device__ __forceinline__ void balanced_split_range(const PatternRules& p, const CtaRows& c, int32_t split,
-                                                     int32_t splits, int32_t* lo, int32_t* hi) {
-  const SegmentList s = row_segments(p, c.h0, imax(c.i_hi, 0), c.nk);
-  auto below = [&](int32_t x) {
-    int32_t n = 0;
-    for (int k = 0; k < kMaxSegments && k < s.n; ++k) n += segment_count_below(s.seg[k], x);
-    return n;
-  };
-  const int32_t total = below(c.nk);
-  // smallest x with below(x) >= target (below is non-decreasing in x)
-  auto bound = [&](int32_t part) {
-    if (part <= 0) return 0;
-    if (part >= splits) return c.nk;
-    const int64_t target = (int64_t(total) * part + splits - 1) / splits;
-    int32_t a = 0, b = c.nk;
-    while (a < b) {
-      const int32_t mid = a + (b - a) / 2;
-      if (below(mid) >= target) b = mid; else a = mid + 1;
-    }
-    return a;
-  };
-  *lo = bound(split);
-  *hi = bound(split + 1);
-}
-
 template <typename T, int D, int ROWS, bool kList>
 __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
     paged_decode_kernel(const PagedParams p, int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks,
@@ -169,7 +133,7 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
       j_lo = imin(c.nk, split * per_split);
       j_hi = imin(c.nk, j_lo + per_split);
     } else {
-      balanced_split_range(p.pattern, c, split, p.num_splits, &j_lo, &j_hi);
+      balanced_split_range(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, split, p.num_splits, &j_lo, &j_hi);
     }
 
     // Packed row rr = g * rows_per_head + qi: q head h0 + g, query row r0 + qi.

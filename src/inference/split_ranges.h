@@ -1,0 +1,58 @@
+// Split-KV key ranges of paged attention: boundaries that divide a row's visible key blocks evenly among the
+// splits. Host and device (the CUDA decode kernel computes its own range; tests check it on the CPU).
+#pragma once
+#include <cstdint>
+
+#include "s2attn/pattern_rules.h"
+
+namespace s2attn {
+
+// Members of segment s below x (closed form).
+S2_HD int32_t segment_count_below(const Segment& s, int32_t x) {
+  const int32_t m = imin(x, s.hi);
+  const int32_t first = segment_first_from(s, s.lo);
+  return first < m ? (m - 1 - first) / s.stride + 1 : 0;
+}
+
+// The key-block range [*lo, *hi) of split `split` of `splits`, for the rows of head h at query block i
+// (the CTA's first head and last query block) among nk key blocks. The boundaries divide that row's
+// visible blocks evenly (segments that overlap count twice), so the split holding the local window does
+// not carry most of the work, as an even split of the key range did. Whatever the boundaries, the ranges
+// of splits 0..splits-1 partition [0, nk): every block lies in exactly one, so the result stays exact for
+// every row of the CTA; only the balance is approximate.
+S2_HD void balanced_split_range(const PatternRules& p, int32_t h, int32_t i, int32_t nk, int32_t split,
+                                int32_t splits, int32_t* lo, int32_t* hi) {
+  const SegmentList s = row_segments(p, h, i, nk);
+  const int32_t total = [&] {
+    int32_t n = 0;
+    for (int k = 0; k < kMaxSegments && k < s.n; ++k) n += segment_count_below(s.seg[k], nk);
+    return n;
+  }();
+  int32_t bounds[2];
+  for (int e = 0; e < 2; ++e) {
+    const int32_t part = split + e;
+    int32_t a = 0, b = nk;  // smallest x with below(x) >= target (below is non-decreasing in x)
+    if (part <= 0) {
+      b = 0;
+    } else if (part >= splits) {
+      a = nk;
+    } else {
+      const int64_t target = (int64_t(total) * part + splits - 1) / splits;
+      while (a < b) {
+        const int32_t mid = a + (b - a) / 2;
+        int32_t below = 0;
+        for (int k = 0; k < kMaxSegments && k < s.n; ++k) below += segment_count_below(s.seg[k], mid);
+        if (below >= target) {
+          b = mid;
+        } else {
+          a = mid + 1;
+        }
+      }
+    }
+    bounds[e] = part <= 0 ? 0 : a;
+  }
+  *lo = bounds[0];
+  *hi = bounds[1];
+}
+
+}  // namespace s2attn
