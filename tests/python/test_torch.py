@@ -318,6 +318,64 @@ def test_typed_errors():
     assert e.value.argument in ("k", "v")
 
 
+def test_vllm_style_engine_steps_head_paged_keeps_only_needed_blocks():
+    """The head-paged cache through S2PagedAttention: each KV head gets its own pages as tokens arrive; after
+    every step the blocks no future query of the head needs are freed (table entry -1, page NaN-filled and
+    reused), so the cache holds only what s2attn.needed_key_blocks says. Outputs equal the attention over
+    the contiguous sequences, and the cache ends up smaller than a dense one."""
+    from s2attn.torch.vllm import S2PagedAttention, S2PagedMetadata
+
+    H, Hkv, D, page, pages = 4, 2, 32, 16, 160
+    layer = S2PagedAttention(H, D, num_kv_heads=Hkv, block_size=page, local_blocks=2, vert_stride=3)
+    g = torch.Generator().manual_seed(22)
+    kv_cache = torch.full((2, pages, page, 1, D), float("nan"))
+    free = torch.randperm(pages, generator=g).tolist()
+    B, max_pages = 3, 16
+    table = torch.full((B, Hkv, max_pages), -1, dtype=torch.int32)
+    full_q, full_k, full_v = ([torch.empty(0, h, D) for _ in range(B)] for h in (H, Hkv, Hkv))
+    lens = [0] * B
+    steps = ([50, 17, 1], [30, 1, 40], [1, 1, 1], [1, 16, 1], [1, 1, 1])  # prefill, chunked, decode
+    for step_tokens in steps:
+        qs, ks, vs, slots = [], [], [], []
+        for b, n in enumerate(step_tokens):
+            q, k, v = (torch.randn(n, h, D, generator=g) for h in (H, Hkv, Hkv))
+            pos = torch.arange(lens[b], lens[b] + n)
+            slot = torch.empty(n, Hkv, dtype=torch.int64)
+            for t, p_ in enumerate(pos.tolist()):
+                for h in range(Hkv):
+                    if table[b, h, p_ // page] < 0:  # the head's page of this block, allocated on first use
+                        table[b, h, p_ // page] = free.pop()
+                    slot[t, h] = int(table[b, h, p_ // page]) * page + p_ % page
+            slots.append(slot)
+            full_q[b], full_k[b], full_v[b] = (torch.cat([a, x]) for a, x in ((full_q[b], q), (full_k[b], k),
+                                                                                (full_v[b], v)))
+            lens[b] += n
+            qs.append(q), ks.append(k), vs.append(v)
+        cu = torch.tensor([0] + list(np.cumsum(step_tokens)), dtype=torch.int32)
+        meta = S2PagedMetadata(block_table=table.clone(), seq_lens=torch.tensor(lens, dtype=torch.int32),
+                               query_start_loc=cu, slot_mapping=torch.cat(slots))
+        out = layer(torch.cat(qs), torch.cat(ks), torch.cat(vs), kv_cache, meta)
+        for b, n in enumerate(step_tokens):
+            ref = st.attention(full_q[b][None, -n:], full_k[b][None], full_v[b][None], layer.pattern)[0]
+            assert rel(out[int(cu[b]):int(cu[b + 1])], ref) <= 1e-5
+        # free what no future query of each KV head needs (the block being filled is always kept)
+        for b in range(B):
+            for h in range(Hkv):
+                keep = set(s2attn.needed_key_blocks(layer.pattern, h, lens[b]).tolist()) | {(lens[b] - 1) // page}
+                for j in range(max_pages):
+                    if table[b, h, j] >= 0 and j not in keep:
+                        kv_cache[:, int(table[b, h, j])] = float("nan")
+                        free.append(int(table[b, h, j]))
+                        table[b, h, j] = -1
+    held = int((table >= 0).sum())
+    dense = sum(-(-n // page) for n in lens) * Hkv
+    assert held < dense, (held, dense)
+    with pytest.raises(InvalidArgumentError) as e:  # [T] slots with a head-paged cache: which head?
+        torch.ops.s2attn.write_kv_cache(torch.zeros(2, Hkv, D), torch.zeros(2, Hkv, D), kv_cache,
+                                        torch.zeros(2, 3, dtype=torch.int64))
+    assert e.value.argument == "slot_mapping"
+
+
 def test_vllm_style_engine_steps():
     """Prefill, chunked prefill and decode through S2PagedAttention over a shuffled paged cache equal the
     attention over the contiguous sequences."""

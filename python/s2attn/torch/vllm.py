@@ -3,7 +3,10 @@ the engine's scheduler and a layer whose `forward(query, key, value, kv_cache, a
 tokens' keys/values into their cache slots and runs S2 attention of the step's queries over the cache.
 
 The cache is vLLM's: `kv_cache` [2, num_pages, page_size, Hkv, D] (k pages then v pages), a block table per
-sequence, slots `page * page_size + offset`. Prefill, chunked prefill and decode sequences mix in one packed
+sequence, slots `page * page_size + offset`. Or head-paged, where each KV head has its own pages so that an
+engine keeps only the key blocks each head still needs (`s2attn.needed_key_blocks`; free the rest and mark
+their table entries -1, they are never read): `kv_cache` [2, num_pages, page_size, 1, D], block table
+[B, Hkv, max_pages] and slots per (token, KV head), `slot_mapping` [T, Hkv]. Prefill, chunked prefill and decode sequences mix in one packed
 batch (`query_start_loc` = cu_seqlens of the queries). Both steps are torch.library custom ops (fake
 implementations included), so torch.compile traces them.
 """
@@ -23,22 +26,31 @@ from ._registry import pattern_key, pattern_of
 class S2PagedMetadata:
     """Per-step metadata (one object shared by every layer of the step)."""
 
-    block_table: Tensor      # int32 [B, max_pages]
+    block_table: Tensor      # int32 [B, max_pages] (head-paged: [B, Hkv, max_pages])
     seq_lens: Tensor         # int32 [B]: cached tokens per sequence after this step (its new tokens included)
     query_start_loc: Tensor  # int32 [B + 1]: cu_seqlens of the step's packed queries
-    slot_mapping: Tensor     # int64 [T]: cache slot of each new token; negative = padding, not written
+    slot_mapping: Tensor     # int64 [T] (head-paged: [T, Hkv]): cache slot of each new token (per KV head);
+                             # negative = not written (padding, or a block the head will never read)
     num_splits: Optional[int] = None      # split-KV count (None: chosen from shapes)
     workspace: Optional[Tensor] = None    # uint8, paged_workspace_size bytes, for CUDA-graph capture
 
 
 @torch.library.custom_op("s2attn::write_kv_cache", mutates_args=("kv_cache",))
 def write_kv_cache(key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: Tensor) -> None:
-    """kv_cache[0/1].view(-1, Hkv, D)[slot] = key/value for every token with slot >= 0."""
+    """kv_cache[0/1].view(-1, Hkv, D)[slot] = key/value for every token with slot >= 0; head-paged
+    (slot_mapping [T, Hkv], kv_cache [2, pages, page, 1, D]): kv_cache[0/1].view(-1, D)[slot[t, h]] =
+    key/value[t, h] for every slot >= 0."""
     slots = slot_mapping.to(torch.int64)
-    if bool((slots < 0).any()):  # padding tokens (a host sync: pass no negative slots under graph capture)
+    Hkv, D = kv_cache.shape[-2], kv_cache.shape[-1]
+    if slots.dim() == 2:  # head-paged: one slot per (token, KV head)
+        if Hkv != 1 or tuple(slots.shape) != tuple(key.shape[:2]):
+            raise invalid("slot_mapping", "[T, Hkv] slots matching key [T, Hkv, D] with a head-paged kv_cache "
+                          f"[2, pages, page, 1, D]; got slots {list(slots.shape)}, key {list(key.shape)}, "
+                          f"kv_cache {list(kv_cache.shape)}")
+        slots, key, value = slots.reshape(-1), key.reshape(-1, 1, D), value.reshape(-1, 1, D)
+    if bool((slots < 0).any()):  # not written (a host sync: pass no negative slots under graph capture)
         keep = slots >= 0
         key, value, slots = key[keep], value[keep], slots[keep]
-    Hkv, D = kv_cache.shape[-2], kv_cache.shape[-1]
     kv_cache[0].view(-1, Hkv, D).index_copy_(0, slots, key.to(kv_cache.dtype))
     kv_cache[1].view(-1, Hkv, D).index_copy_(0, slots, value.to(kv_cache.dtype))
 
@@ -84,7 +96,8 @@ class S2PagedAttention(torch.nn.Module):
         self.pattern_key = pattern_key(pattern)  # registered outside any compiled region
 
     def forward(self, query, key, value, kv_cache, attn_metadata: S2PagedMetadata, output=None):
-        """query [T, H, D], key/value [T, Hkv, D] (the step's new tokens), kv_cache [2, pages, page, Hkv, D].
+        """query [T, H, D], key/value [T, Hkv, D] (the step's new tokens), kv_cache [2, pages, page, Hkv, D]
+        (head-paged: [2, pages, page, 1, D] with a [B, Hkv, max_pages] block table and [T, Hkv] slots).
         Returns [T, H, D] (written into `output` when given)."""
         if kv_cache.dim() != 5 or kv_cache.shape[0] != 2:
             raise invalid("kv_cache", f"shape [2, num_pages, page_size, Hkv, D], got {list(kv_cache.shape)}")
