@@ -14,6 +14,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/host_math.h"
 #include "cuda/common/stream_scratch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
@@ -22,11 +23,6 @@
 
 namespace s2attn::cuda {
 namespace {
-
-int64_t floor_div64(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
 
 struct Operand {
   const char* name;
@@ -115,8 +111,7 @@ void backward_sm80(const AttentionBwdParams& params) {
       {"dk", p.dk, p.dk_stride, p.seqlen_k, p.num_kv_heads},    {"dv", p.dv, p.dv_stride, p.seqlen_k, p.num_kv_heads},
   };
   for (const Operand& o : operands) require_aligned_rows(o, p.batch);
-  constexpr int64_t kMaxPosition = int64_t(1) << 30;  // positions are ints in the kernels
-  if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) {
+  if (p.q_offset >= kMaxKernelPosition || p.q_offset + p.seqlen_q >= kMaxKernelPosition) {
     throw InvalidArgument("q_offset", "q_offset + seqlen_q below 2^30 for the CUDA backend, got " +
                                           std::to_string(p.q_offset));
   }

@@ -9,6 +9,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/host_math.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/forward_sm80.h"
 #include "cuda/sm80/forward_traits_sm80.h"
@@ -84,8 +85,7 @@ void forward_sm80(const AttentionParams& p) {
   require_16b_rows("k", p.k, p.k_stride, p.batch, p.seqlen_k, p.num_kv_heads);
   require_16b_rows("v", p.v, p.v_stride, p.batch, p.seqlen_k, p.num_kv_heads);
   require_16b_rows("out", p.out, p.out_stride, p.batch, p.seqlen_q, p.num_heads);
-  constexpr int64_t kMaxPosition = int64_t(1) << 30;  // positions are ints in the kernel
-  if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) {
+  if (p.q_offset >= kMaxKernelPosition || p.q_offset + p.seqlen_q >= kMaxKernelPosition) {
     throw InvalidArgument("q_offset", "q_offset + seqlen_q below 2^30 for the CUDA backend, got " +
                                           std::to_string(p.q_offset));
   }

@@ -20,6 +20,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/host_math.h"
 #include "cuda/common/stream_scratch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
@@ -32,24 +33,10 @@ namespace s2attn::cuda {
 namespace {
 
 constexpr int kBlockN = 128;  // BackwardTraitsSm90::kBlockN
-constexpr int64_t kMaxPosition = int64_t(1) << 30;
-
-int64_t floor_div64(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
 
 // Which backward KV kernels this build has: the head-dim-128 variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
 bool backward_variant_built(DType dtype, int head_dim) {
-  if (head_dim != 128) return false;
-#if defined(S2ATTN_SM90_HAS_BF16_D128)
-  if (dtype == DType::bf16) return true;
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D128)
-  if (dtype == DType::f16) return true;
-#endif
-  (void)dtype;
-  return false;
+  return head_dim == 128 && variant_built_sm90(dtype, head_dim);
 }
 
 // The pass-1 order of the scheduler (backward_scheduler_sm90.cuh): absolute vertical blocks per KV head,
@@ -101,8 +88,8 @@ bool backward_sm90_supports(const AttentionBwdParams& p) {
   if (p.pattern.block_size != 64 && p.pattern.block_size != 128) return false;
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
   if (p.batch <= 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0) return false;  // empty operands: the portable path
-  if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) return false;
-  if (int64_t(p.seqlen_q) + p.seqlen_k >= kMaxPosition) return false;
+  if (p.q_offset >= kMaxKernelPosition || p.q_offset + p.seqlen_q >= kMaxKernelPosition) return false;
+  if (int64_t(p.seqlen_q) + p.seqlen_k >= kMaxKernelPosition) return false;
   // 32-bit unit indices in the scheduler: (pass 1 + pass 2 units) per sequence, + one grid of overshoot
   const int64_t tiles_ub = (int64_t(p.seqlen_k) + kBlockN - 1) / kBlockN + 1;
   if ((3 * tiles_ub * p.batch + 1) * p.num_kv_heads + 4096 >= (int64_t(1) << 31)) return false;

@@ -12,6 +12,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/host_math.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
@@ -21,12 +22,6 @@ namespace s2attn::cuda {
 namespace {
 
 constexpr int kBlockM = 128;  // ForwardTraitsSm90::kBlockM
-constexpr int64_t kMaxPosition = int64_t(1) << 30;
-
-int64_t floor_div64(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
 
 template <typename Elem, int kHeadDim>
 void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) {
@@ -64,8 +59,8 @@ bool forward_sm90_supports(const AttentionParams& p) {
   if (!variant_built_sm90(p.dtype, p.head_dim)) return false;
   if (p.pattern.block_size != 64 && p.pattern.block_size != 128) return false;
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
-  if (p.q_offset >= kMaxPosition || p.q_offset + p.seqlen_q >= kMaxPosition) return false;
-  if (int64_t(p.seqlen_q) + p.seqlen_k >= kMaxPosition) return false;
+  if (p.q_offset >= kMaxKernelPosition || p.q_offset + p.seqlen_q >= kMaxKernelPosition) return false;
+  if (int64_t(p.seqlen_q) + p.seqlen_k >= kMaxKernelPosition) return false;
   // 32-bit work-unit indices in the scheduler (units + one grid of overshoot)
   const int64_t tiles_ub = (int64_t(p.seqlen_q) + kBlockM - 1) / kBlockM + 1;
   if ((tiles_ub * p.batch + 1) * p.num_heads + 4096 >= (int64_t(1) << 31)) return false;
