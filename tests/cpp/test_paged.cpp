@@ -306,8 +306,7 @@ S2_TEST(split_ranges_partition_the_keys_and_balance_the_visible_blocks) {
     std::vector<int32_t> visible;  // the row's visible blocks, from the enumerator
     const SegmentList segs = row_segments(rules, h, i, nk);
     for (int32_t j = segs.first(); j < segs.end; j = segs.next(j)) visible.push_back(j);
-    int64_t counted = 0;  // what the boundaries divide: each segment's members (overlaps twice)
-    for (int k = 0; k < segs.n; ++k) counted += segment_count_below(segs.seg[k], nk);
+    const int64_t counted = segments_count_below(segs, nk);  // what the boundaries divide
     CHECK(counted >= static_cast<int64_t>(visible.size()));
     int32_t prev_hi = 0;
     for (int32_t s = 0; s < splits; ++s) {
