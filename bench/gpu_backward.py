@@ -35,35 +35,6 @@ def dense_tflops(B, H, S, D, ms, mode):
     return FACTOR[mode] * 4.0 * B * H * S * S * D / 2.0 / (ms * 1e-3) / 1e12
 
 
-def coarse_block_mask(pattern, S, bs, device, flex_bs=128):
-    """The pattern as a FlexAttention BlockMask of flex_bs-token blocks (Flex's default size, which its
-    backward kernels tile): a coarse block is full when all its fine blocks are visible and it is below the
-    diagonal, partial when some are, and mask_mod applies the fine pattern and the causal cut."""
-    from torch.nn.attention.flex_attention import BlockMask
-
-    nb, f = S // bs, flex_bs // bs
-    bm = torch.from_numpy(pattern.to_block_mask(nb, nb).copy()).to(device=device, dtype=torch.bool)  # [H, nb, nb]
-    H, nc = bm.shape[0], nb // f
-    fine = bm.view(H, nc, f, nc, f)
-    any_, all_ = fine.any(dim=(2, 4)), fine.all(dim=(2, 4))
-    diag = torch.eye(nc, dtype=torch.bool, device=device)[None]
-    full = all_ & ~diag
-    partial = any_ & ~full
-
-    def indices(m):
-        num = m.sum(-1, dtype=torch.int32)
-        idx = torch.sort(m.to(torch.int8), dim=-1, descending=True, stable=True).indices.to(torch.int32)
-        return num[None].contiguous(), idx[None].contiguous()
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return bm[h, q_idx // bs, kv_idx // bs] & (q_idx >= kv_idx)
-
-    kv_num, kv_idx = indices(partial)
-    full_num, full_idx = indices(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=flex_bs, mask_mod=mask_mod,
-                                    seq_lengths=(S, S))
-
-
 def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
     """fwd+bwd of the paper's Triton library (dkernel) on the same pattern, when importable (see
     gpu_forward.dkernel_row); it reads the [B, H, S, D] storage with seq_dim=2."""
@@ -172,7 +143,6 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         if flex is not None:
             try:
                 t0 = time.time()
-                fwd.BS = BS  # flex_block_mask reads the block size from gpu_forward's module constant
                 bmask = fwd.flex_block_mask(pattern, S, dev)
                 kw = {"enable_gqa": True} if Hkv != H else {}
                 # Flex's default backward tiles (128 wide) do not divide 64-token sparse blocks: tiles of the
@@ -184,7 +154,7 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
                 fg, last, mask_kind = None, None, f"{BS}-token blocks"
                 for opts in candidates + ["coarse"]:
                     if opts == "coarse":  # Flex's own 128-token blocks; mask_mod keeps the 64-block pattern
-                        bmask, opts, mask_kind = coarse_block_mask(pattern, S, BS, dev), None, "128-token blocks"
+                        bmask, opts, mask_kind = fwd.flex_block_mask(pattern, S, dev, 128), None, "128-token blocks"
                     def flex_step(opts=opts):
                         o = flex(q, k, v, block_mask=bmask, kernel_options=opts, **kw)
                         return torch.autograd.grad(o, (q, k, v), dout)
@@ -246,7 +216,6 @@ def main():
                 errors.append(f"S={S} {cfg}: {type(e).__name__}: {e}")
                 print(f"  failed: {type(e).__name__}: {e}", flush=True)
                 torch.cuda.empty_cache()
-    fwd.BS = base
     fwd.write_report(args.out, meta, rows, errors)
     return 0
 

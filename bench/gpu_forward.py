@@ -57,27 +57,35 @@ def rel_err(x, ref):
     return ((x - ref).norm() / ref.norm()).item()
 
 
-def flex_block_mask(pattern, S, device):
-    """The pattern as a FlexAttention BlockMask, built at the block level (no S x S evaluation): diagonal
-    blocks are partial (mask_mod applies the causal cut), the other visible blocks are full."""
+def flex_block_mask(pattern, S, device, flex_bs=None):
+    """The pattern as a FlexAttention BlockMask, built at the block level (no S x S evaluation), of flex_bs-
+    token blocks (default: the pattern's own block size; a multiple of it, e.g. 128, for Flex's backward
+    tiles). A Flex block is full when all its pattern blocks are visible and it is below the diagonal,
+    partial when some are (mask_mod applies the pattern and the causal cut)."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    nb = S // BS
+    bs = pattern.block_size
+    flex_bs = flex_bs or bs
+    nb, f = S // bs, flex_bs // bs
     bm = torch.from_numpy(pattern.to_block_mask(nb, nb).copy()).to(device=device, dtype=torch.bool)  # [H, nb, nb]
-    diag = torch.eye(nb, dtype=torch.bool, device=device)[None]
-    partial, full = bm & diag, bm & ~diag
+    H, nc = bm.shape[0], nb // f
+    fine = bm.view(H, nc, f, nc, f)
+    any_, all_ = fine.any(dim=(2, 4)), fine.all(dim=(2, 4))
+    diag = torch.eye(nc, dtype=torch.bool, device=device)[None]
+    full = all_ & ~diag
+    partial = any_ & ~full
 
     def indices(m):
         num = m.sum(-1, dtype=torch.int32)
         idx = torch.sort(m.to(torch.int8), dim=-1, descending=True, stable=True).indices.to(torch.int32)
-        return num[None].contiguous(), idx[None].contiguous()  # [1, H, nb], [1, H, nb, nb]
+        return num[None].contiguous(), idx[None].contiguous()  # [1, H, nc], [1, H, nc, nc]
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return bm[h, q_idx // BS, kv_idx // BS] & (q_idx >= kv_idx)
+        return bm[h, q_idx // bs, kv_idx // bs] & (q_idx >= kv_idx)
 
     kv_num, kv_idx = indices(partial)
     full_num, full_idx = indices(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=BS, mask_mod=mask_mod,
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=flex_bs, mask_mod=mask_mod,
                                     seq_lengths=(S, S))
 
 
