@@ -45,6 +45,41 @@ def reference(q, k, v, m):
     return torch.einsum("hqk,khd->qhd", p / torch.where(l == 0, torch.ones_like(l), l), v.repeat_interleave(g, 1))
 
 
+def packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen):
+    """Random packed q [Tq, H, D], k / v [Tk, Hkv, D] on the device and their cu_seqlens."""
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
+    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
+    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    return q, k, v, cu_q, cu_k
+
+
+def packed_reference(q, k, v, p, lens_q, lens_k):
+    """The float64 reference output of packed sequences, one sequence at a time."""
+    ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq:
+            ref[q0:q0 + sq] = reference(q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk], element_mask(p, sq, sk))
+        q0, k0 = q0 + sq, k0 + sk
+    return ref
+
+
+def packed_reference_grads(q, k, v, dout, p, lens_q, lens_k):
+    """[dq, dk, dv] of the float64 reference (torch autograd) for packed sequences, one at a time."""
+    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
+    q0 = k0 = 0
+    for sq, sk in zip(lens_q, lens_k):
+        if sq and sk:
+            x = [t.detach().double().requires_grad_() for t in (q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk])]
+            reference(*x, element_mask(p, sq, sk)).backward(dout[q0:q0 + sq].double())
+            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = (t.grad for t in x)
+        q0, k0 = q0 + sq, k0 + sk
+    return ref
+
+
 def hopper_missing(label):
     """Why the Hopper cases cannot run here (printed as `label: why; nothing to check`), or None."""
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
@@ -77,46 +112,25 @@ def make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen):
 
 def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, mask=None):
     p = make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen)
-    Tq, Tk = sum(lens_q), sum(lens_k)
-    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
-    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
-    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     if len(lens_q) == 1:  # dense batch of one
         out = s2attn.attention(q[None], k[None], v[None], p)[0]
     else:
         out = s2attn.attention(q, k, v, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
     torch.cuda.synchronize()
-    ref = torch.zeros(Tq, H, D, dtype=torch.float64, device=DEV)
-    q0 = k0 = 0
-    for sq, sk in zip(lens_q, lens_k):
-        if sq:
-            ref[q0:q0 + sq] = reference(q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk], element_mask(p, sq, sk))
-        q0, k0 = q0 + sq, k0 + sk
-    return check(name, out, ref)
+    return check(name, out, packed_reference(q, k, v, p, lens_q, lens_k))
 
 
 def run_backward(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, deterministic, gen, mask=None):
     """Backward (dq, dk, dv) against torch autograd of the float64 reference, per sequence."""
     p = make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen)
-    Tq, Tk = sum(lens_q), sum(lens_k)
-    q, k, v = (torch.randn(T, h, D, generator=gen).to(dtype).to(DEV) for T, h in ((Tq, H), (Tk, Hkv), (Tk, Hkv)))
-    dout = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
-    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
-    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
+    dout = torch.randn(q.shape, generator=gen).to(dtype).to(DEV)
     out, lse = s2attn.attention(q, k, v, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True)
     got = s2attn.attention_backward(dout, q, k, v, out, lse, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
                                     deterministic=deterministic)
     torch.cuda.synchronize()
-    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
-    q0 = k0 = 0
-    for sq, sk in zip(lens_q, lens_k):
-        if sq and sk:
-            x = [t.double().requires_grad_() for t in (q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk])]
-            reference(*x, element_mask(p, sq, sk)).backward(dout[q0:q0 + sq].double())
-            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = (t.grad for t in x)
-        q0, k0 = q0 + sq, k0 + sk
+    ref = packed_reference_grads(q, k, v, dout, p, lens_q, lens_k)
     return all([check(f"{name} {g}", x, r) for g, x, r in zip(("dq", "dk", "dv"), got, ref)])
 
 

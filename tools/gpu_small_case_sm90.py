@@ -6,7 +6,6 @@ Exits 0 with a note where there is no Hopper GPU or no Hopper path in the build.
 
     compute-sanitizer --tool memcheck python3 tools/gpu_small_case_sm90.py
 """
-import itertools
 import os
 import sys
 
@@ -15,32 +14,21 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_small_case import DEV, check, element_mask, hopper_missing, reference  # noqa: E402
+from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_reference  # noqa: E402
 
 
 def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local=2, stride=3):
     p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
-    Tq, Tk = sum(lens_q), sum(lens_k)
-    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
-    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
-    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     if len(lens_q) == 1:  # dense batch of one
-        out = torch.full((1, Tq, H, D), float("nan"), dtype=dtype, device=DEV)
+        out = torch.full((1, *q.shape), float("nan"), dtype=dtype, device=DEV)
         s2attn.attention(q[None], k[None], v[None], p, out=out, backend="cuda_sm90")
         out = out[0]
     else:
-        out = torch.full((Tq, H, D), float("nan"), dtype=dtype, device=DEV)
+        out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
         s2attn.attention(q, k, v, p, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, out=out, backend="cuda_sm90")
     torch.cuda.synchronize()
-    ref = torch.zeros(Tq, H, D, dtype=torch.float64, device=DEV)
-    q0 = k0 = 0
-    for sq, sk in zip(lens_q, lens_k):
-        if sq:
-            ref[q0:q0 + sq] = reference(q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk], element_mask(p, sq, sk))
-        q0, k0 = q0 + sq, k0 + sk
-    return check(name, out, ref)
+    return check(name, out, packed_reference(q, k, v, p, lens_q, lens_k))
 
 
 def main():

@@ -6,7 +6,6 @@ reference; exits non-zero on a mismatch. Exits 0 with a note where there is no H
 
     compute-sanitizer --tool memcheck python3 tools/gpu_small_case_sm90_backward.py
 """
-import itertools
 import os
 import sys
 
@@ -15,18 +14,13 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_small_case import DEV, check, element_mask, hopper_missing, reference  # noqa: E402
+from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_reference_grads  # noqa: E402
 
 
 def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=False, local=2, stride=3):
     D = 128  # the Hopper backward's head dim
     p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
-    Tq, Tk = sum(lens_q), sum(lens_k)
-    q = torch.randn(Tq, H, D, generator=gen).to(dtype).to(DEV)
-    k = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    v = torch.randn(Tk, Hkv, D, generator=gen).to(dtype).to(DEV)
-    cu_q = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=DEV)
-    cu_k = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=DEV)
+    q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     kw = dict(backend="cuda_sm90")
     if len(lens_q) > 1:
         kw.update(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
@@ -39,14 +33,7 @@ def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=Fals
     torch.cuda.synchronize()
     if len(lens_q) == 1:
         dq, dk, dv, dout = dq[0], dk[0], dv[0], dout[0]
-    ref = [torch.zeros(x.shape, dtype=torch.float64, device=DEV) for x in (q, k, v)]
-    q0 = k0 = 0
-    for sq, sk in zip(lens_q, lens_k):
-        if sq and sk:
-            xs = [x.detach().double().requires_grad_() for x in (q[q0:q0 + sq], k[k0:k0 + sk], v[k0:k0 + sk])]
-            reference(*xs, element_mask(p, sq, sk).to(DEV)).backward(dout[q0:q0 + sq].double())
-            ref[0][q0:q0 + sq], ref[1][k0:k0 + sk], ref[2][k0:k0 + sk] = (x.grad for x in xs)
-        q0, k0 = q0 + sq, k0 + sk
+    ref = packed_reference_grads(q, k, v, dout, p, lens_q, lens_k)
     ok = True
     for n, x, r in zip(("dq", "dk", "dv"), (dq, dk, dv), ref):
         ok &= check(f"{name} {n}", x, r)

@@ -11,9 +11,9 @@ import sys
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import s2attn
+from profile_kernels import kernel_times  # tools/ is the script's directory
 
 H, HKV, D, BS, L = 32, 8, 128, 64, 16
 
@@ -53,18 +53,8 @@ def main():
         host_us = (time.perf_counter() - t0) / a.iters * 1e6  # enqueue cost per call (no sync inside)
         torch.cuda.synchronize()
         wall_us = (time.perf_counter() - t0) / a.iters * 1e6
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(a.iters):
-                call()
-            torch.cuda.synchronize()
-        kernels = []
-        for ev in prof.key_averages():
-            t = getattr(ev, "device_time_total", None)
-            if t is None:
-                t = getattr(ev, "cuda_time_total", 0)
-            if t > 0:
-                kernels.append(dict(kernel=ev.key[:120], us_per_call=t / a.iters, launches=ev.count // a.iters))
-        kernels.sort(key=lambda r: -r["us_per_call"])
+        kernels = [dict(kernel=r["kernel"][:120], us_per_call=r["ms_per_call"] * 1e3, launches=r["launches"])
+                   for r in kernel_times(call, a.iters)]
         row = dict(batch=B, context=ctx, page=a.page, V=a.V,
                    splits=s2attn.paged_num_splits(q, kp, vp, table, lens, p),
                    host_enqueue_us=host_us, wall_us=wall_us, kernels=kernels)
