@@ -35,6 +35,7 @@ CASES = [
     _c(1, 100, 600, 2, 2, 128, "ls", 64, q_offset=300),         # explicit q_offset
     _c(1, 330, 330, 4, 2, 128, "ls_rel", 64, causal=False),     # bidirectional, relative vertical
     _c(1, 330, 330, 4, 2, 128, "ls_abs", 128, causal=False),    # bidirectional, absolute vertical
+    _c(1, 700, 700, 4, 2, 128, "ls_abs", 64, causal=False),     # bidirectional, paired vertical blocks
     _c(1, 260, 260, 4, 2, 128, "rules", 64),                    # sink, dense prefix, ranges, dense head
     _c(1, 260, 260, 4, 2, 128, "ls_pq", 64),                    # per-q-head patterns (no vertical pass)
     _c(1, 256, 256, 2, 2, 128, "dense", 64),

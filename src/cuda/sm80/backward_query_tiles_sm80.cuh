@@ -17,15 +17,15 @@
 
 namespace s2attn::cuda {
 
-// The query blocks (in steps of kBlockM rows) that see key blocks [j0, j0 + nblocks) for one head.
-// Inherited names read with the axes exchanged: `block` is the query block, `sub` the step within it,
-// `vis` bit c says that key block j0 + c is visible to it, `len_k` the end of the axis (one past the
+// The query blocks (in steps of kBlockM rows) that see key blocks j0 + c * jstride, c < nblocks, for one
+// head. Inherited names read with the axes exchanged: `block` is the query block, `sub` the step within it,
+// `vis` bit c says that key block j0 + c * jstride is visible to it, `len_k` the end of the axis (one past the
 // last query position of the sequence).
 template <int kBlockM, bool kList = false>
 struct QueryTiles : KeyTiles<kBlockM, kList> {
   // Query blocks [q_lo, q_end) hold rows of the sequence; pos_end: one past its last query position.
-  __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int nblocks, int q_lo,
-                                               int q_end, int pos_end) {
+  __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int jstride, int nblocks,
+                                               int q_lo, int q_end, int pos_end) {
     this->block_size = p.block_size;
     this->tiles_per_block = p.block_size > kBlockM ? p.block_size / kBlockM : 1;
     this->len_k = pos_end;
@@ -36,14 +36,14 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
     const int lane = threadIdx.x % 32;
     const int c = lane / kLanesPerRowBlock, k = lane % kLanesPerRowBlock;
     if constexpr (kList) {
-      const int j = j0 + c;
+      const int j = j0 + c * jstride;
       if (c < nblocks && q_lo < q_end && j < p.mask.cols) {  // columns beyond the mask are seen by nobody
         const int64_t col = static_cast<int64_t>(mask_head(p, head)) * p.mask.cols + j;
         const int b0 = p.mask.col_ptr[col];
         this->init_list(p.mask.row_idx + b0, p.mask.col_ptr[col + 1] - b0, q_lo, q_end, k);
       }
     } else if (c < nblocks && q_lo < q_end) {
-      const SegmentList segs = col_segments(p, head, j0 + c, q_end);
+      const SegmentList segs = col_segments(p, head, j0 + c * jstride, q_end);
       Segment s{0, 0, 1, 0};
 #pragma unroll
       for (int q = 0; q < kMaxSegments; ++q) {
@@ -67,7 +67,8 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
 // each use, they take no registers across the steps, where dK and dV hold 128 of them at D = 128.
 struct WalkGeometry {
   int head0, group;    // q heads head0 .. head0 + group - 1
-  int j0, nblocks;     // the key tile's key blocks [j0, j0 + nblocks)
+  int j0, nblocks;     // the key tile's key blocks j0 + c * jstride, c < nblocks
+  int jstride;         // 1: adjacent blocks (the Hopper kernel pairs others: backward_scheduler_sm90.cuh)
   int k0, len_k;       // its first key; keys of the sequence
   int q_lo, q_end;     // query blocks holding rows of the sequence
   int pos_lo, pos_hi;  // absolute positions of the sequence's rows
@@ -98,7 +99,7 @@ struct BackwardWalk {
   }
 
   __device__ __forceinline__ void start_head() {
-    tiles.init_columns(*pattern, head(), geo->j0, geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
+    tiles.init_columns(*pattern, head(), geo->j0, geo->jstride, geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
   }
 
   // Moves to the first step with work from the current position (have: there is a current step).

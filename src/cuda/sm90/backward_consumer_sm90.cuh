@@ -1,4 +1,5 @@
-// A consumer warpgroup of the Hopper backward's KV kernel: 64 keys (key half `wg` of the 128-key tile).
+// A consumer warpgroup of the Hopper backward's KV kernel: 64 keys (key half `wg` of the 128-key tile; at
+// block size 64 the halves are two key blocks the scheduler paired, not necessarily adjacent).
 // Per query step (64 rows, one stage of the ring):
 //   S^T = K Q^T,  dP^T = V dO^T                     (wgmma, both operands in shared memory, M = keys)
 //   P^T = exp2(S^T * scale * log2e - lse2)          (lse2: the forward's lse in log2 units; +inf: P = 0)
@@ -113,7 +114,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           warpgroup_wait<0>();
           warpgroup_fence_operand(tSrS);
 
-          const int k0w = unit.k0 + wg * T::kWgKeys;  // this warpgroup's first key
+          const int k0w = unit.k0 + wg * unit.k_half;  // this warpgroup's first key
           const int len_k = unit.len_k;
           const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
           const float* sl = ss.lse2[stage];
@@ -217,7 +218,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
       if (meta.flags & kStepLast) break;
     }
     // the unit's geometry into registers before the unit is released
-    const int k0w = unit.k0 + wg * T::kWgKeys, len_k = unit.len_k;
+    const int k0w = unit.k0 + wg * unit.k_half, len_k = unit.len_k;
     CElem* dk = static_cast<CElem*>(p.dk) + unit.b * p.dk_stride.batch + unit.k_begin * p.dk_stride.seq +
                 unit.hk * p.dk_stride.head;
     CElem* dv = static_cast<CElem*>(p.dv) + unit.b * p.dv_stride.batch + unit.k_begin * p.dv_stride.seq +

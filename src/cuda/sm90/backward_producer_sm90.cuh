@@ -47,7 +47,9 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
     const SeqGeometry& g = w.g;
     if (lane == 0) {
       if (unit_count > 0) mbar_wait(&ss.kv_empty, (unit_count - 1) & 1);  // consumers are done with K, V
-      ss.unit = BwdUnitSm90{0, w.b, w.hk, w.k0, g.len_q, g.len_k, g.offset, g.k_begin,
+      // keys between the halves' first keys: block size 64, the tile's two blocks; 128, one block's halves
+      const int k_half = bs < T::kBlockN ? w.jstride * bs : T::kWgKeys;
+      ss.unit = BwdUnitSm90{0, w.b, w.hk, w.k0, k_half, g.len_q, g.len_k, g.offset, g.k_begin,
                             varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q};
       mbar_arrive_expect_tx(&ss.kv_full, T::kKVBytes);
       const int key0 = static_cast<int>(g.k_begin) + w.k0;  // keys past the tensor are zero-filled
@@ -56,8 +58,10 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
 #pragma unroll
         for (int c = 0; c < T::kChunks; ++c) {
           const int off = c * 64 * T::kChunk;
-          tma_load_4d(&fp.tma_k, ss.k[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * 64, w.hk, batch_coord);
-          tma_load_4d(&fp.tma_v, ss.v[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * 64, w.hk, batch_coord);
+          tma_load_4d(&fp.tma_k, ss.k[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * k_half, w.hk,
+                      batch_coord);
+          tma_load_4d(&fp.tma_v, ss.v[half] + off, &ss.kv_full, c * T::kChunk, key0 + half * k_half, w.hk,
+                      batch_coord);
         }
       // the walk's constants (the walk reads them through a pointer: shared memory, not registers)
       WalkGeometry& geo = ss.geo;
@@ -66,7 +70,9 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
       geo.k0 = w.k0;
       geo.len_k = g.len_k;
       geo.j0 = w.k0 / bs;
-      geo.nblocks = bs >= T::kBlockN ? 1 : min(T::kBlockN / bs, (g.len_k - w.k0 + bs - 1) / bs);
+      geo.jstride = w.jstride;
+      // block size 64: blocks j0 and j0 + jstride, the second only when it holds keys of the sequence
+      geo.nblocks = bs >= T::kBlockN ? 1 : (w.k0 + k_half < g.len_k ? 2 : 1);
       geo.offset = g.offset;
       geo.pos_lo = g.offset;
       geo.pos_hi = g.offset + g.len_q;

@@ -1,18 +1,27 @@
-// The persistent scheduler of the Hopper backward's KV kernel: which work units (sequence, KV head, 128-key
+// The persistent scheduler of the Hopper backward's KV kernel: which work units (sequence, KV head, key
 // tile) a CTA processes, in which order. Producer and consumers of a CTA run the same scheduler and so agree
 // on the units without communicating (CTA c takes units c, c + grid, c + 2 grid, ...).
 //
-// Longest first (LPT). The work of a key tile is the number of query blocks that see it (summed over the
-// group's q heads). Under the S2 patterns a vertical key block is seen by every later query block (causal:
-// nq - j blocks), a local-only one by about L: the vertical tiles dominate and must start first, earliest
-// (longest) first. Per sequence the order is
+// A tile is 128 keys: two 64-key halves, one per consumer warpgroup. At block size 128 it is one block; at
+// block size 64 it is two key blocks j0 and j0 + jstride, not necessarily adjacent: a query step that sees
+// only one of the two leaves the other warpgroup idle, so blocks seen by the same query blocks are paired.
+// Under the S2 patterns a vertical key block is seen by every later query block (causal: nq - j blocks), a
+// local-only one by about L. Adjacent blocks pair a vertical with a local-only one (measured on the CPU for
+// S = 32k, V = 8, L = 16: 60% of the warpgroup-steps busy; 53% at 128k); vertical with vertical (j, j + V)
+// and local-only with local-only (the next non-vertical block) keeps 97% (99% at 128k) busy.
+//
+// Order: longest first (LPT). Per sequence:
 //   pass 1 (only when the vertical rule is absolute, per KV head and of stride >= 2: fp.vertical_first):
 //     the vertical key blocks of every KV head, j = r(hk) + m V for m = 0, 1, ... (r(hk) = -phase mod V),
-//     m-major (all heads' m-th vertical block side by side), each as the tile that holds it;
-//   pass 2: every tile, ascending (causal: decreasing work), KV heads side by side, skipping the tiles that
-//     pass 1 took (a stride >= 2 puts at most one vertical block in a 128-key tile of 64-key blocks).
+//     m-major (all heads' m-th unit side by side); block size 64: blocks m = 2 n and 2 n + 1 in one tile;
+//     block size 128: one block per tile;
+//   pass 2: the other blocks, ascending (causal: decreasing work), KV heads side by side; block size 64:
+//     the non-vertical blocks in pairs (the n-th and n+1-th of them); otherwise the 128-key tiles that hold
+//     no vertical block (a stride >= 2 puts at most one vertical block in a 128-key tile).
+// Without the vertical pass: every 128-key tile, adjacent blocks. The passes partition the key blocks
+// whatever the pattern, so the classification affects speed only, never which keys get dK and dV.
 // Everything is closed form in the unit index: no host-side plan, no workspace, CUDA-graph safe. Skipped
-// units (pass 1 past a head's last vertical block, pass 2's vertical tiles) cost the CTA a few instructions.
+// units (pass 1 past a head's last vertical block, pass 2 past its last pair) cost the CTA a few instructions.
 // NOTE: sequences are visited in order, each with its two passes: a varlen batch of one long and many short
 // sequences would want a global order; and an atomic work queue would balance better; measure.
 #pragma once
@@ -28,7 +37,8 @@ namespace s2attn::cuda {
 
 struct BwdWorkUnitSm90 {
   int b = 0, hk = 0;
-  int k0 = 0;          // first key of the tile (sequence-relative)
+  int k0 = 0;          // first key of the tile (sequence-relative): key block j0 = k0 / block size
+  int jstride = 1;     // block size 64: the tile's second block is j0 + jstride (past the keys: none)
   bool valid = false;  // false: a skipped unit (nothing to do)
   SeqGeometry g;
 };
@@ -50,8 +60,22 @@ struct BwdTileSchedulerSm90 {
     nblocks = (len_k + bs - 1) / bs;
     const int tiles = (len_k + kBlockN - 1) / kBlockN;
     const int V = p.pattern.vert_stride;
-    n1 = fp.vertical_first ? p.num_kv_heads * ((nblocks + V - 1) / V) : 0;
-    units = n1 + p.num_kv_heads * tiles;  // every key tile, also when no query sees it: dK = dV = 0
+    if (!fp.vertical_first) {
+      n1 = 0;
+      units = p.num_kv_heads * tiles;  // every key tile, also when no query sees it: dK = dV = 0
+    } else if (bs < kBlockN) {  // pairs: of vertical blocks (at most ceil(nb / V)), of the others (at most
+      const int vert_max = (nblocks + V - 1) / V;  // nb - floor(nb / V) of them)
+      n1 = p.num_kv_heads * ((vert_max + 1) / 2);
+      units = n1 + p.num_kv_heads * ((nblocks - nblocks / V + 1) / 2);
+    } else {
+      n1 = p.num_kv_heads * ((nblocks + V - 1) / V);
+      units = n1 + p.num_kv_heads * tiles;
+    }
+  }
+
+  // The n-th key block of KV head hk that is not vertical (V >= 2; r: its first vertical block).
+  __device__ __forceinline__ static int non_vertical_block(int n, int r, int V) {
+    return n < r ? n : r + 1 + (n - r) + (n - r) / (V - 1);
   }
 
   // Whether key block j is one of KV head hk's vertical blocks (pass 1's).
@@ -77,17 +101,38 @@ struct BwdTileSchedulerSm90 {
     const int v = u - base;
     w.b = b;
     w.g = g;
+    w.jstride = 1;
+    w.valid = true;
+    const int V = pr.vert_stride;
     if (v < n1) {
       const int m = v / hkv;
       w.hk = v % hkv;
-      const int j = pmod(-vertical_phase(pr, w.hk), pr.vert_stride) + m * pr.vert_stride;
-      w.valid = j < nblocks;
-      w.k0 = (j * bs) / kBlockN * kBlockN;
+      const int r = pmod(-vertical_phase(pr, w.hk), V);
+      if (bs < kBlockN) {  // vertical blocks 2 m and 2 m + 1 of the head
+        const int j = r + 2 * m * V;
+        w.valid = j < nblocks;
+        w.k0 = j * bs;
+        w.jstride = V;  // j + V past the keys: the tile has one block
+      } else {
+        const int j = r + m * V;
+        w.valid = j < nblocks;
+        w.k0 = (j * bs) / kBlockN * kBlockN;
+      }
+    } else if (fp.vertical_first && bs < kBlockN) {  // non-vertical blocks 2 x and 2 x + 1 of the head
+      const int x = (v - n1) / hkv;
+      w.hk = (v - n1) % hkv;
+      const int r = pmod(-vertical_phase(pr, w.hk), V);
+      const int nvert = r < nblocks ? (nblocks - r + V - 1) / V : 0;
+      const int count = nblocks - nvert;
+      w.valid = 2 * x < count;
+      const int ja = non_vertical_block(2 * x, r, V);
+      const int jb = 2 * x + 1 < count ? non_vertical_block(2 * x + 1, r, V) : nblocks;
+      w.k0 = ja * bs;
+      w.jstride = max(jb - ja, 1);
     } else {
       const int x = (v - n1) / hkv;
       w.hk = (v - n1) % hkv;
       w.k0 = x * kBlockN;
-      w.valid = true;
       if (fp.vertical_first) {
         const int j_lo = w.k0 / bs, j_hi = min((w.k0 + kBlockN + bs - 1) / bs, nblocks);
         for (int j = j_lo; j < j_hi; ++j) {

@@ -32,7 +32,8 @@ struct BwdStageMetaSm90 {
 struct BwdUnitSm90 {
   int32_t done;    // 1: no more units (the consumers exit)
   int32_t b, hk;   // sequence, KV head
-  int32_t k0;      // first key of the tile (sequence-relative)
+  int32_t k0;      // first key of the tile (sequence-relative): key half 0's
+  int32_t k_half;  // key half 1's first key is k0 + k_half (the scheduler pairs non-adjacent blocks)
   int32_t len_q, len_k, offset;  // the sequence's geometry (SeqGeometry)
   int64_t k_begin;   // first key token of the sequence in the operands
   int64_t row_base;  // workspace row of the sequence's query row 0
