@@ -231,23 +231,36 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
         float kf[kVec], vf[kVec];
         load_vec<T, kVec>(tk + imin(kk, kTile - 1) * D + lk * kVec, kf, 1.f);
         load_vec<T, kVec>(tv + imin(kk, kTile - 1) * D + lk * kVec, vf, 1.f);
+        // All rows' dot products first (independent FMA and shuffle chains the scheduler can interleave),
+        // then branch-free online-softmax updates: a row that does not see the key gets score -inf, so
+        // its update is the identity (alpha 1, p 0, o kept); a row that has seen nothing keeps m = -inf,
+        // l = o = 0. (Before: one `if (see)` per row, divergent between the warp's two keys, serialised.)
+        float sc[ROWS];
 #pragma unroll
         for (int rr = 0; rr < ROWS; ++rr) {
           float s = 0.f;
 #pragma unroll
           for (int e = 0; e < kVec; ++e) s = fmaf(q[rr][e], kf[e], s);
+          sc[rr] = s;
+        }
 #pragma unroll
-          for (int w = kLpk / 2; w >= 1; w /= 2) s += __shfl_xor_sync(0xffffffffu, s, w);
+        for (int w = kLpk / 2; w >= 1; w /= 2) {
+#pragma unroll
+          for (int rr = 0; rr < ROWS; ++rr) sc[rr] += __shfl_xor_sync(0xffffffffu, sc[rr], w);
+        }
+#pragma unroll
+        for (int rr = 0; rr < ROWS; ++rr) {
           const bool see = key_ok && ((vis >> rr) & 1u) && (p.pattern.causal ? t <= pos[rr] : t < c.ctx);
-          if (see) {
-            const float m_new = fmaxf(m[rr], s);
-            const float alpha = exp2f(m[rr] - m_new);
-            const float pr = exp2f(s - m_new);
-            l[rr] = fmaf(l[rr], alpha, pr);
-            m[rr] = m_new;
+          const float s = see ? sc[rr] : -INFINITY;
+          const float m_new = fmaxf(m[rr], s);
+          const float m_ref = m_new == -INFINITY ? 0.f : m_new;  // no key yet: exp2(-inf - 0) = 0, never NaN
+          const float alpha = exp2f(m[rr] - m_ref);
+          const float pr = exp2f(s - m_ref);
+          l[rr] = fmaf(l[rr], alpha, pr);
+          m[rr] = m_new;
+          // a select, not 0 * v: keys a row does not see may hold anything (even NaN) and must not leak in
 #pragma unroll
-            for (int e = 0; e < kVec; ++e) o[rr][e] = fmaf(o[rr][e], alpha, pr * vf[e]);
-          }
+          for (int e = 0; e < kVec; ++e) o[rr][e] = see ? fmaf(o[rr][e], alpha, pr * vf[e]) : o[rr][e];
         }
       }
       __syncthreads();  // the stage is refilled two tiles from now
