@@ -226,7 +226,6 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     geo.k0 = k0;
     geo.len_k = g.len_k;
     geo.j0 = k0 / bs;
-    geo.jstride = 1;
     geo.nblocks = bs >= kBlockN ? 1 : min(kBlockN / bs, (g.len_k - k0 + bs - 1) / bs);
     geo.offset = g.offset;
     geo.pos_lo = g.offset;

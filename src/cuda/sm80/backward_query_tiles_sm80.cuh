@@ -67,8 +67,7 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
 // each use, they take no registers across the steps, where dK and dV hold 128 of them at D = 128.
 struct WalkGeometry {
   int head0, group;    // q heads head0 .. head0 + group - 1
-  int j0, nblocks;     // the key tile's key blocks j0 + c * jstride, c < nblocks
-  int jstride;         // 1: adjacent blocks (the Hopper kernel pairs others: backward_scheduler_sm90.cuh)
+  int j0, nblocks;     // the key tile's key blocks j0 + c, c < nblocks (StridedWalkGeometry: j0 + c * jstride)
   int k0, len_k;       // its first key; keys of the sequence
   int q_lo, q_end;     // query blocks holding rows of the sequence
   int pos_lo, pos_hi;  // absolute positions of the sequence's rows
@@ -81,11 +80,20 @@ struct WalkGeometry {
 
 // The whole walk of one KV-kernel CTA: the q heads of the group in order, for each its query steps,
 // skipping steps with no work (no row of the sequence, or, causal, every row before the first key).
-template <int kBlockM, bool kList = false>
+// The Hopper kernel's tiles: key blocks j0 + c * jstride (pairs of non-adjacent blocks, the scheduler's).
+// A separate type: the portable kernel's geometry stays as it was (at 255 registers, a field more in its
+// shared struct, or a stride read, made ptxas spill in its step loop).
+struct StridedWalkGeometry : WalkGeometry {
+  int jstride;
+};
+__device__ __forceinline__ int block_stride(const WalkGeometry&) { return 1; }
+__device__ __forceinline__ int block_stride(const StridedWalkGeometry& g) { return g.jstride; }
+
+template <int kBlockM, bool kList = false, class Geometry = WalkGeometry>
 struct BackwardWalk {
   QueryTiles<kBlockM, kList> tiles;
   const PatternRules* pattern = nullptr;
-  const WalkGeometry* geo = nullptr;  // shared memory
+  const Geometry* geo = nullptr;  // shared memory
   int gi = 0;                         // the current q head: geo->head0 + gi
 
   __device__ __forceinline__ int head() const { return geo->head0 + gi; }
@@ -99,7 +107,7 @@ struct BackwardWalk {
   }
 
   __device__ __forceinline__ void start_head() {
-    tiles.init_columns(*pattern, head(), geo->j0, geo->jstride, geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
+    tiles.init_columns(*pattern, head(), geo->j0, block_stride(*geo), geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
   }
 
   // Moves to the first step with work from the current position (have: there is a current step).

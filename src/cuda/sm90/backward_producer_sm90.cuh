@@ -64,7 +64,7 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
                       batch_coord);
         }
       // the walk's constants (the walk reads them through a pointer: shared memory, not registers)
-      WalkGeometry& geo = ss.geo;
+      StridedWalkGeometry& geo = ss.geo;
       geo.head0 = w.hk * group;
       geo.group = group;
       geo.k0 = w.k0;
@@ -86,7 +86,7 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
     __syncwarp();
     ++unit_count;
 
-    BackwardWalk<kBlockM> walk;
+    BackwardWalk<kBlockM, false, StridedWalkGeometry> walk;
     walk.pattern = &p.pattern;
     walk.geo = &ss.geo;
     bool have = walk.first();

@@ -121,7 +121,7 @@ struct BwdSharedStorageSm90 {
   float lse2[T::kStages][T::kBlockM];  // the step's rows; +inf for rows outside the sequence (P = 0)
   float dsum[T::kStages][T::kBlockM];
   BwdStageMetaSm90 meta[T::kStages];
-  WalkGeometry geo;  // the producer's walk of the current unit
+  StridedWalkGeometry geo;  // the producer's walk of the current unit
   BwdUnitSm90 unit;
   alignas(8) uint64_t full[T::kStages];
   uint64_t empty[T::kStages];
