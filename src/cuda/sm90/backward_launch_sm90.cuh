@@ -1,7 +1,8 @@
-// Definition of run_backward_kv_sm90: included by the instantiation files only.
+// Definitions of run_backward_kv_sm90 and run_backward_dq_sm90: included by the instantiation files only.
 #pragma once
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/sm90/backward_dq_kernel_sm90.cuh"
 #include "cuda/sm90/backward_kernel_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
 
@@ -19,8 +20,21 @@ void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunch
   S2_CUDA_CHECK(cudaGetLastError());
 }
 
+template <typename Elem, int kHeadDim>
+void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch) {
+  using T = DqTraitsSm90<Elem, kHeadDim>;
+  constexpr int kSmem = dq_smem_bytes_sm90<T>();
+  static_assert(kSmem <= 227 * 1024, "shared memory of one H100 CTA");
+  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
+  const auto kernel = backward_dq_kernel_sm90<T>;
+  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);
+  kernel<<<launch.grid, T::kThreads, kSmem, launch.stream>>>(params);
+  S2_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace s2attn::cuda
 
 // One explicit instantiation per (dtype, head dim); use inside namespace s2attn::cuda.
 #define S2ATTN_INSTANTIATE_BACKWARD_SM90(ELEM, HEAD_DIM) \
-  template void run_backward_kv_sm90<ELEM, HEAD_DIM>(const BackwardParamsSm90&, const BackwardLaunchSm90&);
+  template void run_backward_kv_sm90<ELEM, HEAD_DIM>(const BackwardParamsSm90&, const BackwardLaunchSm90&); \
+  template void run_backward_dq_sm90<ELEM, HEAD_DIM>(const BackwardDqParamsSm90&, const BackwardLaunchSm90&);

@@ -4,9 +4,9 @@
 //   1. the portable pre-pass: lse2, dsum = rowsum(dO * O), zeroed dQ accumulator (backward_preprocess_sm80)
 //   2. the Hopper KV kernel: dK, dV written once; dQ added to the accumulator (backward_kernel_sm90.cuh)
 //   3. the portable post-process: dq = scale * accumulator                     (backward_postprocess_sm80)
-// Deterministic mode: step 2 skips dQ and step 3 is the portable Q-stationary dQ kernel (no atomics,
-// bitwise repeatable). NOTE: a Hopper-native dQ kernel (wgmma, row_segments walk, dQ in registers) is the
-// next step; the portable one is ~3x slower per FLOP than the KV kernel should be.
+// Deterministic mode (and ordered dQ, the default for vertical patterns): step 2 skips dQ and step 3 is the
+// Hopper dQ kernel (backward_dq_kernel_sm90.cuh: the forward's query tiles and key stages, dQ in
+// registers, written once: no atomics, bitwise repeatable).
 // The workspace is the portable backward's (BackwardWorkspace): the same sections, the same conventions.
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -48,20 +48,19 @@ bool vertical_first(const PatternRules& r) {
 
 template <typename Elem, typename CudaElemT>
 void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
-                 const BackwardLaunch& rows) {
+                 const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
   run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/false);
   if (launch.grid > 0) run_backward_kv_sm90<Elem, 128>(bp, launch);
   if (!p.deterministic) {
     run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/true);
-  } else if (rows.query_tiles > 0) {
-    static_assert(key_tile_sm80(64) == 64 && key_tile_sm80(128) == 64, "block sizes 64 and 128: 64-key tiles");
-    run_backward_dq_sm80<CudaElemT, 128, 64, false>(p, rows);
+  } else if (dq_launch.grid > 0) {
+    run_backward_dq_sm90<Elem, 128>(dqp, dq_launch);
   }
 }
 
 template <typename Elem, typename CudaElemT>
 void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
-                  const BackwardLaunch& rows) {
+                  const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
   constexpr bool kBf16 = std::is_same_v<Elem, cutlass::bfloat16_t>;
   constexpr bool kBuilt =
 #if defined(S2ATTN_SM90_HAS_BF16_D128)
@@ -72,9 +71,9 @@ void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, con
 #endif
       false;
   if constexpr (kBuilt) {
-    run_variant<Elem, CudaElemT>(p, bp, launch, rows);
+    run_variant<Elem, CudaElemT>(p, bp, launch, dqp, dq_launch, rows);
   } else {
-    (void)p, (void)bp, (void)launch, (void)rows;
+    (void)p, (void)bp, (void)launch, (void)dqp, (void)dq_launch, (void)rows;
     throw Unsupported("this Hopper backward variant is not built (S2ATTN_SM90_VARIANTS)");
   }
 }
@@ -93,6 +92,9 @@ bool backward_sm90_supports(const AttentionBwdParams& p) {
   // 32-bit unit indices in the scheduler: (pass 1 + pass 2 units) per sequence, + one grid of overshoot
   const int64_t tiles_ub = (int64_t(p.seqlen_k) + kBlockN - 1) / kBlockN + 1;
   if ((3 * tiles_ub * p.batch + 1) * p.num_kv_heads + 4096 >= (int64_t(1) << 31)) return false;
+  // and the dQ kernel's (the forward's scheduler over 128-row query tiles)
+  const int64_t q_tiles_ub = (int64_t(p.seqlen_q) + 127) / 128 + 1;
+  if ((q_tiles_ub * p.batch + 1) * p.num_heads + 4096 >= (int64_t(1) << 31)) return false;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t batch = varlen ? 1 : p.batch;
   return tma_ok_sm90(p.q, p.q_stride, batch, p.seqlen_q, p.num_heads) &&
@@ -164,10 +166,30 @@ void backward_sm90(const AttentionBwdParams& params) {
   const int sms = sm_count_sm90(launch.device);
   launch.grid = static_cast<int>(units < sms ? units : sms);
 
+  // The dQ kernel (deterministic / ordered dQ): the forward's query-tile units over the same operands.
+  BackwardDqParamsSm90 dqp;
+  BackwardLaunchSm90 dq_launch = launch;
+  dq_launch.grid = 0;
+  if (p.deterministic) {
+    dqp.f.p = p;  // the forward's view: q, k, v, pattern, lengths, scale
+    dqp.f.tma_q = bp.tma_q;
+    dqp.f.tma_k = bp.tma_k;
+    dqp.f.tma_v = bp.tma_v;
+    dqp.tma_do = bp.tma_do;
+    dqp.lse2 = rows.lse2;
+    dqp.dsum = rows.dsum;
+    dqp.total_q = p.total_q;
+    dqp.dq = p.dq;
+    dqp.dq_stride = p.dq_stride;
+    const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sms);
+    dq_launch.grid = tg.grid;
+    dqp.f.head_group = tg.head_group;
+  }
+
   if (p.dtype == DType::bf16) {
-    run_if_built<cutlass::bfloat16_t, __nv_bfloat16>(p, bp, launch, rows);
+    run_if_built<cutlass::bfloat16_t, __nv_bfloat16>(p, bp, launch, dqp, dq_launch, rows);
   } else {
-    run_if_built<cutlass::half_t, __half>(p, bp, launch, rows);
+    run_if_built<cutlass::half_t, __half>(p, bp, launch, dqp, dq_launch, rows);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include "common/attention_params.h"
+#include "cuda/sm90/forward_sm90.h"  // ForwardParamsSm90: the dQ kernel walks the forward's units and stages
 
 namespace s2attn::cuda {
 
@@ -30,8 +31,23 @@ struct BackwardLaunchSm90 {
   int grid = 0;  // persistent CTAs (<= SMs)
 };
 
+// The Hopper dQ kernel's parameters (backward_dq_kernel_sm90.cuh): the forward's units (query tiles) and
+// key stages over Q, K, V (f.p: the forward's view of the backward's operands), plus dO, the statistics
+// and the dQ output. It writes dQ rows directly (no accumulator, deterministic).
+struct BackwardDqParamsSm90 {
+  ForwardParamsSm90 f;
+  CUtensorMap tma_do;
+  const float* lse2 = nullptr;  // workspace (BackwardWorkspace): [h][t]
+  const float* dsum = nullptr;
+  int64_t total_q = 0;
+  void* dq = nullptr;
+  SeqStrides dq_stride;
+};
+
 // Elem: cutlass::bfloat16_t or cutlass::half_t.
 template <typename Elem, int kHeadDim>
 void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch);
+template <typename Elem, int kHeadDim>
+void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch);
 
 }  // namespace s2attn::cuda

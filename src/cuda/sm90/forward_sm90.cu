@@ -72,6 +72,27 @@ bool forward_sm90_supports(const AttentionParams& p) {
          rows_ok_sm90(p.out, p.out_stride, batch, p.seqlen_q, p.num_heads);
 }
 
+QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms) {
+  // Units: (sequence, head, query tile). Dense batch: exact; varlen: an upper bound (tiles of each sequence
+  // are counted on the device) used only to size the grid.
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  int64_t tiles;
+  if (varlen) {
+    tiles = (int64_t(p.seqlen_q) + kBlockM - 1) / kBlockM + p.batch;  // + 1 per sequence for unaligned offsets
+  } else {
+    const int64_t off = p.q_offset >= 0 ? p.q_offset : int64_t(p.seqlen_k) - p.seqlen_q;
+    tiles = p.batch * (floor_div64(off + p.seqlen_q - 1, kBlockM) - floor_div64(off, kBlockM) + 1);
+  }
+  const int64_t units = tiles * p.num_heads;
+  QueryTileGridSm90 tg;
+  tg.grid = static_cast<int>(units < sms ? units : sms);
+  // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
+  const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;
+  const int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
+  tg.head_group = static_cast<int>(hg < 1 ? 1 : (hg > p.num_heads ? p.num_heads : hg));
+  return tg;
+}
+
 void forward_sm90(const AttentionParams& p) {
   if (!forward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no forward kernel for this dtype / head dim / block size / pattern");
@@ -93,22 +114,9 @@ void forward_sm90(const AttentionParams& p) {
   fp.tma_k = make_tensor_map_sm90(p.k, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.k_stride);
   fp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
 
-  // Units: (sequence, head, query tile). Dense batch: exact; varlen: an upper bound (tiles of each sequence
-  // are counted on the device) used only to size the grid.
-  int64_t tiles;
-  if (varlen) {
-    tiles = (int64_t(p.seqlen_q) + kBlockM - 1) / kBlockM + p.batch;  // + 1 per sequence for unaligned offsets
-  } else {
-    const int64_t off = p.q_offset >= 0 ? p.q_offset : int64_t(p.seqlen_k) - p.seqlen_q;
-    tiles = p.batch * (floor_div64(off + p.seqlen_q - 1, kBlockM) - floor_div64(off, kBlockM) + 1);
-  }
-  const int64_t units = tiles * p.num_heads;
-  const int sms = sm_count_sm90(launch.device);
-  launch.grid = static_cast<int>(units < sms ? units : sms);
-  // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
-  const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;
-  int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
-  fp.head_group = static_cast<int>(hg < 1 ? 1 : (hg > p.num_heads ? p.num_heads : hg));
+  const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sm_count_sm90(launch.device));
+  launch.grid = tg.grid;
+  fp.head_group = tg.head_group;
   if (launch.grid <= 0) return;
 
   if (p.dtype == DType::bf16) {

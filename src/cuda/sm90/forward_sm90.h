@@ -24,6 +24,14 @@ struct ForwardLaunchSm90 {
   int grid = 0;  // persistent CTAs (<= SMs)
 };
 
+// The persistent grid over the forward's work units (sequence, head, 128-row query tile) and the heads per
+// scheduling group (tile_scheduler_sm90.cuh); grid 0: no unit. Shared by the forward and the dQ kernel.
+struct QueryTileGridSm90 {
+  int grid = 0;
+  int head_group = 1;
+};
+QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms);
+
 // Elem: cutlass::bfloat16_t or cutlass::half_t (declared as the CUDA types' bit twins in the .cu files).
 template <typename Elem, int kHeadDim>
 void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& launch);

@@ -1,0 +1,179 @@
+// A consumer warpgroup of the Hopper dQ kernel: 64 query rows of the unit's tile. Per key stage (128 keys):
+//   S = Q K^T                                  (wgmma, both operands in shared memory)
+//   P = exp2(S * scale * log2e - lse2)         (lse2: the forward's lse in log2 units, +inf: P = 0), masked
+//   dP = dO V^T                                (wgmma into S's registers: S is dead once P is packed)
+//   dS = P (dP - dsum)                         (into P's registers; dsum = rowsum(dO * O), the pre-pass)
+//   dQ += dS K                                 (wgmma, A = dS in registers, K read as (D, keys))
+// Epilogue: dQ * scale, 16-bit rows (the forward's quad transpose and 16-byte stores). Each row of the
+// output is written by exactly one warpgroup: no accumulator, no atomics, deterministic.
+// The rows' statistics are loaded once per unit (global, 2 rows per thread). dS uses the rounded P, as the
+// KV kernel does (the error is of the order of dS's own rounding).
+// NOTE (performance, first version): the GEMMs of a stage run one after another with the math between; the
+// two warpgroups interleave on the tensor cores but do not ping-pong (the forward does).
+#pragma once
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+
+#include "cuda/common/numeric.cuh"
+#include "cuda/sm90/backward_dq_traits_sm90.h"
+#include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/forward_consumer_sm90.cuh"  // ConsumerSm90: quad_transpose, release
+#include "cuda/sm90/gemm_sm90.cuh"
+#include "cuda/sm90/ptx_sm90.cuh"
+#include "cuda/sm90/stage_sequence_sm90.cuh"
+#include "cuda/sm90/tile_scheduler_sm90.cuh"
+
+namespace s2attn::cuda {
+
+template <class T>
+__device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, DqSharedStorageSm90<T>& ss,
+                                                int wg) {
+  using namespace cute;
+  using Elem = typename T::Elem;
+  using CElem = typename CudaElem<Elem>::type;
+  using C = ConsumerSm90<T>;
+  constexpr int kD = T::kHeadDim;
+  constexpr int kSN8 = T::kBlockN / 8;  // n8 tiles of S per row
+  const ForwardParamsSm90& fp = dp.f;
+  const AttentionParams& p = fp.p;
+  const int tid = threadIdx.x % 128;  // thread in the warpgroup
+  const int warp = tid / 32, lane = tid % 32;
+  const bool causal = p.pattern.causal != 0;
+  const float scale_log2 = p.scale * kLog2eSm90;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+
+  typename T::MmaS mma_s;
+  typename T::MmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(tid);
+  auto thr_o = mma_o.get_thread_slice(tid);
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // S, then dP (fp32)
+  Tensor tOrdQ = partition_fragment_C(mma_o, Shape<Int<T::kWgRows>, Int<kD>>{});         // (64, D) fp32
+  Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));  // P, dS
+  Tensor tOrP32 = recast<uint32_t>(tOrP);
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(ss.dout + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);    // (64, D)
+  Tensor tSrdO = thr_s.partition_fragment_A(sdO);
+
+  TileSchedulerSm90<T::kBlockM> sched;
+  int stage = 0;
+  uint32_t phase = 0;
+  int unit_count = 0;
+  WorkUnitSm90 w;
+  for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
+    // this thread's rows (absolute positions) and their statistics; rows outside the sequence get
+    // lse2 = +inf (P = 0) and are not stored
+    int pos[2];
+    float lse2[2], dsum[2];
+    const int64_t row_base = varlen ? w.g.q_begin : int64_t(w.b) * p.seqlen_q;
+    const int64_t stats = int64_t(w.h) * dp.total_q + row_base - w.g.offset;  // + position
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      pos[r] = w.t0 + wg * T::kWgRows + warp * 16 + r * 8 + lane / 4;
+      const bool in_seq = pos[r] >= w.pos_lo && pos[r] < w.pos_hi;
+      lse2[r] = in_seq ? dp.lse2[stats + pos[r]] : INFINITY;
+      dsum[r] = in_seq ? dp.dsum[stats + pos[r]] : 0.f;
+    }
+    const int pos_min = w.t0 + wg * T::kWgRows;  // first row of the warpgroup
+    const int len_k = w.g.len_k;
+    clear(tOrdQ);
+
+    StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
+    seq.init(p.pattern, w);
+    mbar_wait(&ss.q_full, unit_count & 1);
+    ++unit_count;
+    StageSm90 st;
+    while (seq.next(st)) {
+      mbar_wait(&ss.k_full[stage], phase);
+      if (st.boxes > 0) {
+        Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
+        Tensor sV = make_tensor(make_smem_ptr(ss.v[stage]), typename T::SmemLayoutKV{});
+        Tensor sKt = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutVt{});  // (D, 128)
+        wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+
+        // P, masked where the stage needs it. Element e = c + 2 r + 4 t of the accumulator; its 16-bit
+        // pair (c = 0, 1) is A-fragment register r + 2 t.
+        const uint32_t seen = ((st.vis[0] >> wg) & 1u) | (((st.vis[1] >> wg) & 1u) << 1);
+        const int k_hi = max(st.k0[0], st.k0[1]) + T::kSubTile;  // one past the last key of the stage
+        const bool full = seen == 3u && k_hi <= len_k && (!causal || k_hi - 1 <= pos_min);
+        CUTE_UNROLL
+        for (int t = 0; t < kSN8; ++t) {
+          const int box = t / (kSN8 / 2);
+          const int kbase = st.k0[box] + (t % (kSN8 / 2)) * 8 + 2 * (lane % 4);
+          const bool box_seen = (seen >> box) & 1u;
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            float pv[2];
+            CUTE_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              float pr = exp2_approx(fmaf(tSrS(c + 2 * r + 4 * t), scale_log2, -lse2[r]));
+              if (!full) {
+                const int key = kbase + c;
+                const bool ok = box_seen && key < len_k && (!causal || key <= pos[r]);
+                if (!ok) pr = 0.f;
+              }
+              pv[c] = pr;
+            }
+            tOrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
+          }
+        }
+
+        mbar_wait(&ss.v_full[stage], phase);
+        wgmma_issue<true, false>(mma_s, tSrdO, thr_s.partition_fragment_B(sV), tSrS);  // dP
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        C::release(&ss.v_empty[stage]);
+        if (st.last) C::release(&ss.q_empty);  // Q and dO read for the unit's last time (warp-uniform)
+
+        CUTE_UNROLL
+        for (int t = 0; t < kSN8; ++t)
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const float2 pv = unpack2<CElem>(tOrP32(r + 2 * t));
+            const int e = 2 * r + 4 * t;
+            tOrP32(r + 2 * t) = pack2<CElem>(pv.x * (tSrS(e) - dsum[r]), pv.y * (tSrS(e + 1) - dsum[r]));
+          }
+        wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sKt), tOrdQ);  // dQ += dS K
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrdQ);
+        C::release(&ss.k_empty[stage]);
+      } else {  // a unit that sees nothing: pass the (empty) stage through
+        mbar_wait(&ss.v_full[stage], phase);
+        C::release(&ss.k_empty[stage]);
+        C::release(&ss.v_empty[stage]);
+        C::release(&ss.q_empty);
+      }
+      if (++stage == T::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+
+    // Epilogue: dQ * scale as 16-bit rows of the sequence (16-byte stores after the quad transpose).
+    CElem* dq = static_cast<CElem*>(dp.dq) + w.b * dp.dq_stride.batch + w.g.q_begin * dp.dq_stride.seq +
+                w.h * dp.dq_stride.head;
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      uint32_t o16[C::kON8];
+      CUTE_UNROLL
+      for (int t = 0; t < C::kON8; ++t) {
+        o16[t] = pack2<CElem>(tOrdQ(4 * t + 2 * r) * p.scale, tOrdQ(4 * t + 2 * r + 1) * p.scale);
+      }
+      CUTE_UNROLL
+      for (int g = 0; g < C::kON8 / 4; ++g) C::quad_transpose(o16 + 4 * g);
+      if (pos[r] >= w.pos_lo && pos[r] < w.pos_hi) {
+        CElem* row = dq + int64_t(pos[r] - w.g.offset) * dp.dq_stride.seq + 8 * (lane % 4);
+        CUTE_UNROLL
+        for (int g = 0; g < C::kON8 / 4; ++g) {
+          *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,48 @@
+// Tile sizes, warp roles and shared-memory layout of the Hopper (sm_90a) backward's dQ kernel. The kernel
+// is the forward's shape (a 128-row query tile resident, key stages of two 64-key boxes streamed), so the
+// traits extend the forward's: same GEMM atoms and layouts, a Q and a dO tile, fewer stages.
+// Included by the sm_90a translation units only (it needs CuTe).
+#pragma once
+#include <cstdint>
+
+#include "cuda/sm90/forward_traits_sm90.h"
+
+namespace s2attn::cuda {
+
+template <typename Elem_, int kHeadDim_>
+struct DqTraitsSm90 : ForwardTraitsSm90<Elem_, kHeadDim_> {
+  using Base = ForwardTraitsSm90<Elem_, kHeadDim_>;
+  // Per warpgroup (64 query rows) and stage (128 keys):
+  //   S = Q K^T, P = exp2(S * scale * log2e - lse2)     (MmaS, as the forward's S)
+  //   dP = dO V^T                                     (MmaS again, dO in Q's place, V in K's)
+  //   dS = P (dP - dsum); dQ += dS K                  (MmaO: dS from registers, K read as (D, keys) like V)
+  // K is read by the first and the last GEMM, V by the second: a stage holds K and V until its dQ GEMM.
+  // Q + dO: 64 KiB at D = 128; a stage (K + V) 64 KiB: 2 stages, 192 KiB of 227.
+  static constexpr int kStages = 2;
+  // Registers: dQ (64 x D fp32: 64 per thread at D = 128), S then dP (64 x 128 fp32: 64), P then dS
+  // (16-bit: 32), the rows' statistics: about 170 live. The producer runs the forward's key-tile walk (72).
+  static constexpr int kProducerRegs = 72;
+  static constexpr int kConsumerRegs = 216;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 65536, "register file");
+};
+
+template <class T>
+struct DqSharedStorageSm90 {
+  alignas(1024) typename T::Elem q[T::kQElems];     // [consumer wg][chunk][64 rows][64]
+  alignas(1024) typename T::Elem dout[T::kQElems];  // the same layout
+  alignas(1024) typename T::Elem k[T::kStages][T::kTileElems];  // [chunk][128 rows][64]
+  alignas(1024) typename T::Elem v[T::kStages][T::kTileElems];
+  alignas(8) uint64_t k_full[T::kStages];
+  uint64_t k_empty[T::kStages];
+  uint64_t v_full[T::kStages];
+  uint64_t v_empty[T::kStages];
+  uint64_t q_full;   // Q and dO of the unit
+  uint64_t q_empty;
+};
+
+template <class T>
+constexpr int dq_smem_bytes_sm90() {
+  return static_cast<int>(sizeof(DqSharedStorageSm90<T>)) + 1024;  // + alignment slack of the dynamic base
+}
+
+}  // namespace s2attn::cuda
