@@ -37,6 +37,15 @@ __device__ __forceinline__ float2 unpack2<__half>(uint32_t v) {
   return __half22float2(*reinterpret_cast<const __half2*>(&v));
 }
 
+constexpr float kLog2e = 1.4426950408889634f;  // scores go to the log2 domain: exp(x) = exp2(x * log2 e)
+constexpr float kLn2 = 0.6931471805599453f;     // and the LSE back: ln(x) = log2(x) * ln 2
+
+__device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // floor(a / b) for b > 0 (positions before the first key are negative).
 __device__ __forceinline__ int floor_div(int a, int b) {
   const int q = a / b;

@@ -19,25 +19,11 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/seq_geometry.cuh"
+#include "cuda/common/smem_swizzle.cuh"
 #include "cuda/sm80/forward_traits_sm80.h"
 #include "cuda/sm80/key_tiles_sm80.cuh"
 
 namespace s2attn::cuda {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Element offset of (row, 16-byte chunk) in a swizzled tile with rows of kHeadDim elements.
-template <int kHeadDim>
-__device__ __forceinline__ int swizzle(int row, int chunk) {
-  return row * kHeadDim + ((chunk ^ (row & 7)) << 3);
-}
 
 // cp.async of tile rows [0, kRows): tile row x <- operand row row0 + x (row stride `stride` elements from
 // `base`); rows outside [lo, hi) are zero-filled (`safe` is any valid global address for them).

@@ -48,7 +48,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32;
   const bool causal = p.pattern.causal != 0;
-  const float scale_log2 = p.scale * kLog2eSm90;
+  const float scale_log2 = p.scale * kLog2e;
   // the tile's key block holding this warpgroup's keys (block size >= 64: one per warpgroup)
   const int bs_shift = __ffs(p.pattern.block_size) - 1;
   const int wg_block = (wg * T::kWgKeys) >> bs_shift;
@@ -131,7 +131,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
               CUTE_UNROLL
               for (int c = 0; c < 2; ++c) {
                 const int e = c + 2 * r + 4 * t;
-                float pr = exp2_approx(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
+                float pr = fast_exp2(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
                 if (!full) {
                   const int key = k0w + warp * 16 + r * 8 + lane / 4;
                   const bool ok = key < len_k && (!causal || key <= meta.p0 + m0 + c);

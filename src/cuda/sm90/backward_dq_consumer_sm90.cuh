@@ -40,7 +40,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
   const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32;
   const bool causal = p.pattern.causal != 0;
-  const float scale_log2 = p.scale * kLog2eSm90;
+  const float scale_log2 = p.scale * kLog2e;
   const bool varlen = p.cu_seqlens_q != nullptr;
 
   typename T::MmaS mma_s;
@@ -110,7 +110,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
             float pv[2];
             CUTE_UNROLL
             for (int c = 0; c < 2; ++c) {
-              float pr = exp2_approx(fmaf(tSrS(c + 2 * r + 4 * t), scale_log2, -lse2[r]));
+              float pr = fast_exp2(fmaf(tSrS(c + 2 * r + 4 * t), scale_log2, -lse2[r]));
               if (!full) {
                 const int key = kbase + c;
                 const bool ok = box_seen && key < len_k && (!causal || key <= pos[r]);

@@ -79,7 +79,7 @@ struct ConsumerSm90 {
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[r], mx * scale);
       const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
-      alpha[r] = exp2_approx(m[r] - ref);
+      alpha[r] = fast_exp2(m[r] - ref);
       changed |= m_new != m[r];
       m[r] = m_new;
       float sum = 0.f;
@@ -87,7 +87,7 @@ struct ConsumerSm90 {
       for (int t = 0; t < kSN8; ++t)
         CUTE_UNROLL
         for (int c = 0; c < 2; ++c) {
-          const float pr = exp2_approx(fmaf(s(4 * t + 2 * r + c), scale, -ref));
+          const float pr = fast_exp2(fmaf(s(4 * t + 2 * r + c), scale, -ref));
           s(4 * t + 2 * r + c) = pr;
           sum += pr;
         }
@@ -152,7 +152,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
   const bool causal = p.pattern.causal != 0;
   // softmax scale into the log2 domain; a negative scale is applied to S first (the running max needs a
   // monotone map), a positive one is folded into the exponent's FFMA
-  const float scale_log2 = p.scale * kLog2eSm90;
+  const float scale_log2 = p.scale * kLog2e;
   const bool prescale = scale_log2 < 0.f;
   const float fold_scale = prescale ? 1.f : scale_log2;
 
@@ -293,7 +293,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       s += __shfl_xor_sync(0xffffffffu, s, 1);
       s += __shfl_xor_sync(0xffffffffu, s, 2);
       const float inv = s > 0.f ? 1.f / s : 0.f;
-      lse[r] = s > 0.f ? (m[r] + __log2f(s)) * kLn2Sm90 : -INFINITY;
+      lse[r] = s > 0.f ? (m[r] + __log2f(s)) * kLn2 : -INFINITY;
       CUTE_UNROLL
       for (int t = 0; t < C::kON8; ++t) {
         tOrO(4 * t + 2 * r) *= inv;

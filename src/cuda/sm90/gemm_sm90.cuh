@@ -7,6 +7,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "cuda/common/numeric.cuh"  // kLog2e, kLn2, fast_exp2
+
 namespace s2attn::cuda {
 
 // The CUDA type with the bits of a CuTe element type (for packing and stores).
@@ -20,15 +22,6 @@ template <>
 struct CudaElem<cutlass::half_t> {
   using type = __half;
 };
-
-constexpr float kLog2eSm90 = 1.4426950408889634f;
-constexpr float kLn2Sm90 = 0.6931471805599453f;
-
-__device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Issues one warpgroup GEMM (all k16 steps) and commits it; the caller waits (warpgroup_wait).
 // kRegA: A in registers (RS), else a shared-memory descriptor (SS).

@@ -1,4 +1,5 @@
-// Paged decode / small-q attention kernel (portable, sm_80+). One CTA per (sequence, KV head, head chunk,
+// Paged attention, SIMT kernel (portable, sm_80+): the fp32 path (16-bit caches take the tensor-core kernel,
+// paged_mma_kernel.cuh). One CTA per (sequence, KV head, head chunk,
 // split, query-row tile): its ROWS packed rows are (q head of the KV group) x (query row), so every K/V byte
 // a group needs is read once for all its heads. The CTA walks the union of the visible key blocks of its
 // rows (analytic rules, enumerated in registers: no index tensor), restricted to its split's key-block
@@ -18,6 +19,7 @@
 
 #include "cuda/common/ptx_sm80.cuh"
 #include "inference/cuda/paged_elem.cuh"
+#include "inference/cuda/paged_walk.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
 #include "inference/split_ranges.h"
@@ -43,52 +45,6 @@ struct PagedDecodeTraits {
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
 };
 
-// The rows a CTA owns and the key blocks they see.
-struct CtaRows {
-  int32_t b, hk, h0, nh;   // sequence, KV head, first q head, q heads in the CTA
-  int32_t r0, nq;          // first query row (within the sequence), query rows in the CTA
-  int32_t len_q, ctx, nk;  // sequence's query rows, context length, key blocks
-  int32_t i_lo, i_hi;      // query blocks of the CTA's rows, inclusive (i_lo may be < 0)
-};
-
-// Smallest key block >= x visible to some (head, query block) of the CTA, or `end` when none below it.
-// Re-derived from the rules at every step (a few integer ops per source): nothing is stored.
-// A row's next_from(x) answers its own list's end when it has no member >= x, and that end differs per row
-// (causal: min(nk, i + 1)), so it can lie below x: only real members (j < s.end) are candidates. Taking
-// the sentinel sent the walk back to a lower block forever when the CTA's rows span query blocks.
-// kList: a block-mask pattern (device lists; a separate instantiation, the analytic code is unchanged).
-template <bool kList>
-__device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const CtaRows& c, int32_t x,
-                                                    int32_t end) {
-  int32_t best = end;
-  if constexpr (kList) {  // block mask (device lists): the first entry >= x of each row list, by binary search
-    const BlockMaskView& m = p.mask;
-    const int32_t heads = m.heads == p.num_heads ? c.nh : 1;  // a shared or per-KV-head mask: one list
-    for (int32_t g = 0; g < heads; ++g) {
-      for (int32_t i = imax(c.i_lo, 0); i <= imin(c.i_hi, m.rows - 1); ++i) {
-        const int64_t row = static_cast<int64_t>(mask_head(p, c.h0 + g)) * m.rows + i;
-        const int32_t* list = m.col_idx + m.row_ptr[row];
-        const int32_t n = m.row_ptr[row + 1] - m.row_ptr[row];
-        const int32_t at = sorted_lower_bound(list, n, x);
-        if (at < n) {
-          const int32_t j = list[at];
-          if (j < (p.causal ? imin(c.nk, i + 1) : c.nk) && j < best) best = j;
-        }
-      }
-    }
-    return best < end ? best : end;
-  }
-  const int32_t heads = p.per_q_head ? c.nh : 1;  // per-KV-head patterns: the group shares one pattern
-  for (int32_t g = 0; g < heads; ++g) {
-    for (int32_t i = imax(c.i_lo, 0); i <= c.i_hi; ++i) {
-      const SegmentList s = row_segments(p, c.h0 + g, i, c.nk);
-      const int32_t j = s.next_from(x);
-      if (j < s.end && j < best) best = j;  // j >= x here: the walk always moves forward
-    }
-  }
-  return best < end ? best : end;
-}
-
 template <typename T, int D, int ROWS, bool kList>
 __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
     paged_decode_kernel(const PagedParams p, int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks,
@@ -101,40 +57,15 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
   uint8_t* sok = reinterpret_cast<uint8_t*>(sv + Tr::kStages * Tr::kTileElems);  // [stages][kTile]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int32_t G = p.num_heads / p.num_kv_heads;
-  // blockIdx.x = ((b * Hkv + hk) * head_chunks + hc) * splits + split
-  int32_t x = blockIdx.x;
-  const int32_t split = x % p.num_splits;
-  x /= p.num_splits;
-  const int32_t hc = x % head_chunks;
-  x /= head_chunks;
-  CtaRows c;
-  c.hk = x % p.num_kv_heads;
-  c.b = x / p.num_kv_heads;
-  c.h0 = c.hk * G + hc * heads_per_cta;
-  c.nh = imin(heads_per_cta, c.hk * G + G - c.h0);
-  c.len_q = p.len_q(c.b);
-  c.ctx = p.context_lens[c.b];
+  const CtaCoords k = cta_coords(p, heads_per_cta, head_chunks);
+  const int32_t split = k.split;
   const int32_t bs = p.pattern.block_size;
-  c.nk = (c.ctx + bs - 1) / bs;
-  const int64_t row_base = p.q_begin(c.b) + (p.cu_seqlens_q ? 0 : int64_t(c.b) * p.q_len);  // workspace row
+  const int64_t row_base = p.q_begin(k.b) + (p.cu_seqlens_q ? 0 : int64_t(k.b) * p.q_len);  // workspace row
 
   for (int32_t qt = blockIdx.y; qt < q_tiles; qt += gridDim.y) {
-    c.r0 = qt * rows_per_head;
-    if (c.r0 >= c.len_q) break;  // varlen: tiles past this sequence's rows
-    c.nq = imin(rows_per_head, c.len_q - c.r0);
-    const int32_t pos0 = c.ctx - c.len_q + c.r0;  // absolute position of the CTA's first query row
-    c.i_lo = pos0 >= 0 ? pos0 / bs : -((-pos0 + bs - 1) / bs);
-    c.i_hi = (pos0 + c.nq - 1) >= 0 ? (pos0 + c.nq - 1) / bs : -1;
-    // this split's key blocks
-    int32_t j_lo, j_hi;
-    if (kList || p.num_splits == 1) {
-      const int32_t per_split = (c.nk + p.num_splits - 1) / p.num_splits;
-      j_lo = imin(c.nk, split * per_split);
-      j_hi = imin(c.nk, j_lo + per_split);
-    } else {
-      balanced_split_range(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, split, p.num_splits, &j_lo, &j_hi);
-    }
+    CtaRows c;
+    int32_t pos0, j_lo, j_hi;
+    if (!cta_rows<kList>(p, k, qt, rows_per_head, &c, &pos0, &j_lo, &j_hi)) break;  // varlen: past the rows
 
     // Packed row rr = g * rows_per_head + qi: q head h0 + g, query row r0 + qi.
     float q[ROWS][kVec], o[ROWS][kVec], m[ROWS], l[ROWS];

@@ -1,16 +1,18 @@
-// Host side of the CUDA paged kernels: the split-KV heuristic, the variant dispatch (dtype x head dim x
-// packed rows), the launches. No allocation, no synchronisation: graph-capturable.
+// Host side of the CUDA paged kernels: the split-KV heuristic, the variant dispatch (dtype -> tensor-core
+// or SIMT kernel, head dim, packed rows), the launches. No allocation, no synchronisation: graph-capturable.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "inference/cuda/combine_kernel.cuh"
 #include "inference/cuda/paged_cuda.h"
 #include "inference/cuda/paged_decode_kernel.cuh"
+#include "inference/cuda/paged_mma_kernel.cuh"
 
 namespace s2attn::cuda {
 namespace {
@@ -26,9 +28,23 @@ int sm_count(int device) {
   return cached[device];
 }
 
-// Packed rows of a CTA: 4 when the group's heads times the query rows fit (decode with G <= 4: fewer
-// registers, more CTAs per SM), else 8.
-int rows_variant(const PagedParams& p) { return p.group_size() * std::max(1, p.q_len) <= 4 ? 4 : 8; }
+// The kernel a call takes and its packed rows per CTA. 16-bit caches: the tensor-core kernel, one 16-row
+// tile when the group's heads times the query rows fit (decode, speculative decode: the 4 warps split the
+// keys), else 64 rows (prefill: a 16-row tile per warp). fp32: the SIMT kernel, 4 or 8 rows.
+struct Variant {
+  bool mma;
+  int rows;
+  int ctas_per_sm;  // resident CTAs per SM (shared memory bound): the split heuristic's wave size
+};
+
+Variant variant(const PagedParams& p) {
+  const int want = p.group_size() * std::max(1, p.q_len);
+  if (p.dtype != DType::f32) {
+    const bool decode = want <= 16;
+    return Variant{true, decode ? 16 : 64, 2};
+  }
+  return Variant{false, want <= 4 ? 4 : 8, 3};
+}
 
 struct Geometry {
   int heads_per_cta, rows_per_head, head_chunks, q_tiles;
@@ -54,44 +70,76 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
-template <typename T, int D, int ROWS, bool kList>
-void launch_decode(const PagedParams& p) {
-  using Tr = PagedDecodeTraits<T, D, ROWS>;
-  const Geometry g = geometry(p, ROWS);
-  auto* kernel = paged_decode_kernel<T, D, ROWS, kList>;
-  static uint64_t configured = 0;
-  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), Tr::kSmemBytes, p.device, &configured);
+void launch_combine(const PagedParams& p) {
+  if (p.num_splits <= 1 || p.total_q <= 0) return;
+  auto stream = static_cast<cudaStream_t>(p.stream);
+  const dim3 grid(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
+  switch (p.dtype) {
+    case DType::bf16: paged_split_combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p); break;
+    case DType::f16: paged_split_combine_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p); break;
+    default: paged_split_combine_kernel<float><<<grid, kCombineThreads, 0, stream>>>(p); break;
+  }
+  S2_CUDA_CHECK(cudaGetLastError());
+}
+
+// One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk,
+// split) x query-tile grid, then the split combine.
+template <class Kernel>
+void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_bytes, int rows, uint64_t* configured) {
+  const Geometry g = geometry(p, rows);
+  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), smem_bytes, p.device, configured);
   const int64_t ctas = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * p.num_splits;
   if (ctas > INT32_MAX) throw InvalidArgument("q", "fewer than 2^31 (sequence, KV head, split) work units");
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(std::min(g.q_tiles, 65535)));
   auto stream = static_cast<cudaStream_t>(p.stream);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, g.heads_per_cta, g.rows_per_head, g.head_chunks,
-                                                         g.q_tiles);
+  kernel<<<grid, threads, smem_bytes, stream>>>(p, g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
   S2_CUDA_CHECK(cudaGetLastError());
-  if (p.num_splits > 1 && p.total_q > 0) {
-    const dim3 combine_grid(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
-    paged_split_combine_kernel<T><<<combine_grid, kCombineThreads, 0, stream>>>(p);
-    S2_CUDA_CHECK(cudaGetLastError());
-  }
+  launch_combine(p);
+}
+
+template <typename T, int D, int RT, bool kList>
+void launch_mma(const PagedParams& p) {
+  using Tr = PagedMmaTraits<T, D, RT>;
+  static uint64_t configured = 0;
+  launch_paged(p, paged_mma_kernel<T, D, RT, kList>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
+}
+
+template <int D, int ROWS, bool kList>
+void launch_simt(const PagedParams& p) {
+  using Tr = PagedDecodeTraits<float, D, ROWS>;
+  static uint64_t configured = 0;
+  launch_paged(p, paged_decode_kernel<float, D, ROWS, kList>, Tr::kThreads, Tr::kSmemBytes, ROWS, &configured);
 }
 
 template <typename T, bool kList>
 void dispatch_dim(const PagedParams& p) {
-  const bool r4 = rows_variant(p) == 4;
-  if (p.head_dim == 64) return r4 ? launch_decode<T, 64, 4, kList>(p) : launch_decode<T, 64, 8, kList>(p);
-  if (p.head_dim == 128) return r4 ? launch_decode<T, 128, 4, kList>(p) : launch_decode<T, 128, 8, kList>(p);
-  throw Unsupported("the CUDA paged kernels are built for head_dim 64 and 128, got " + std::to_string(p.head_dim));
+  const Variant v = variant(p);
+  if (p.head_dim != 64 && p.head_dim != 128) {
+    throw Unsupported("the CUDA paged kernels are built for head_dim 64 and 128, got " +
+                      std::to_string(p.head_dim));
+  }
+  const bool d64 = p.head_dim == 64;
+  if constexpr (std::is_same_v<T, float>) {
+    const bool r4 = v.rows == 4;
+    if (d64) return r4 ? launch_simt<64, 4, kList>(p) : launch_simt<64, 8, kList>(p);
+    return r4 ? launch_simt<128, 4, kList>(p) : launch_simt<128, 8, kList>(p);
+  } else {
+    const bool decode = v.rows == 16;
+    if (d64) return decode ? launch_mma<T, 64, 1, kList>(p) : launch_mma<T, 64, 4, kList>(p);
+    return decode ? launch_mma<T, 128, 1, kList>(p) : launch_mma<T, 128, 4, kList>(p);
+  }
 }
 
 }  // namespace
 
 int paged_auto_splits(const PagedParams& p) {
-  const Geometry g = geometry(p, rows_variant(p));
+  const Variant v = variant(p);
+  const Geometry g = geometry(p, v.rows);
   const int64_t units = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * std::min(g.q_tiles, 65535);
-  // Many waves of CTAs (3 resident per SM at 128 threads): with few CTAs the last wave idles most of the
+  // Many waves of CTAs (v.ctas_per_sm resident per SM): with few CTAs the last wave idles most of the
   // GPU (measured at batch 32 x 128k, 512 CTAs = 1.29 waves: DRAM at 17% of peak, ncu). Splits cost a
   // partial output per row and split (fp32, combined afterwards): small next to the K/V they divide.
-  const int64_t target = 8 * 3 * int64_t(sm_count(p.device));
+  const int64_t target = 8 * v.ctas_per_sm * int64_t(sm_count(p.device));
   if (units >= target) return 1;
   // Keys one query of the last block sees at the largest context the table allows (bounded count).
   const int32_t bs = p.pattern.block_size;

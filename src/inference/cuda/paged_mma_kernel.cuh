@@ -1,0 +1,389 @@
+// Paged attention on tensor cores (portable, sm_80+; bf16 and fp16 caches): decode, speculative decode and
+// chunked prefill. One CTA of 4 warps per (sequence, KV head, head chunk, split, query-row tile); its packed
+// rows are (q head of the KV group) x (query row), head-major, so every K/V byte a group needs is read once
+// for all its heads, and a 16-row slice of them is the M dimension of mma.sync m16n8k16 (rows past the
+// group are zero and cost nothing but tensor-core slots, which decode has to spare: it is bound by memory).
+//
+//  - kRowTiles = 1 (decode, <= 16 packed rows): the 4 warps share the rows and split each 64-key tile, 16
+//    keys each, with their own online-softmax state; the states are merged once at the end.
+//  - kRowTiles = 4 (prefill, 64 packed rows): each warp owns 16 rows and scores the whole tile.
+//
+// Keys: the CTA walks the union of the key blocks its rows see (analytic rules or the block mask's device
+// lists, paged_walk.cuh) within its split's range. A 64-key tile holds 64 / block_size blocks (block 16, 32)
+// or one 64-key part of a block (64, 128). Every key row is gathered through the block table with 16-byte
+// cp.async into a kStages-deep ring (the table entries of a tile are loaded together, before its copies,
+// so their latencies overlap); rows past the context, past a block, or behind an out-of-range table entry
+// are zero-filled and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the
+// compute side masks by the block visibility of its rows (per slot), validity, and the causal cut.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/common/numeric.cuh"
+#include "cuda/common/ptx_sm80.cuh"
+#include "cuda/common/smem_swizzle.cuh"
+#include "inference/cuda/paged_elem.cuh"
+#include "inference/cuda/paged_walk.cuh"
+#include "inference/paged_params.h"
+#include "inference/paged_workspace.h"
+#include "s2attn/pattern_rules.h"
+
+namespace s2attn::cuda {
+
+template <typename T, int D, int RT>
+struct PagedMmaTraits {
+  static constexpr int kThreads = 128;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kRowTiles = RT;
+  static constexpr int kRows = 16 * RT;             // packed rows of a CTA
+  static constexpr int kKeySplit = kWarps / RT;     // warps sharing a row tile, each with its own keys
+  static constexpr int kTileKeys = 64;
+  static constexpr int kWarpKeys = kTileKeys / kKeySplit;
+  static constexpr int kNTiles = kWarpKeys / 8;     // n8 score tiles of a warp
+  static constexpr int kChunks = D / 8;             // 16-byte chunks of a row
+  static constexpr int kQkSteps = D / 16;
+  static constexpr int kDTiles = D / 8;
+  static constexpr int kMaxSlots = 4;               // blocks of a tile: 64 / 16 at the smallest block size
+  // Decode: 3 stages (two tiles in flight while one is scored: decode is a stream of K/V); prefill: 2.
+  static constexpr int kStages = RT == 1 ? 3 : 2;
+  static constexpr int kMinCtasPerSm = 2;  // what shared memory allows at D = 128; registers up to 255
+  static constexpr int kTileElems = kTileKeys * D;
+  static constexpr int kQElems = kRows * D;
+  static constexpr int kRowsPerPass = kThreads / kChunks;  // key rows one pass of the CTA copies
+  static constexpr int kLoadRows = kTileKeys / kRowsPerPass;
+  static constexpr int kKeysOffset = (kQElems + kStages * 2 * kTileElems) * int(sizeof(T));
+  static constexpr int kSlotsOffset = kKeysOffset + kStages * kTileKeys * 4;
+  static constexpr int kPipeBytes = kSlotsOffset + kStages * kMaxSlots * 4;
+  static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts)
+  static constexpr int kMergeBytes = kWarps * 16 * (kMergeStride + 2) * 4;
+  static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+  static_assert(kThreads % kChunks == 0 && kTileKeys % kRowsPerPass == 0, "copy passes");
+  static_assert(kWarpKeys % 16 == 0, "a warp scores whole k16 steps of keys");
+};
+
+// The blocks of one tile: slot s holds block j[s] (-1: none); keys [st * w, st * w + w) of each, w =
+// min(block, 64). j[0] < 0: the walk has ended.
+template <int kSlots>
+struct PagedTile {
+  int32_t j[kSlots];
+  int32_t st;
+};
+
+template <int kSlots>
+__device__ __forceinline__ int32_t slot_block(const PagedTile<kSlots>& t, int32_t s) {
+  int32_t j = -1;  // a select chain, not an indexed load: the tile stays in registers
+#pragma unroll
+  for (int k = 0; k < kSlots; ++k) j = s == k ? t.j[k] : j;
+  return j;
+}
+
+template <typename T, int D, int RT, bool kList>
+__global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTraits<T, D, RT>::kMinCtasPerSm)
+    paged_mma_kernel(const __grid_constant__ PagedParams p, int32_t heads_per_cta, int32_t rows_per_head,
+                     int32_t head_chunks, int32_t q_tiles) {
+  using Tr = PagedMmaTraits<T, D, RT>;
+  constexpr int kSlots = Tr::kMaxSlots, kStages = Tr::kStages;
+  extern __shared__ uint4 smem_raw[];  // 16-byte aligned
+  unsigned char* smem = reinterpret_cast<unsigned char*>(smem_raw);
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sKV = sQ + Tr::kQElems;  // stage s: K at sKV + 2s * kTileElems, V right after
+  int32_t* skeys = reinterpret_cast<int32_t*>(smem + Tr::kKeysOffset);    // [stage][64]
+  int32_t* sslots = reinterpret_cast<int32_t*>(smem + Tr::kSlotsOffset);  // [stage][kSlots]
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int rt = warp / Tr::kKeySplit;                    // this warp's row tile
+  const int kw0 = (warp % Tr::kKeySplit) * Tr::kWarpKeys;  // and its keys within a tile
+  const CtaCoords k = cta_coords(p, heads_per_cta, head_chunks);
+  const int32_t bs = p.pattern.block_size;
+  const int32_t w = bs < Tr::kTileKeys ? bs : Tr::kTileKeys;  // keys of a slot
+  const int32_t slots = Tr::kTileKeys / w;
+  const int wshift = __ffs(w) - 1;  // block sizes are powers of two
+  const int64_t row_base = p.q_begin(k.b) + (p.cu_seqlens_q ? 0 : int64_t(k.b) * p.q_len);  // workspace row
+  const T* kbase = static_cast<const T*>(p.k_pages) + k.hk * p.k_head_stride;
+  const T* vbase = static_cast<const T*>(p.v_pages) + k.hk * p.v_head_stride;
+
+  for (int32_t qt = blockIdx.y; qt < q_tiles; qt += gridDim.y) {
+    CtaRows c;
+    int32_t pos0, j_lo, j_hi;
+    if (!cta_rows<kList>(p, k, qt, rows_per_head, &c, &pos0, &j_lo, &j_hi)) break;  // varlen: past the rows
+
+    // Q: packed row rr = g * rows_per_head + qi (q head h0 + g, query row r0 + qi); dead rows zero.
+    for (int idx = tid; idx < Tr::kRows * Tr::kChunks; idx += Tr::kThreads) {
+      const int rr = idx / Tr::kChunks, ch = idx % Tr::kChunks;
+      const int g = rr / rows_per_head, qi = rr % rows_per_head;
+      const bool live = g < c.nh && qi < c.nq;
+      const T* src = live ? static_cast<const T*>(p.q) + c.b * p.q_stride.batch +
+                                (p.q_begin(c.b) + c.r0 + qi) * p.q_stride.seq + (c.h0 + g) * p.q_stride.head + ch * 8
+                          : static_cast<const T*>(p.q);
+      cp_async_16(smem_addr(sQ + swizzle<D>(rr, ch)), src, live);
+    }
+    cp_async_commit();
+
+    // This thread's two rows of its row tile (mma C layout: lane / 4 and lane / 4 + 8).
+    int32_t pos[2], head[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int rr = rt * 16 + hf * 8 + lane / 4;
+      const int g = rr / rows_per_head, qi = rr % rows_per_head;
+      const bool live = g < c.nh && qi < c.nq;
+      pos[hf] = live ? pos0 + qi : -1;  // a dead row (and a row before the first key) sees nothing
+      head[hf] = c.h0 + (live ? g : 0);
+    }
+
+    // The walk (every thread runs it: warp-uniform, a few integer ops per block).
+    int32_t cj = next_union_block<kList>(p.pattern, c, j_lo, j_hi), cst = 0;
+    auto keys_in = [&](int32_t j) { return imin(bs, c.ctx - j * bs); };
+    auto next_tile = [&](PagedTile<kSlots>& t) {
+      t.st = cst;
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        t.j[s] = -1;
+        if (s < slots && cj < j_hi) {
+          t.j[s] = cj;
+          if ((cst + 1) * w < keys_in(cj)) {
+            ++cst;  // the block's next 64 keys (block 128)
+          } else {
+            cj = next_union_block<kList>(p.pattern, c, cj + 1, j_hi);
+            cst = 0;
+          }
+        }
+      }
+    };
+    // Gathers tile t into `stage`: table entries first (independent loads), then the copies.
+    auto issue = [&](const PagedTile<kSlots>& t, int stage) {
+      int32_t* keys = skeys + stage * Tr::kTileKeys;
+      if (tid < kSlots) sslots[stage * kSlots + tid] = slot_block(t, tid);
+      if (t.j[0] < 0) return;  // past the end: the slots say so, nothing to copy
+      const int ch = tid % Tr::kChunks;
+      int32_t tok[Tr::kLoadRows], entry[Tr::kLoadRows];
+#pragma unroll
+      for (int it = 0; it < Tr::kLoadRows; ++it) {
+        const int r = tid / Tr::kChunks + it * Tr::kRowsPerPass;
+        const int32_t s = r >> wshift, u = r & (w - 1);
+        const int32_t j = s < slots ? slot_block(t, s) : -1;
+        const int32_t off = t.st * w + u;
+        tok[it] = (j >= 0 && off < keys_in(j)) ? j * bs + off : -1;
+      }
+#pragma unroll
+      for (int it = 0; it < Tr::kLoadRows; ++it) {
+        entry[it] = tok[it] >= 0 ? p.page_entry(c.b, c.hk, tok[it] / p.page_size) : -1;
+      }
+      T* dk = sKV + stage * 2 * Tr::kTileElems;
+      T* dv = dk + Tr::kTileElems;
+#pragma unroll
+      for (int it = 0; it < Tr::kLoadRows; ++it) {
+        const int r = tid / Tr::kChunks + it * Tr::kRowsPerPass;
+        const bool ok = tok[it] >= 0 && entry[it] >= 0 && entry[it] < p.num_pages;
+        const int64_t off = ok ? int64_t(tok[it] % p.page_size) : 0;
+        const T* ks = ok ? kbase + entry[it] * p.k_page_stride + off * p.k_token_stride + ch * 8 : kbase;
+        const T* vs = ok ? vbase + entry[it] * p.v_page_stride + off * p.v_token_stride + ch * 8 : vbase;
+        cp_async_16(smem_addr(dk + swizzle<D>(r, ch)), ks, ok);
+        cp_async_16(smem_addr(dv + swizzle<D>(r, ch)), vs, ok);
+        if (ch == 0) keys[r] = ok ? (tok[it] << 2) | (r >> wshift) : -1;
+      }
+    };
+
+    PagedTile<kSlots> tile;
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      next_tile(tile);
+      issue(tile, s);
+      cp_async_commit();
+    }
+
+    float o[Tr::kDTiles][4], m[2], l[2];
+#pragma unroll
+    for (int dn = 0; dn < Tr::kDTiles; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[dn][e] = 0.f;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      m[hf] = -INFINITY;
+      l[hf] = 0.f;
+    }
+    uint32_t qf[Tr::kQkSteps][4];
+    const float scale_log2 = p.scale * kLog2e;
+    const bool causal = p.pattern.causal != 0;
+
+    for (int n = 0, stage = 0;; ++n, stage = stage + 1 == kStages ? 0 : stage + 1) {
+      cp_async_wait<kStages - 2>();
+      __syncthreads();  // tile n (and Q) landed for every thread; every warp is done with tile n - 1's stage
+      if (n == 0) {
+#pragma unroll
+        for (int ks = 0; ks < Tr::kQkSteps; ++ks) {
+          ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<D>(rt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+        }
+      }
+      next_tile(tile);
+      issue(tile, stage == 0 ? kStages - 1 : stage - 1);  // into the stage tile n - 1 freed
+      cp_async_commit();
+      if (sslots[stage * kSlots] < 0) break;  // the walk has ended (uniform: shared memory)
+
+      const int32_t* keys = skeys + stage * Tr::kTileKeys;
+      bool any = false;  // does this warp's key range hold a valid key at all?
+#pragma unroll
+      for (int kk = lane; kk < Tr::kWarpKeys; kk += 32) any |= keys[kw0 + kk] >= 0;
+      if (!__any_sync(0xffffffffu, any)) continue;
+      // which slots each of this thread's rows sees
+      uint32_t vis[2] = {0u, 0u};
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const int32_t j = sslots[stage * kSlots + s];
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          if (j >= 0 && pos[hf] >= 0) {
+            const int32_t i = pos[hf] / bs;
+            bool a;
+            if constexpr (kList) {
+              a = mask_list_attends(p.pattern, head[hf], i, j);
+            } else {
+              a = attends(p.pattern, head[hf], i, j);
+            }
+            vis[hf] |= a ? 1u << s : 0u;
+          }
+        }
+      }
+
+      const T* sK = sKV + stage * 2 * Tr::kTileElems;
+      const T* sV = sK + Tr::kTileElems;
+      float s[Tr::kNTiles][4];
+#pragma unroll
+      for (int nn = 0; nn < Tr::kNTiles; ++nn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nn][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < Tr::kQkSteps; ++ks) {
+#pragma unroll
+        for (int np = 0; np < Tr::kNTiles / 2; ++np) {
+          uint32_t kb[4];  // B fragments of n8 tiles 2np (kb[0..1]) and 2np + 1 (kb[2..3])
+          const int row = kw0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
+          ldmatrix_x4(kb, smem_addr(sK + swizzle<D>(row, ks * 2 + ((lane >> 3) & 1))));
+          mma_16816<T>(s[2 * np], qf[ks], kb[0], kb[1]);
+          mma_16816<T>(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+        }
+      }
+      // scale into the log2 domain, then mask (a negative scale must not flip -inf)
+#pragma unroll
+      for (int nn = 0; nn < Tr::kNTiles; ++nn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int hf = e >> 1;
+          const int32_t key = keys[kw0 + nn * 8 + (lane & 3) * 2 + (e & 1)];
+          const bool see = key >= 0 && ((vis[hf] >> (key & 3)) & 1u) && (!causal || (key >> 2) <= pos[hf]);
+          s[nn][e] = see ? s[nn][e] * scale_log2 : -INFINITY;
+        }
+      // online softmax (the 4 lanes of a quad hold one row's columns)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nn = 0; nn < Tr::kNTiles; ++nn) mx = fmaxf(mx, fmaxf(s[nn][2 * hf], s[nn][2 * hf + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[hf], mx);
+        const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
+        const float alpha = fast_exp2(m[hf] - ref);
+        m[hf] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int nn = 0; nn < Tr::kNTiles; ++nn)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pr = fast_exp2(s[nn][2 * hf + e] - ref);
+            s[nn][2 * hf + e] = pr;
+            sum += pr;
+          }
+        l[hf] = l[hf] * alpha + sum;
+#pragma unroll
+        for (int dn = 0; dn < Tr::kDTiles; ++dn) {
+          o[dn][2 * hf] *= alpha;
+          o[dn][2 * hf + 1] *= alpha;
+        }
+      }
+      // O += P V: the score accumulators of n8 tiles 2kk and 2kk + 1 are the A fragment of k16 step kk.
+#pragma unroll
+      for (int kk = 0; kk < Tr::kNTiles / 2; ++kk) {
+        uint32_t pa[4];
+        pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < Tr::kDTiles / 2; ++dp) {
+          uint32_t vb[4];  // B fragments of n8 tiles 2dp (vb[0..1]) and 2dp + 1 (vb[2..3])
+          const int row = kw0 + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+          ldmatrix_x4_trans(vb, smem_addr(sV + swizzle<D>(row, dp * 2 + (lane >> 4))));
+          mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
+          mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+        }
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // every warp is past its last read of the ring: the merge area reuses it
+
+    // Merge: per warp, its 16 rows' max, sum and unnormalised output; then per (row, d), the warps of
+    // the row tile combined.
+    float* mo = reinterpret_cast<float*>(smem);                   // [warp][16][kMergeStride]
+    float* mm = mo + Tr::kWarps * 16 * Tr::kMergeStride;          // [warp][16]
+    float* ml = mm + Tr::kWarps * 16;                             // [warp][16]
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int lr = hf * 8 + lane / 4;
+      float sum = l[hf];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      if ((lane & 3) == 0) {
+        mm[warp * 16 + lr] = m[hf];
+        ml[warp * 16 + lr] = sum;
+      }
+      float* dst = mo + (warp * 16 + lr) * Tr::kMergeStride + (lane & 3) * 2;
+#pragma unroll
+      for (int dn = 0; dn < Tr::kDTiles; ++dn) {
+        *reinterpret_cast<float2*>(dst + dn * 8) = make_float2(o[dn][2 * hf], o[dn][2 * hf + 1]);
+      }
+    }
+    __syncthreads();
+    const bool split_out = p.num_splits > 1;
+    const PagedWorkspace ws =
+        split_out ? PagedWorkspace::carve(p.workspace, p.num_splits, p.total_q, p.num_heads, D) : PagedWorkspace{};
+    for (int idx = tid; idx < Tr::kRows * D; idx += Tr::kThreads) {
+      const int rr = idx / D, d = idx % D;
+      const int g = rr / rows_per_head, qi = rr % rows_per_head;
+      if (g >= c.nh || qi >= c.nq) continue;
+      const int w0 = (rr / 16) * Tr::kKeySplit, lr = rr % 16;
+      float M = -INFINITY;
+#pragma unroll
+      for (int kp = 0; kp < Tr::kKeySplit; ++kp) M = fmaxf(M, mm[(w0 + kp) * 16 + lr]);
+      float L = 0.f, O = 0.f;
+      if (M > -INFINITY) {
+#pragma unroll
+        for (int kp = 0; kp < Tr::kKeySplit; ++kp) {
+          const float f = fast_exp2(mm[(w0 + kp) * 16 + lr] - M);  // exp2(-inf) = 0 for empty states
+          L = fmaf(ml[(w0 + kp) * 16 + lr], f, L);
+          O = fmaf(mo[((w0 + kp) * 16 + lr) * Tr::kMergeStride + d], f, O);
+        }
+      }
+      const bool seen = L > 0.f;
+      const float out = seen ? O / L : 0.f;
+      const float lse = seen ? (M + __log2f(L)) * kLn2 : -INFINITY;
+      const int32_t h = c.h0 + g, r = c.r0 + qi;
+      if (split_out) {
+        const int64_t row = (int64_t(k.split) * p.total_q + row_base + r) * p.num_heads + h;
+        ws.out[row * D + d] = out;
+        if (d == 0) ws.lse[row] = lse;
+      } else {
+        T* dst = static_cast<T*>(p.out) + c.b * p.out_stride.batch + (p.q_begin(c.b) + r) * p.out_stride.seq +
+                 h * p.out_stride.head + d;
+        *dst = from_float<T>(out);
+        if (d == 0 && p.lse) {
+          p.lse[c.b * p.lse_stride.batch + h * p.lse_stride.head + (p.q_begin(c.b) + r) * p.lse_stride.seq] = lse;
+        }
+      }
+    }
+    __syncthreads();  // shared memory is reused by the next query tile
+  }
+}
+
+}  // namespace s2attn::cuda

@@ -1,0 +1,111 @@
+// The key walk of the paged kernels: a CTA owns packed rows (q heads of one KV group x query rows) of one
+// sequence, and walks the union of the key blocks those rows see, restricted to its split's range. Shared by
+// the tensor-core kernel (16-bit) and the SIMT kernel (fp32).
+#pragma once
+#include <cstdint>
+
+#include "inference/paged_params.h"
+#include "inference/split_ranges.h"
+#include "s2attn/pattern_rules.h"
+
+namespace s2attn::cuda {
+
+// The rows a CTA owns and the key blocks they see.
+struct CtaRows {
+  int32_t b, hk, h0, nh;   // sequence, KV head, first q head, q heads in the CTA
+  int32_t r0, nq;          // first query row (within the sequence), query rows in the CTA
+  int32_t len_q, ctx, nk;  // sequence's query rows, context length, key blocks
+  int32_t i_lo, i_hi;      // query blocks of the CTA's rows, inclusive (i_lo may be < 0)
+};
+
+// Smallest key block >= x visible to some (head, query block) of the CTA, or `end` when none below it.
+// Re-derived from the rules at every step (a few integer ops per source): nothing is stored.
+// A row's next_from(x) answers its own list's end when it has no member >= x, and that end differs per row
+// (causal: min(nk, i + 1)), so it can lie below x: only real members (j < s.end) are candidates. Taking
+// the sentinel sent the walk back to a lower block forever when the CTA's rows span query blocks.
+// kList: a block-mask pattern (device lists; a separate instantiation, the analytic code is unchanged).
+template <bool kList>
+__device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const CtaRows& c, int32_t x,
+                                                    int32_t end) {
+  int32_t best = end;
+  if constexpr (kList) {  // block mask (device lists): the first entry >= x of each row list, by binary search
+    const BlockMaskView& m = p.mask;
+    const int32_t heads = m.heads == p.num_heads ? c.nh : 1;  // a shared or per-KV-head mask: one list
+    for (int32_t g = 0; g < heads; ++g) {
+      for (int32_t i = imax(c.i_lo, 0); i <= imin(c.i_hi, m.rows - 1); ++i) {
+        const int64_t row = static_cast<int64_t>(mask_head(p, c.h0 + g)) * m.rows + i;
+        const int32_t* list = m.col_idx + m.row_ptr[row];
+        const int32_t n = m.row_ptr[row + 1] - m.row_ptr[row];
+        const int32_t at = sorted_lower_bound(list, n, x);
+        if (at < n) {
+          const int32_t j = list[at];
+          if (j < (p.causal ? imin(c.nk, i + 1) : c.nk) && j < best) best = j;
+        }
+      }
+    }
+    return best < end ? best : end;
+  }
+  const int32_t heads = p.per_q_head ? c.nh : 1;  // per-KV-head patterns: the group shares one pattern
+  for (int32_t g = 0; g < heads; ++g) {
+    for (int32_t i = imax(c.i_lo, 0); i <= c.i_hi; ++i) {
+      const SegmentList s = row_segments(p, c.h0 + g, i, c.nk);
+      const int32_t j = s.next_from(x);
+      if (j < s.end && j < best) best = j;  // j >= x here: the walk always moves forward
+    }
+  }
+  return best < end ? best : end;
+}
+
+// The CTA's sequence, KV head, q heads [h0, h0 + nh) and split, from
+// blockIdx.x = ((b * Hkv + hk) * head_chunks + hc) * splits + split.
+struct CtaCoords {
+  int32_t b, hk, h0, nh, split;
+};
+
+__device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t heads_per_cta, int32_t head_chunks) {
+  const int32_t G = p.num_heads / p.num_kv_heads;
+  int32_t x = blockIdx.x;
+  CtaCoords k;
+  k.split = x % p.num_splits;
+  x /= p.num_splits;
+  const int32_t hc = x % head_chunks;
+  x /= head_chunks;
+  k.hk = x % p.num_kv_heads;
+  k.b = x / p.num_kv_heads;
+  k.h0 = k.hk * G + hc * heads_per_cta;
+  k.nh = imin(heads_per_cta, k.hk * G + G - k.h0);
+  return k;
+}
+
+// The CTA's rows for query tile qt (rows_per_head query rows per q head) and its split's key-block range
+// [*j_lo, *j_hi). Returns false when the tile lies past the sequence's query rows (varlen).
+template <bool kList>
+__device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& k, int32_t qt, int32_t rows_per_head,
+                                         CtaRows* out, int32_t* pos0, int32_t* j_lo, int32_t* j_hi) {
+  CtaRows c;
+  c.b = k.b;
+  c.hk = k.hk;
+  c.h0 = k.h0;
+  c.nh = k.nh;
+  c.len_q = p.len_q(k.b);
+  c.ctx = p.context_lens[k.b];
+  const int32_t bs = p.pattern.block_size;
+  c.nk = (c.ctx + bs - 1) / bs;
+  c.r0 = qt * rows_per_head;
+  if (c.r0 >= c.len_q) return false;
+  c.nq = imin(rows_per_head, c.len_q - c.r0);
+  *pos0 = c.ctx - c.len_q + c.r0;  // absolute position of the CTA's first query row (bottom-right aligned)
+  c.i_lo = *pos0 >= 0 ? *pos0 / bs : -((-*pos0 + bs - 1) / bs);
+  c.i_hi = (*pos0 + c.nq - 1) >= 0 ? (*pos0 + c.nq - 1) / bs : -1;
+  if (kList || p.num_splits == 1) {
+    const int32_t per_split = (c.nk + p.num_splits - 1) / p.num_splits;
+    *j_lo = imin(c.nk, k.split * per_split);
+    *j_hi = imin(c.nk, *j_lo + per_split);
+  } else {
+    balanced_split_range(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, k.split, p.num_splits, j_lo, j_hi);
+  }
+  *out = c;
+  return true;
+}
+
+}  // namespace s2attn::cuda
