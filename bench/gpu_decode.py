@@ -4,7 +4,10 @@ Decode: batch {1, 8, 32, 64} x context {8k, 32k, 128k}, H=32, Hkv=8, D=128, bf16
 V {8, 16}. Reports time, bytes actually touched (the K/V rows of the key blocks the KV groups see, plus q/out),
 achieved bandwidth next to the device-to-device copy bandwidth measured in the same run, density, and the
 speedup over the best dense baseline in the same run: SDPA (GQA) on the gathered contiguous cache (gather not
-timed) and FlexAttention decoding (dense, torch.compile) when it works. Chunked prefill: a 128k context in 8k
+timed) and FlexAttention decoding (dense, torch.compile) when it works. Every call is timed twice: eagerly
+(triton do_bench, L2 flushed: includes the host's enqueue cost where it exceeds the GPU time, as at batch 1)
+and replayed from a CUDA graph (graph_ms: the GPU time a serving engine capturing its decode step sees),
+SDPA likewise (sdpa_ms, sdpa_graph_ms). Chunked prefill: a 128k context in 8k
 chunks (q_len 8192 against the growing cache), effective TFLOP/s next to the non-paged s2attn forward.
 
     python3 bench/gpu_decode.py [--out FILE] [--quick]     (S2_BENCH_FLEX=0 skips FlexAttention)
@@ -30,6 +33,29 @@ def bench(fn, reps=50):
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=10, rep=reps, return_mode="median")  # ms
+
+
+def graph_bench(fn, iters=50):
+    """ms per call of fn replayed from a CUDA graph: the GPU time a serving engine that captures its decode
+    step sees (no host enqueue cost; L2 not flushed between replays)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    torch.cuda.synchronize()
+    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0.record()
+    for _ in range(iters):
+        g.replay()
+    t1.record()
+    torch.cuda.synchronize()
+    return t0.elapsed_time(t1) / iters
 
 
 def env():
@@ -78,13 +104,15 @@ def decode_case(B, ctx, ps, V, flex, copy_bw):
     ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p)), dtype=torch.uint8, device=DEV)
     splits = s2attn.paged_num_splits(q, kp, vp, table, lens, p)
     ms = bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws))
+    graph_ms = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws))
     tok = touched_tokens(p, ctx)
     bytes_kv = B * sum(tok) * D * 2 * 2
     bytes_touched = bytes_kv + 2 * q.numel() * 2 + B * (pages_per_seq * 4)
     density = sum(tok) / (HKV * ctx)
     r = {"batch": B, "context": ctx, "page_size": ps, "vert_stride": V, "splits": splits, "ms": ms,
          "bytes_touched": bytes_touched, "bandwidth_GBps": bytes_touched / (ms * 1e-3) / 1e9,
-         "bandwidth_vs_copy": bytes_touched / (ms * 1e-3) / copy_bw, "density": density}
+         "bandwidth_vs_copy": bytes_touched / (ms * 1e-3) / copy_bw, "density": density,
+         "graph_ms": graph_ms, "graph_bandwidth_vs_copy": bytes_touched / (graph_ms * 1e-3) / copy_bw}
     # dense baselines on the gathered cache (one sub-batch when the whole one does not fit the budget)
     sub = max(1, min(B, BASELINE_BUDGET // (ctx * HKV * D * 2 * 2)))
     idx = table[:sub].long()
@@ -98,6 +126,13 @@ def decode_case(B, ctx, ps, V, flex, copy_bw):
             qs, kg, vg, enable_gqa=True))
     except Exception as e:  # noqa: BLE001
         base["sdpa_error"] = repr(e)[:200]
+    try:
+        sdpa_graph = scale * graph_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
+            qs, kg, vg, enable_gqa=True))
+        r["sdpa_graph_ms"] = sdpa_graph
+        r["graph_speedup_vs_sdpa_graph"] = sdpa_graph / graph_ms
+    except Exception as e:  # noqa: BLE001
+        r["sdpa_graph_error"] = repr(e)[:200]
     if flex is not None:
         try:
             base["flex_ms"] = scale * bench(lambda: flex(qs, kg, vg, enable_gqa=True))

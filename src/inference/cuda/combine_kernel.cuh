@@ -1,7 +1,8 @@
 // LSE-combine kernels: merge attention outputs over disjoint key ranges, lse = log(sum exp(lse_p)),
 // out = sum exp(lse_p - lse) out_p. A partition whose lse is -inf contributes nothing (its output is not
 // read); a row whose partitions are all -inf gets 0 and -inf. One CTA per (query row, head); threads over
-// the head dim (one CTA per row serialised 32 heads x 33 splits: 268 us at batch 1 x 128k, measured). Used by split-KV paged attention (partials in the fp32 workspace) and combine_partitions.
+// the head dim (one CTA per row serialised 32 heads x 33 splits: 268 us at batch 1 x 128k, measured).
+// Used by split-KV paged attention (partials in the fp32 workspace) and combine_partitions.
 #pragma once
 #include <cstdint>
 
@@ -14,8 +15,14 @@ namespace s2attn::cuda {
 constexpr int kCombineThreads = 128;
 
 // Split-KV: workspace partials [splits, total_q, H, D] / [splits, total_q, H] -> out, lse of q's layout.
+// The splits' weights exp(lse_i - M) / L are computed once per (row, head) in shared memory (one thread per
+// split, one warp reduces), then every thread of the head dim sums its column over independent loads (each
+// thread walking all splits' LSEs twice, one dependent load after another, took 25 us at 64 splits).
 template <typename T>
 __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(const PagedParams p) {
+  static_assert(kMaxPagedSplits <= kCombineThreads && kMaxPagedSplits <= 64, "a thread per split, a warp reduces");
+  __shared__ float weight[kMaxPagedSplits];
+  __shared__ float row_lse;
   const int64_t row = blockIdx.x;
   if (p.cu_seqlens_q && row >= p.cu_seqlens_q[p.batch]) return;  // varlen rows of no sequence
   const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);
@@ -23,27 +30,39 @@ __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(co
   const int D = p.head_dim, S = p.num_splits;
   const PagedWorkspace ws = PagedWorkspace::carve(p.workspace, S, p.total_q, p.num_heads, D);
   const int h = blockIdx.y;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float M = -INFINITY;
-    for (int i = 0; i < S; ++i) M = fmaxf(M, ws.lse[(int64_t(i) * p.total_q + row) * p.num_heads + h]);
-    float L = 0.f, O = 0.f;
-    if (M > -INFINITY) {
-      for (int i = 0; i < S; ++i) {
-        const int64_t r = (int64_t(i) * p.total_q + row) * p.num_heads + h;
-        const float x = ws.lse[r];
-        if (!(x > -INFINITY)) continue;
-        const float w = expf(x - M);
-        L += w;
-        O = fmaf(w, ws.out[r * D + d], O);
-      }
-    }
-    const bool seen = L > 0.f;
-    static_cast<T*>(p.out)[b * p.out_stride.batch + s * p.out_stride.seq + h * p.out_stride.head + d] =
-        from_float<T>(seen ? O / L : 0.f);
-    if (d == 0 && p.lse) {
-      p.lse[b * p.lse_stride.batch + h * p.lse_stride.head + s * p.lse_stride.seq] = seen ? M + logf(L) : -INFINITY;
-    }
+  const int tid = threadIdx.x;
+  auto at = [&](int i) { return (int64_t(i) * p.total_q + row) * p.num_heads + h; };
+  if (tid < S) weight[tid] = ws.lse[at(tid)];
+  __syncthreads();
+  if (tid < 32) {
+    const float x0 = tid < S ? weight[tid] : -INFINITY;
+    const float x1 = tid + 32 < S ? weight[tid + 32] : -INFINITY;
+    float M = fmaxf(x0, x1);
+#pragma unroll
+    for (int o = 16; o >= 1; o /= 2) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    // exp(-inf - M) = 0: a split that saw nothing weighs nothing; M = -inf: the row saw nothing at all
+    const float w0 = M > -INFINITY ? expf(x0 - M) : 0.f;
+    const float w1 = M > -INFINITY ? expf(x1 - M) : 0.f;
+    float L = w0 + w1;
+#pragma unroll
+    for (int o = 16; o >= 1; o /= 2) L += __shfl_xor_sync(0xffffffffu, L, o);
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    if (tid < S) weight[tid] = w0 * inv;
+    if (tid + 32 < S) weight[tid + 32] = w1 * inv;
+    if (tid == 0) row_lse = L > 0.f ? M + logf(L) : -INFINITY;
   }
+  __syncthreads();
+  for (int d = tid; d < D; d += blockDim.x) {
+    float O = 0.f;
+#pragma unroll 4
+    for (int i = 0; i < S; ++i) {
+      const float w = weight[i];
+      if (w > 0.f) O = fmaf(w, ws.out[at(i) * D + d], O);  // a split with weight 0 is not read
+    }
+    static_cast<T*>(p.out)[b * p.out_stride.batch + s * p.out_stride.seq + h * p.out_stride.head + d] =
+        from_float<T>(O);
+  }
+  if (tid == 0 && p.lse) p.lse[b * p.lse_stride.batch + h * p.lse_stride.head + s * p.lse_stride.seq] = row_lse;
 }
 
 // combine_partitions: row = b * seqlen + s.

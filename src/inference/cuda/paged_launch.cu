@@ -136,11 +136,13 @@ int paged_auto_splits(const PagedParams& p) {
   const Variant v = variant(p);
   const Geometry g = geometry(p, v.rows);
   const int64_t units = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * std::min(g.q_tiles, 65535);
-  // Many waves of CTAs (v.ctas_per_sm resident per SM): with few CTAs the last wave idles most of the
-  // GPU (measured at batch 32 x 128k, 512 CTAs = 1.29 waves: DRAM at 17% of peak, ncu). Splits cost a
-  // partial output per row and split (fp32, combined afterwards): small next to the K/V they divide.
-  const int64_t target = 8 * v.ctas_per_sm * int64_t(sm_count(p.device));
-  if (units >= target) return 1;
+  // One wave of CTAs (v.ctas_per_sm resident per SM): a sweep of the split count on the H100
+  // (tools/sweep_splits.py, graph-timed, tensor-core kernel) put the best count where units x splits is
+  // just under one wave at every batch (1 x 128k: 32 splits 57 us, 64 splits 86 us; 8 x 32k: 4 splits
+  // 84 us, 33 splits 177 us; 32 x 8k: 1 split 115 us, 9 splits 191 us): a second, partial wave and the
+  // partial outputs cost more than the shorter CTAs save.
+  const int64_t slots = int64_t(v.ctas_per_sm) * sm_count(p.device);
+  if (units * 2 > slots) return 1;
   // Keys one query of the last block sees at the largest context the table allows (bounded count).
   const int32_t bs = p.pattern.block_size;
   const int64_t max_ctx = int64_t(p.max_pages) * p.page_size;
@@ -153,10 +155,10 @@ int paged_auto_splits(const PagedParams& p) {
     for (int32_t j = s.first(); j < s.end && blocks < 65536; j = s.next(j)) ++blocks;
   }
   const int64_t keys = blocks * bs;
-  // >= 128 visible keys (two 64-key tiles) per split: a CTA is latency-bound (page table, then K/V, then
-  // the dot products), so small batches want many short CTAs (batch 1 x 8k: 3 splits ran 202 us)
-  const int64_t by_work = std::max<int64_t>(1, keys / 128);
-  const int64_t want = (target + units - 1) / units;
+  // >= 256 visible keys (four 64-key tiles) per split: fewer leave the ring's pipeline mostly filling
+  // (batch 1 x 32k, 78 visible blocks: 16 splits 30 us, 39 splits 48 us)
+  const int64_t by_work = std::max<int64_t>(1, keys / 256);
+  const int64_t want = slots / units;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, by_work, kMaxPagedSplits})));
 }
 

@@ -9,7 +9,9 @@
 //  - kRowTiles = 4 (prefill, 64 packed rows): each warp owns 16 rows and scores the whole tile.
 //
 // Keys: the CTA walks the union of the key blocks its rows see (analytic rules or the block mask's device
-// lists, paged_walk.cuh) within its split's range. A 64-key tile holds 64 / block_size blocks (block 16, 32)
+// lists) within its split's range: windows of 128 candidate blocks, one per thread, tested with `attends`
+// and compacted in order into a shared-memory list (cheaper than re-deriving the next block from the rules
+// in every warp for every tile, which was most of the instructions). A 64-key tile holds 64 / block_size blocks (block 16, 32)
 // or one 64-key part of a block (64, 128). Every key row is gathered through the block table with 16-byte
 // cp.async into a kStages-deep ring (the table entries of a tile are loaded together, before its copies,
 // so their latencies overlap); rows past the context, past a block, or behind an out-of-range table entry
@@ -55,7 +57,9 @@ struct PagedMmaTraits {
   static constexpr int kLoadRows = kTileKeys / kRowsPerPass;
   static constexpr int kKeysOffset = (kQElems + kStages * 2 * kTileElems) * int(sizeof(T));
   static constexpr int kSlotsOffset = kKeysOffset + kStages * kTileKeys * 4;
-  static constexpr int kPipeBytes = kSlotsOffset + kStages * kMaxSlots * 4;
+  static constexpr int kListOffset = kSlotsOffset + kStages * kMaxSlots * 4;
+  static constexpr int kListLen = kThreads;  // one window of candidate blocks, one per thread
+  static constexpr int kPipeBytes = kListOffset + (kListLen + kWarps) * 4;
   static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts)
   static constexpr int kMergeBytes = kWarps * 16 * (kMergeStride + 2) * 4;
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
@@ -91,6 +95,8 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
   T* sKV = sQ + Tr::kQElems;  // stage s: K at sKV + 2s * kTileElems, V right after
   int32_t* skeys = reinterpret_cast<int32_t*>(smem + Tr::kKeysOffset);    // [stage][64]
   int32_t* sslots = reinterpret_cast<int32_t*>(smem + Tr::kSlotsOffset);  // [stage][kSlots]
+  int32_t* slist = reinterpret_cast<int32_t*>(smem + Tr::kListOffset);    // visible blocks of a window
+  int32_t* swarp = slist + Tr::kListLen;                                   // [warp] their count
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rt = warp / Tr::kKeySplit;                    // this warp's row tile
@@ -100,6 +106,9 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
   const int32_t w = bs < Tr::kTileKeys ? bs : Tr::kTileKeys;  // keys of a slot
   const int32_t slots = Tr::kTileKeys / w;
   const int wshift = __ffs(w) - 1;  // block sizes are powers of two
+  const int32_t ps = p.page_size;
+  const bool ps_pow2 = (ps & (ps - 1)) == 0;  // the usual case: a shift, not a division, per key row
+  const int pshift = __ffs(ps) - 1;
   const int64_t row_base = p.q_begin(k.b) + (p.cu_seqlens_q ? 0 : int64_t(k.b) * p.q_len);  // workspace row
   const T* kbase = static_cast<const T*>(p.k_pages) + k.hk * p.k_head_stride;
   const T* vbase = static_cast<const T*>(p.v_pages) + k.hk * p.v_head_stride;
@@ -132,66 +141,138 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
       head[hf] = c.h0 + (live ? g : 0);
     }
 
-    // The walk (every thread runs it: warp-uniform, a few integer ops per block).
-    int32_t cj = next_union_block<kList>(p.pattern, c, j_lo, j_hi), cst = 0;
+    // Row classes: one (pattern head, query block) for all rows (decode with a shared group pattern) means
+    // every block of the walk is seen by every live row: no per-tile visibility test.
+    const bool one_head = kList ? (p.pattern.mask.heads != p.num_heads || c.nh == 1)
+                                : (!p.pattern.per_q_head || c.nh == 1);
+    const bool uniform = one_head && c.i_lo == c.i_hi;
+    // ... and if, besides, every key of the context is at or before every row (decode), a tile of valid
+    // keys needs no mask at all (dead rows are never stored)
+    const bool unmasked_rows = uniform && (!p.pattern.causal || pos0 >= c.ctx - 1);
+    auto union_sees = [&](int32_t j) {  // does some row of the CTA see key block j?
+      const int32_t heads = one_head ? 1 : c.nh;
+      for (int32_t g = 0; g < heads; ++g) {
+        for (int32_t i = imax(c.i_lo, 0); i <= c.i_hi; ++i) {
+          if constexpr (kList) {
+            if (mask_list_attends(p.pattern, c.h0 + g, i, j)) return true;
+          } else {
+            if (attends(p.pattern, c.h0 + g, i, j)) return true;
+          }
+        }
+      }
+      return false;
+    };
+    // The walk: the visible blocks of [j_lo, j_hi), a window of kListLen candidates at a time, each thread
+    // testing one and the warps compacting the hits into shared memory in order (two barriers per window;
+    // every thread runs this uniformly). Then tiles take blocks from the list.
+    int32_t win = j_lo, lcur = 0, lcount = 0, cst = 0;
+    auto refill = [&]() {
+      while (lcur == lcount && win < j_hi) {
+        const int32_t j = win + tid;
+        const bool v = j < j_hi && union_sees(j);
+        const uint32_t ballot = __ballot_sync(0xffffffffu, v);
+        if (lane == 0) swarp[warp] = __popc(ballot);
+        __syncthreads();  // the counts are in; everyone is done reading the previous window's list
+        int32_t at = 0, total = 0;
+#pragma unroll
+        for (int wi = 0; wi < Tr::kWarps; ++wi) {
+          const int32_t nw = swarp[wi];
+          at += wi < warp ? nw : 0;
+          total += nw;
+        }
+        if (v) slist[at + __popc(ballot & ((1u << lane) - 1u))] = j;
+        __syncthreads();
+        lcount = total;
+        lcur = 0;
+        win += Tr::kListLen;
+      }
+    };
     auto keys_in = [&](int32_t j) { return imin(bs, c.ctx - j * bs); };
     auto next_tile = [&](PagedTile<kSlots>& t) {
       t.st = cst;
 #pragma unroll
       for (int s = 0; s < kSlots; ++s) {
         t.j[s] = -1;
-        if (s < slots && cj < j_hi) {
-          t.j[s] = cj;
-          if ((cst + 1) * w < keys_in(cj)) {
-            ++cst;  // the block's next 64 keys (block 128)
-          } else {
-            cj = next_union_block<kList>(p.pattern, c, cj + 1, j_hi);
-            cst = 0;
+        if (s < slots) {
+          refill();
+          if (lcur < lcount) {
+            const int32_t j = slist[lcur];
+            t.j[s] = j;
+            if ((cst + 1) * w < keys_in(j)) {
+              ++cst;  // the block's next 64 keys (block 128)
+            } else {
+              ++lcur;
+              cst = 0;
+            }
           }
         }
       }
     };
-    // Gathers tile t into `stage`: table entries first (independent loads), then the copies.
-    auto issue = [&](const PagedTile<kSlots>& t, int stage) {
+    // A tile is gathered in two steps, one loop iteration apart, so that the table lookups' latency hides
+    // behind a tile's math instead of delaying it (measured: 2.1 us per tile at batch 1, one split, when
+    // the lookup stalled every iteration). A thread copies one 16-byte chunk of kLoadRows key rows; the
+    // 16 rows a warp copies are resolved once each by lanes 0..15 (lanes 16..31 repeat them) and handed to
+    // the copying lanes by shuffles: one table load and one address computation per row.
+    constexpr int kRowsPerWarpPass = 32 / Tr::kChunks;  // rows one copy instruction of a warp covers
+    // lane L resolves the warp's row L % 16: pass (L % 16) / kRowsPerWarpPass, row L % kRowsPerWarpPass of it
+    const int mine = (warp * kRowsPerWarpPass + (lane & 15) % kRowsPerWarpPass) +
+                     ((lane & 15) / kRowsPerWarpPass) * Tr::kRowsPerPass;
+    struct Pending {  // a tile whose table lookups are in flight
+      PagedTile<kSlots> t;
+      int32_t tok;    // this lane's row: key position, -1 when none
+      int32_t entry;  // its page's table entry (the load in flight)
+    };
+    // Step 1: the next tile of the walk and its rows' table loads (not waited for here).
+    auto resolve = [&](Pending& q) {
+      next_tile(q.t);
+      q.tok = -1;
+      q.entry = -1;
+      const int32_t sl = mine >> wshift, u = mine & (w - 1);
+      const int32_t j = sl < slots ? slot_block(q.t, sl) : -1;
+      const int32_t off = q.t.st * w + u;
+      if (j >= 0 && off < keys_in(j)) {
+        q.tok = j * bs + off;
+        q.entry = p.page_entry(c.b, c.hk, ps_pow2 ? q.tok >> pshift : q.tok / ps);
+      }
+    };
+    // Step 2: the copies into `stage` (zero-filled rows where there is no key or the entry is out of range).
+    auto copy = [&](const Pending& q, int stage) {
+      if (tid < kSlots) sslots[stage * kSlots + tid] = slot_block(q.t, tid);
+      if (q.t.j[0] < 0) return;  // past the end: the slots say so, nothing to copy
+      int32_t code = -1;         // (position << 2 | slot), -1: not copied
+      int64_t koff = 0, voff = 0;
+      if (q.tok >= 0 && q.entry >= 0 && q.entry < p.num_pages) {
+        const int64_t in_page = ps_pow2 ? q.tok & (ps - 1) : q.tok % ps;
+        koff = q.entry * p.k_page_stride + in_page * p.k_token_stride;
+        voff = q.entry * p.v_page_stride + in_page * p.v_token_stride;
+        code = (q.tok << 2) | (mine >> wshift);
+      }
       int32_t* keys = skeys + stage * Tr::kTileKeys;
-      if (tid < kSlots) sslots[stage * kSlots + tid] = slot_block(t, tid);
-      if (t.j[0] < 0) return;  // past the end: the slots say so, nothing to copy
-      const int ch = tid % Tr::kChunks;
-      int32_t tok[Tr::kLoadRows], entry[Tr::kLoadRows];
-#pragma unroll
-      for (int it = 0; it < Tr::kLoadRows; ++it) {
-        const int r = tid / Tr::kChunks + it * Tr::kRowsPerPass;
-        const int32_t s = r >> wshift, u = r & (w - 1);
-        const int32_t j = s < slots ? slot_block(t, s) : -1;
-        const int32_t off = t.st * w + u;
-        tok[it] = (j >= 0 && off < keys_in(j)) ? j * bs + off : -1;
-      }
-#pragma unroll
-      for (int it = 0; it < Tr::kLoadRows; ++it) {
-        entry[it] = tok[it] >= 0 ? p.page_entry(c.b, c.hk, tok[it] / p.page_size) : -1;
-      }
       T* dk = sKV + stage * 2 * Tr::kTileElems;
       T* dv = dk + Tr::kTileElems;
+      const int ch = lane % Tr::kChunks;
 #pragma unroll
       for (int it = 0; it < Tr::kLoadRows; ++it) {
-        const int r = tid / Tr::kChunks + it * Tr::kRowsPerPass;
-        const bool ok = tok[it] >= 0 && entry[it] >= 0 && entry[it] < p.num_pages;
-        const int64_t off = ok ? int64_t(tok[it] % p.page_size) : 0;
-        const T* ks = ok ? kbase + entry[it] * p.k_page_stride + off * p.k_token_stride + ch * 8 : kbase;
-        const T* vs = ok ? vbase + entry[it] * p.v_page_stride + off * p.v_token_stride + ch * 8 : vbase;
-        cp_async_16(smem_addr(dk + swizzle<D>(r, ch)), ks, ok);
-        cp_async_16(smem_addr(dv + swizzle<D>(r, ch)), vs, ok);
-        if (ch == 0) keys[r] = ok ? (tok[it] << 2) | (r >> wshift) : -1;
+        const int src = it * kRowsPerWarpPass + lane / Tr::kChunks;
+        const int r = warp * kRowsPerWarpPass + lane / Tr::kChunks + it * Tr::kRowsPerPass;
+        const int32_t rc = __shfl_sync(0xffffffffu, code, src);
+        const int64_t rk = __shfl_sync(0xffffffffu, koff, src);
+        const int64_t rv = __shfl_sync(0xffffffffu, voff, src);
+        const bool ok = rc >= 0;
+        cp_async_16(smem_addr(dk + swizzle<D>(r, ch)), ok ? kbase + rk + ch * 8 : kbase, ok);
+        cp_async_16(smem_addr(dv + swizzle<D>(r, ch)), ok ? vbase + rv + ch * 8 : vbase, ok);
+        if (ch == 0) keys[r] = rc;
       }
     };
 
-    PagedTile<kSlots> tile;
+    Pending pend;
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
-      next_tile(tile);
-      issue(tile, s);
+      resolve(pend);
+      copy(pend, s);
       cp_async_commit();
     }
+    resolve(pend);  // the tile the first iteration copies
 
     float o[Tr::kDTiles][4], m[2], l[2];
 #pragma unroll
@@ -216,23 +297,29 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
           ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<D>(rt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
         }
       }
-      next_tile(tile);
-      issue(tile, stage == 0 ? kStages - 1 : stage - 1);  // into the stage tile n - 1 freed
+      copy(pend, stage == 0 ? kStages - 1 : stage - 1);  // into the stage tile n - 1 freed
       cp_async_commit();
+      resolve(pend);  // its lookups land while tile n is scored
       if (sslots[stage * kSlots] < 0) break;  // the walk has ended (uniform: shared memory)
 
       const int32_t* keys = skeys + stage * Tr::kTileKeys;
-      bool any = false;  // does this warp's key range hold a valid key at all?
+      bool any = false, all = true;  // does this warp's key range hold a valid key at all? only valid keys?
 #pragma unroll
-      for (int kk = lane; kk < Tr::kWarpKeys; kk += 32) any |= keys[kw0 + kk] >= 0;
+      for (int kk = lane; kk < Tr::kWarpKeys; kk += 32) {
+        const bool valid = keys[kw0 + kk] >= 0;
+        any |= valid;
+        all &= valid;
+      }
       if (!__any_sync(0xffffffffu, any)) continue;
+      const bool unmasked = unmasked_rows && __all_sync(0xffffffffu, all);
       // which slots each of this thread's rows sees
-      uint32_t vis[2] = {0u, 0u};
+      uint32_t vis[2] = {pos[0] >= 0 ? 0xfu : 0u, pos[1] >= 0 ? 0xfu : 0u};
 #pragma unroll
-      for (int s = 0; s < kSlots; ++s) {
+      for (int s = 0; s < kSlots && !uniform; ++s) {
         const int32_t j = sslots[stage * kSlots + s];
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
+          if (s == 0) vis[hf] = 0u;
           if (j >= 0 && pos[hf] >= 0) {
             const int32_t i = pos[hf] / bs;
             bool a;
@@ -265,16 +352,24 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
         }
       }
       // scale into the log2 domain, then mask (a negative scale must not flip -inf)
+      if (unmasked) {
 #pragma unroll
-      for (int nn = 0; nn < Tr::kNTiles; ++nn)
+        for (int nn = 0; nn < Tr::kNTiles; ++nn)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int hf = e >> 1;
-          const int32_t key = keys[kw0 + nn * 8 + (lane & 3) * 2 + (e & 1)];
-          const bool see = key >= 0 && ((vis[hf] >> (key & 3)) & 1u) && (!causal || (key >> 2) <= pos[hf]);
-          s[nn][e] = see ? s[nn][e] * scale_log2 : -INFINITY;
-        }
+          for (int e = 0; e < 4; ++e) s[nn][e] *= scale_log2;
+      } else {
+#pragma unroll
+        for (int nn = 0; nn < Tr::kNTiles; ++nn)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int hf = e >> 1;
+            const int32_t key = keys[kw0 + nn * 8 + (lane & 3) * 2 + (e & 1)];
+            const bool see = key >= 0 && ((vis[hf] >> (key & 3)) & 1u) && (!causal || (key >> 2) <= pos[hf]);
+            s[nn][e] = see ? s[nn][e] * scale_log2 : -INFINITY;
+          }
+      }
       // online softmax (the 4 lanes of a quad hold one row's columns)
+      float alpha[2];
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         float mx = -INFINITY;
@@ -284,7 +379,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[hf], mx);
         const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
-        const float alpha = fast_exp2(m[hf] - ref);
+        alpha[hf] = fast_exp2(m[hf] - ref);
         m[hf] = m_new;
         float sum = 0.f;
 #pragma unroll
@@ -295,11 +390,14 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
             s[nn][2 * hf + e] = pr;
             sum += pr;
           }
-        l[hf] = l[hf] * alpha + sum;
+        l[hf] = l[hf] * alpha[hf] + sum;
+      }
+      // rescale O only when some row of the warp has a new maximum (decode: rarely, once the first keys are in)
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
         for (int dn = 0; dn < Tr::kDTiles; ++dn) {
-          o[dn][2 * hf] *= alpha;
-          o[dn][2 * hf + 1] *= alpha;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o[dn][e] *= alpha[e >> 1];
         }
       }
       // O += P V: the score accumulators of n8 tiles 2kk and 2kk + 1 are the A fragment of k16 step kk.
