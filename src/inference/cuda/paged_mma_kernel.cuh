@@ -116,7 +116,9 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
   for (int32_t qt = blockIdx.y; qt < q_tiles; qt += gridDim.y) {
     CtaRows c;
     int32_t pos0, j_lo, j_hi;
-    if (!cta_rows<kList>(p, k, qt, rows_per_head, &c, &pos0, &j_lo, &j_hi)) break;  // varlen: past the rows
+    if (!cta_rows<kList, Tr::kThreads>(p, k, qt, rows_per_head, &c, &pos0, &j_lo, &j_hi, swarp)) {
+      break;  // varlen: past the rows
+    }
 
     // Q: packed row rr = g * rows_per_head + qi (q head h0 + g, query row r0 + qi); dead rows zero.
     for (int idx = tid; idx < Tr::kRows * Tr::kChunks; idx += Tr::kThreads) {

@@ -77,11 +77,60 @@ __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t he
   return k;
 }
 
+// balanced_split_range's boundaries, found by the kThreads threads of the CTA together (every thread calls
+// it, uniformly): a kThreads-ary search, two rounds up to kThreads^2 key blocks, where one thread's binary
+// search chained ~20 closed-form evaluations (integer divisions) before the CTA's first load could issue.
+// `scratch`: kThreads / 32 ints of shared memory (free on entry and on return).
+template <int kThreads>
+__device__ __forceinline__ void parallel_split_range(const PatternRules& p, int32_t h, int32_t i, int32_t nk,
+                                                     int32_t split, int32_t splits, int32_t* scratch,
+                                                     int32_t* lo, int32_t* hi) {
+  const SegmentList s = row_segments(p, h, i, nk);
+  const int32_t total = segments_count_below(s, nk);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int32_t bounds[2];
+  for (int e = 0; e < 2; ++e) {
+    const int32_t part = split + e;
+    if (part >= splits || part == 0) {
+      bounds[e] = part == 0 ? 0 : nk;
+      continue;
+    }
+    const int64_t target = (int64_t(total) * part + splits - 1) / splits;
+    // the smallest x in [a, b] with count_below(x) >= target; count_below(b) >= target throughout
+    int32_t a = 0, b = nk;
+    while (a < b) {
+      const int32_t step = (b - a + kThreads) / kThreads;  // ceil((b - a + 1) / kThreads)
+      const int32_t x = a + tid * step;
+      const bool ge = x >= b || segments_count_below(s, x) >= target;  // false, then true, in tid order
+      const uint32_t below = __ballot_sync(0xffffffffu, !ge);
+      if (lane == 0) scratch[warp] = __popc(below);
+      __syncthreads();
+      int32_t k = 0;  // candidates below the target: candidate k is the first at or above it
+#pragma unroll
+      for (int wi = 0; wi < kThreads / 32; ++wi) k += scratch[wi];
+      __syncthreads();  // scratch is reused by the next round
+      if (k == 0) {
+        b = a;
+      } else {
+        const int32_t na = a + (k - 1) * step + 1;
+        b = imin(b, a + k * step);
+        a = na;
+      }
+    }
+    bounds[e] = a;
+  }
+  *lo = bounds[0];
+  *hi = bounds[1];
+}
+
 // The CTA's rows for query tile qt (rows_per_head query rows per q head) and its split's key-block range
 // [*j_lo, *j_hi). Returns false when the tile lies past the sequence's query rows (varlen).
-template <bool kList>
+// scratch: kThreads / 32 ints of shared memory for the split search by the whole CTA (parallel_split_range);
+// null: one thread's binary search (every thread runs it).
+template <bool kList, int kThreads = 128>
 __device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& k, int32_t qt, int32_t rows_per_head,
-                                         CtaRows* out, int32_t* pos0, int32_t* j_lo, int32_t* j_hi) {
+                                         CtaRows* out, int32_t* pos0, int32_t* j_lo, int32_t* j_hi,
+                                         int32_t* scratch = nullptr) {
   CtaRows c;
   c.b = k.b;
   c.hk = k.hk;
@@ -101,6 +150,9 @@ __device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& 
     const int32_t per_split = (c.nk + p.num_splits - 1) / p.num_splits;
     *j_lo = imin(c.nk, k.split * per_split);
     *j_hi = imin(c.nk, *j_lo + per_split);
+  } else if (scratch != nullptr) {
+    parallel_split_range<kThreads>(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, k.split, p.num_splits, scratch, j_lo,
+                                   j_hi);
   } else {
     balanced_split_range(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, k.split, p.num_splits, j_lo, j_hi);
   }
