@@ -1,7 +1,6 @@
 // Definition of run_forward_sm80: included by the instantiation files only.
 #pragma once
-#include "cuda/common/cuda_check.h"
-#include "cuda/common/device.h"
+#include "cuda/common/launch.cuh"
 #include "cuda/sm80/forward_kernel_sm80.cuh"
 #include "cuda/sm80/forward_sm80.h"
 
@@ -10,14 +9,10 @@ namespace s2attn::cuda {
 template <typename Elem, int kHeadDim, int kBlockN, bool kList>
 void run_forward_sm80(const AttentionParams& params, const ForwardLaunch& launch) {
   using T = ForwardTraitsSm80<Elem, kHeadDim, query_tile_sm80(), kBlockN>;
-  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmemBytes
-  const auto kernel = forward_kernel_sm80<T, kList>;
-  if (T::kSmemBytes > 48 * 1024) {
-    set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), T::kSmemBytes, launch.device, &smem_configured);
-  }
+  static uint64_t configured = 0;
   const int64_t ctas = int64_t(launch.query_tiles) * params.batch * params.num_heads;
-  kernel<<<static_cast<unsigned>(ctas), T::kThreads, T::kSmemBytes, launch.stream>>>(params, launch.query_tiles);
-  S2_CUDA_CHECK(cudaGetLastError());
+  launch_kernel(forward_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA forward"), T::kThreads, T::kSmemBytes,
+                launch.stream, launch.device, &configured, params, launch.query_tiles);
 }
 
 }  // namespace s2attn::cuda

@@ -158,20 +158,8 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
                 w.h * dp.dq_stride.head;
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
-      uint32_t o16[C::kON8];
-      CUTE_UNROLL
-      for (int t = 0; t < C::kON8; ++t) {
-        o16[t] = pack2<CElem>(tOrdQ(4 * t + 2 * r) * p.scale, tOrdQ(4 * t + 2 * r + 1) * p.scale);
-      }
-      CUTE_UNROLL
-      for (int g = 0; g < C::kON8 / 4; ++g) C::quad_transpose(o16 + 4 * g);
-      if (pos[r] >= w.pos_lo && pos[r] < w.pos_hi) {
-        CElem* row = dq + int64_t(pos[r] - w.g.offset) * dp.dq_stride.seq + 8 * (lane % 4);
-        CUTE_UNROLL
-        for (int g = 0; g < C::kON8 / 4; ++g) {
-          *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
-        }
-      }
+      const bool keep = pos[r] >= w.pos_lo && pos[r] < w.pos_hi;
+      C::store_row(tOrdQ, r, p.scale, keep ? dq + int64_t(pos[r] - w.g.offset) * dp.dq_stride.seq : dq, keep);
     }
   }
 }

@@ -24,12 +24,8 @@ namespace s2attn::cuda {
 template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1)
     backward_kv_kernel_sm90(const __grid_constant__ BackwardParamsSm90 fp) {
-  extern __shared__ char smem_raw[];
-  // 1024-byte alignment: the 128-byte swizzle of TMA and wgmma repeats every 1024 bytes
-  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
-  auto& ss = *reinterpret_cast<BwdSharedStorageSm90<T>*>(base);
-  // warp-uniform for ptxas (a shuffle from lane 0): role branches must not look divergent around wgmma
-  const int role = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+  auto& ss = shared_storage_sm90<BwdSharedStorageSm90<T>>();
+  const int role = warpgroup_role();
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < T::kStages; ++s) {

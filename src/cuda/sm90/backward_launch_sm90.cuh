@@ -1,7 +1,6 @@
 // Definitions of run_backward_kv_sm90 and run_backward_dq_sm90: included by the instantiation files only.
 #pragma once
-#include "cuda/common/cuda_check.h"
-#include "cuda/common/device.h"
+#include "cuda/common/launch.cuh"
 #include "cuda/sm90/backward_dq_kernel_sm90.cuh"
 #include "cuda/sm90/backward_kernel_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
@@ -13,11 +12,9 @@ void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunch
   using T = BackwardTraitsSm90<Elem, kHeadDim>;
   constexpr int kSmem = bwd_smem_bytes_sm90<T>();
   static_assert(kSmem <= 227 * 1024, "shared memory of one H100 CTA");
-  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
-  const auto kernel = backward_kv_kernel_sm90<T>;
-  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);
-  kernel<<<launch.grid, T::kThreads, kSmem, launch.stream>>>(params);
-  S2_CUDA_CHECK(cudaGetLastError());
+  static uint64_t configured = 0;
+  launch_kernel(backward_kv_kernel_sm90<T>, launch.grid, T::kThreads, kSmem, launch.stream, launch.device,
+                &configured, params);
 }
 
 template <typename Elem, int kHeadDim>
@@ -25,11 +22,9 @@ void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaun
   using T = DqTraitsSm90<Elem, kHeadDim>;
   constexpr int kSmem = dq_smem_bytes_sm90<T>();
   static_assert(kSmem <= 227 * 1024, "shared memory of one H100 CTA");
-  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
-  const auto kernel = backward_dq_kernel_sm90<T>;
-  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);
-  kernel<<<launch.grid, T::kThreads, kSmem, launch.stream>>>(params);
-  S2_CUDA_CHECK(cudaGetLastError());
+  static uint64_t configured = 0;
+  launch_kernel(backward_dq_kernel_sm90<T>, launch.grid, T::kThreads, kSmem, launch.stream, launch.device,
+                &configured, params);
 }
 
 }  // namespace s2attn::cuda

@@ -20,11 +20,10 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
-#include "cuda/common/host_math.h"
+#include "cuda/common/host_math.h"  // kMaxKernelPosition
 #include "cuda/common/stream_scratch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
-#include "cuda/sm80/forward_traits_sm80.h"  // key_tile_sm80, query_tile_sm80
 #include "cuda/sm90/backward_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "s2attn/errors.h"
@@ -137,16 +136,7 @@ void backward_sm90(const AttentionBwdParams& params) {
   rows.lse2 = reinterpret_cast<float*>(base + layout.lse2_offset());
   rows.dsum = reinterpret_cast<float*>(base + layout.dsum_offset());
   if (!p.deterministic) rows.dq_accum = reinterpret_cast<float*>(base + layout.dq_offset());
-  const int block_m = query_tile_sm80();
-  if (varlen) {
-    rows.query_tiles = static_cast<int>((p.seqlen_q + block_m - 1) / block_m + 1);  // an upper bound
-  } else {
-    const int64_t off = p.q_offset >= 0 ? p.q_offset : int64_t(p.seqlen_k) - p.seqlen_q;
-    rows.query_tiles = static_cast<int>(floor_div64(off + p.seqlen_q - 1, block_m) - floor_div64(off, block_m) + 1);
-  }
-  if (p.deterministic && int64_t(rows.query_tiles) * p.batch * p.num_heads > 0x7fffffff) {
-    throw Unsupported("the CUDA backward's grid would exceed 2^31 - 1 CTAs for these shapes");
-  }
+  // (the row passes check their own grid: run_backward_rows_sm80; the Hopper kernels' grids are persistent)
 
   BackwardParamsSm90 bp;
   bp.p = p;

@@ -130,6 +130,26 @@ struct ConsumerSm90 {
     }
   }
 
+  // Row r (0, 1) of this thread's accumulator rows, times `scale`, stored as 16-bit values at `row` (the row's
+  // first element, 16-byte aligned) when `keep`. Lane q of a quad holds columns 8 t + 2 q, 8 t + 2 q + 1 of
+  // its row for every n8 tile t; a 4 x 4 transpose of 4-byte words inside the quad (all lanes, before the
+  // predicate) gives lane q all 8 columns of tile 4 g + q: 16-byte stores. The output and dQ epilogues.
+  template <class CElem, class TAcc>
+  __device__ __forceinline__ static void store_row(const TAcc& acc, int r, float scale, CElem* row, bool keep) {
+    uint32_t o16[kON8];
+    CUTE_UNROLL
+    for (int t = 0; t < kON8; ++t) o16[t] = pack2<CElem>(acc(4 * t + 2 * r) * scale, acc(4 * t + 2 * r + 1) * scale);
+    CUTE_UNROLL
+    for (int g = 0; g < kON8 / 4; ++g) quad_transpose(o16 + 4 * g);
+    if (keep) {
+      row += 8 * (threadIdx.x % 4);
+      CUTE_UNROLL
+      for (int g = 0; g < kON8 / 4; ++g) {
+        *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
+      }
+    }
+  }
+
   // One arrival per warp (8 per barrier phase): this warp's part of the GEMMs reading the buffer is done.
   __device__ __forceinline__ static void release(uint64_t* empty) {
     __syncwarp();
@@ -305,24 +325,11 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int P = pos[r];
-      // 16-byte stores: lane q of a quad holds columns 8 t + 2 q, 8 t + 2 q + 1 of its row for every n8 tile
-      // t; a 4 x 4 transpose of 4-byte words inside the quad (all lanes, before the row predicate) gives
-      // lane q all 8 columns of tile 4 g + q. Rows are 16-byte aligned (rows_ok in forward_sm90.cu).
-      uint32_t o16[C::kON8];
-      CUTE_UNROLL
-      for (int t = 0; t < C::kON8; ++t) o16[t] = pack2<CElem>(tOrO(4 * t + 2 * r), tOrO(4 * t + 2 * r + 1));
-      CUTE_UNROLL
-      for (int g = 0; g < C::kON8 / 4; ++g) C::quad_transpose(o16 + 4 * g);
-      if (P >= w.pos_lo && P < w.pos_hi) {
-        CElem* row = out + int64_t(P - w.g.offset) * p.out_stride.seq + 8 * (lane % 4);
-        CUTE_UNROLL
-        for (int g = 0; g < C::kON8 / 4; ++g) {
-          *reinterpret_cast<uint4*>(row + 32 * g) = make_uint4(o16[4 * g], o16[4 * g + 1], o16[4 * g + 2], o16[4 * g + 3]);
-        }
-        if (p.lse != nullptr && lane % 4 == 0) {
-          p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =
-              lse[r];
-        }
+      const bool keep = P >= w.pos_lo && P < w.pos_hi;  // rows are 16-byte aligned (rows_ok, forward_sm90.cu)
+      C::store_row(tOrO, r, 1.f, keep ? out + int64_t(P - w.g.offset) * p.out_stride.seq : out, keep);
+      if (keep && p.lse != nullptr && lane % 4 == 0) {
+        p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =
+            lse[r];
       }
     }
   }

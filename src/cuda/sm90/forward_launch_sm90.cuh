@@ -1,7 +1,6 @@
 // Definition of run_forward_sm90: included by the instantiation files only.
 #pragma once
-#include "cuda/common/cuda_check.h"
-#include "cuda/common/device.h"
+#include "cuda/common/launch.cuh"
 #include "cuda/sm90/forward_kernel_sm90.cuh"
 #include "cuda/sm90/forward_sm90.h"
 
@@ -12,11 +11,9 @@ void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& 
   using T = ForwardTraitsSm90<Elem, kHeadDim>;
   constexpr int kSmem = smem_bytes_sm90<T>();
   static_assert(kSmem <= 227 * 1024, "shared memory per block on sm_90: 227 KiB");
-  static uint64_t smem_configured = 0;  // devices on which the kernel may use kSmem
-  const auto kernel = forward_kernel_sm90<T>;
-  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), kSmem, launch.device, &smem_configured);
-  kernel<<<launch.grid, T::kThreads, kSmem, launch.stream>>>(params);
-  S2_CUDA_CHECK(cudaGetLastError());
+  static uint64_t configured = 0;
+  launch_kernel(forward_kernel_sm90<T>, launch.grid, T::kThreads, kSmem, launch.stream, launch.device, &configured,
+                params);
 }
 
 }  // namespace s2attn::cuda

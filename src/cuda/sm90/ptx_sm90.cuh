@@ -7,6 +7,21 @@
 
 namespace s2attn::cuda {
 
+// The kernel's shared storage, at the dynamic shared memory rounded up to 1024 bytes: the 128-byte swizzle of
+// TMA and wgmma repeats every 1024 bytes (the kernels' shared-memory sizes include the extra KiB).
+template <class Storage>
+__device__ __forceinline__ Storage& shared_storage_sm90() {
+  extern __shared__ char smem_raw[];
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  return *reinterpret_cast<Storage*>(base);
+}
+
+// This thread's warpgroup (its role), warp-uniform for ptxas (a shuffle from lane 0): role branches must not
+// look divergent around wgmma.
+__device__ __forceinline__ int warpgroup_role() {
+  return __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

@@ -9,6 +9,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/launch.cuh"
 #include "inference/cuda/combine_kernel.cuh"
 #include "inference/cuda/paged_cuda.h"
 #include "inference/cuda/paged_decode_kernel.cuh"
@@ -87,13 +88,11 @@ void launch_combine(const PagedParams& p) {
 template <class Kernel>
 void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_bytes, int rows, uint64_t* configured) {
   const Geometry g = geometry(p, rows);
-  set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), smem_bytes, p.device, configured);
   const int64_t ctas = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * p.num_splits;
   if (ctas > INT32_MAX) throw InvalidArgument("q", "fewer than 2^31 (sequence, KV head, split) work units");
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(std::min(g.q_tiles, 65535)));
-  auto stream = static_cast<cudaStream_t>(p.stream);
-  kernel<<<grid, threads, smem_bytes, stream>>>(p, g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
-  S2_CUDA_CHECK(cudaGetLastError());
+  launch_kernel(kernel, grid, threads, smem_bytes, static_cast<cudaStream_t>(p.stream), p.device, configured, p,
+                g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
   launch_combine(p);
 }
 

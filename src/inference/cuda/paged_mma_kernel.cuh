@@ -148,9 +148,6 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
     const bool one_head = kList ? (p.pattern.mask.heads != p.num_heads || c.nh == 1)
                                 : (!p.pattern.per_q_head || c.nh == 1);
     const bool uniform = one_head && c.i_lo == c.i_hi;
-    // ... and if, besides, every key of the context is at or before every row (decode), a tile of valid
-    // keys needs no mask at all (dead rows are never stored)
-    const bool unmasked_rows = uniform && (!p.pattern.causal || pos0 >= c.ctx - 1);
     auto union_sees = [&](int32_t j) {  // does some row of the CTA see key block j?
       const int32_t heads = one_head ? 1 : c.nh;
       for (int32_t g = 0; g < heads; ++g) {
@@ -313,7 +310,10 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
         all &= valid;
       }
       if (!__any_sync(0xffffffffu, any)) continue;
-      const bool unmasked = unmasked_rows && __all_sync(0xffffffffu, all);
+      // no mask at all: every row sees every block of the walk (uniform), every key is valid, and the warp's
+      // last (largest) key is at or before the first row (decode always; prefill below the diagonal)
+      const bool unmasked = uniform && __all_sync(0xffffffffu, all) &&
+                            (!causal || (keys[kw0 + Tr::kWarpKeys - 1] >> 2) <= pos0);
       // which slots each of this thread's rows sees
       uint32_t vis[2] = {pos[0] >= 0 ? 0xfu : 0u, pos[1] >= 0 ? 0xfu : 0u};
 #pragma unroll

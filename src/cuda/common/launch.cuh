@@ -1,0 +1,34 @@
+// One kernel launch as every launcher of the library does it: the dynamic shared-memory opt-in (needed above
+// the 48 KiB default) set once per device, the grid checked against CUDA's limits, the launch error checked.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/device.h"
+#include "s2attn/errors.h"
+
+namespace s2attn::cuda {
+
+// The x extent of a grid of `ctas` CTAs; Unsupported (naming `what`) past CUDA's 2^31 - 1.
+inline unsigned grid_extent(int64_t ctas, const char* what) {
+  if (ctas > 0x7fffffff) {
+    throw Unsupported(std::string(what) + ": the grid would exceed 2^31 - 1 CTAs for these shapes");
+  }
+  return static_cast<unsigned>(ctas);
+}
+
+// kernel<<<grid, threads, smem, stream>>>(args...) on `device`; `configured` is the caller's per-kernel set
+// of devices whose opt-in is done (a static in its template).
+template <class... KernelArgs, class... Args>
+void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, int threads, int smem, cudaStream_t stream, int device,
+                   uint64_t* configured, Args&&... args) {
+  if (smem > 48 * 1024) set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), smem, device, configured);
+  kernel<<<grid, threads, smem, stream>>>(std::forward<Args>(args)...);
+  S2_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace s2attn::cuda
