@@ -45,6 +45,7 @@ def main():
     ok &= run("head-paged-unmapped", gen, [300, 45], 1, 16, 4, 2, 128, 16, bf, 2, head_paged=True,
               drop_unneeded=True)
     ok &= run("chunk-40", gen, [260], 40, 16, 4, 2, 64, 16, fp, 1)
+    ok &= run("chunk-70-rows128-split2", gen, [300, 90], 70, 16, 4, 2, 128, 64, bf, 2)  # 140 packed rows: 8 warps
     outs = [torch.randn(2, 3, 4, 64, generator=gen).to(bf).to(DEV) for _ in range(3)]
     lses = [torch.randn(2, 4, 3, generator=gen).to(DEV) for _ in range(3)]
     lses[0][0, 0, 0] = -float("inf")

@@ -31,7 +31,7 @@ int sm_count(int device) {
 
 // The kernel a call takes and its packed rows per CTA. 16-bit caches: the tensor-core kernel, one 16-row
 // tile when the group's heads times the query rows fit (decode, speculative decode: the 4 warps split the
-// keys), else 64 rows (prefill: a 16-row tile per warp). fp32: the SIMT kernel, 4 or 8 rows.
+// keys), else 64 rows, or 128 from 128 on (prefill: a 16-row tile per warp). fp32: the SIMT kernel, 4 or 8 rows.
 struct Variant {
   bool mma;
   int rows;
@@ -41,8 +41,8 @@ struct Variant {
 Variant variant(const PagedParams& p) {
   const int want = p.group_size() * std::max(1, p.q_len);
   if (p.dtype != DType::f32) {
-    const bool decode = want <= 16;
-    return Variant{true, decode ? 16 : 64, 2};
+    if (want <= 16) return Variant{true, 16, 2};
+    return want < 128 ? Variant{true, 64, 2} : Variant{true, 128, 1};
   }
   return Variant{false, want <= 4 ? 4 : 8, 3};
 }
@@ -123,9 +123,9 @@ void dispatch_dim(const PagedParams& p) {
     if (d64) return r4 ? launch_simt<64, 4, kList>(p) : launch_simt<64, 8, kList>(p);
     return r4 ? launch_simt<128, 4, kList>(p) : launch_simt<128, 8, kList>(p);
   } else {
-    const bool decode = v.rows == 16;
-    if (d64) return decode ? launch_mma<T, 64, 1, kList>(p) : launch_mma<T, 64, 4, kList>(p);
-    return decode ? launch_mma<T, 128, 1, kList>(p) : launch_mma<T, 128, 4, kList>(p);
+    if (v.rows == 16) return d64 ? launch_mma<T, 64, 1, kList>(p) : launch_mma<T, 128, 1, kList>(p);
+    if (v.rows == 64) return d64 ? launch_mma<T, 64, 4, kList>(p) : launch_mma<T, 128, 4, kList>(p);
+    return d64 ? launch_mma<T, 64, 8, kList>(p) : launch_mma<T, 128, 8, kList>(p);
   }
 }
 

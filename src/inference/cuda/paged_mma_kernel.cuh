@@ -6,7 +6,8 @@
 //
 //  - kRowTiles = 1 (decode, <= 16 packed rows): the 4 warps share the rows and split each 64-key tile, 16
 //    keys each, with their own online-softmax state; the states are merged once at the end.
-//  - kRowTiles = 4 (prefill, 64 packed rows): each warp owns 16 rows and scores the whole tile.
+//  - kRowTiles = 4 or 8 (speculative decode / prefill, 64 or 128 packed rows, 4 or 8 warps): each warp owns
+//    16 rows and scores the whole tile; 128 rows read each K/V tile for twice the rows.
 //
 // Keys: the CTA walks the union of the key blocks its rows see (analytic rules or the block mask's device
 // lists) within its split's range: windows of 128 candidate blocks, one per thread, tested with `attends`
@@ -36,7 +37,7 @@ namespace s2attn::cuda {
 
 template <typename T, int D, int RT>
 struct PagedMmaTraits {
-  static constexpr int kThreads = 128;
+  static constexpr int kThreads = 32 * (RT > 4 ? RT : 4);
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kRowTiles = RT;
   static constexpr int kRows = 16 * RT;             // packed rows of a CTA
@@ -48,9 +49,11 @@ struct PagedMmaTraits {
   static constexpr int kQkSteps = D / 16;
   static constexpr int kDTiles = D / 8;
   static constexpr int kMaxSlots = 4;               // blocks of a tile: 64 / 16 at the smallest block size
-  // Decode: 3 stages (two tiles in flight while one is scored: decode is a stream of K/V); prefill: 2.
-  static constexpr int kStages = RT == 1 ? 3 : 2;
-  static constexpr int kMinCtasPerSm = 2;  // what shared memory allows at D = 128; registers up to 255
+  // Two tiles in flight while one is scored (decode is a stream of K/V), except at 64 rows, where 3 stages
+  // would not leave room for 2 CTAs per SM at D = 128.
+  static constexpr int kStages = RT == 4 ? 2 : 3;
+  // what shared memory (D = 128) and registers (up to 255 a thread) allow
+  static constexpr int kMinCtasPerSm = RT > 4 ? 1 : 2;
   static constexpr int kTileElems = kTileKeys * D;
   static constexpr int kQElems = kRows * D;
   static constexpr int kRowsPerPass = kThreads / kChunks;  // key rows one pass of the CTA copies
