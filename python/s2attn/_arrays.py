@@ -20,12 +20,32 @@ def _bf16_numpy_dtype():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+_torch_to_dlpack = None
+
+
+def _torch_capsule(x):
+    """A DLPack capsule of the plain torch tensor x (torch.utils.dlpack.to_dlpack, ~0.5 us), which the binding
+    imports as it is. Handed the tensor, the binding calls x.__dlpack__(): ~4 us of Python per tensor, which
+    was most of an eager paged-decode call's host time (~45 us for its 6 tensors)."""
+    global _torch_to_dlpack
+    if _torch_to_dlpack is None:
+        import torch.utils.dlpack
+
+        _torch_to_dlpack = torch.utils.dlpack.to_dlpack
+    return _torch_to_dlpack(x)
+
+
 def native(x, name):
     """The object to hand to the native module for argument `name` (no copy)."""
     if x is None:
         return None
     if _is_torch(x):
-        return x.detach()
+        if x.requires_grad:
+            x = x.detach()
+        t = type(x)
+        if t.__name__ == "Tensor" and t.__module__ == "torch":  # subclasses keep their own __dlpack__
+            return _torch_capsule(x)
+        return x
     if isinstance(x, np.ndarray):
         if x.dtype == np.uint16:
             raise invalid(name, "dtype float32, float16 or bfloat16, got uint16", DTypeError)
