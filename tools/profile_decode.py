@@ -18,6 +18,18 @@ from profile_kernels import kernel_times  # tools/ is the script's directory
 H, HKV, D, BS, L = 32, 8, 128, 64, 16
 
 
+def decode_inputs(B, ctx, page, dev="cuda"):
+    """A batch of B sequences of ctx cached tokens in shuffled pages of `page` tokens, one query token each:
+    (q, k_pages, v_pages, block_table, context_lens, out), bf16, the benchmark's H, Hkv, D."""
+    pages = -(-ctx // page)
+    kp = torch.randn(B * pages, page, HKV, D, dtype=torch.bfloat16, device=dev)
+    vp = torch.randn_like(kp)
+    table = torch.randperm(B * pages, device=dev).to(torch.int32).view(B, pages)
+    lens = torch.full((B,), ctx, dtype=torch.int32, device=dev)
+    q = torch.randn(B, 1, H, D, dtype=torch.bfloat16, device=dev)
+    return q, kp, vp, table, lens, torch.empty_like(q)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="1x8192,1x131072,32x131072")
@@ -31,13 +43,7 @@ def main():
     report = dict(gpu=torch.cuda.get_device_name(), command=" ".join(sys.argv), cases=[])
     for case in a.cases.split(","):
         B, ctx = (int(x) for x in case.split("x"))
-        pages = -(-ctx // a.page)
-        kp = torch.randn(B * pages, a.page, HKV, D, dtype=torch.bfloat16, device=dev)
-        vp = torch.randn_like(kp)
-        table = torch.randperm(B * pages, device=dev).to(torch.int32).view(B, pages)
-        lens = torch.full((B,), ctx, dtype=torch.int32, device=dev)
-        q = torch.randn(B, 1, H, D, dtype=torch.bfloat16, device=dev)
-        out = torch.empty_like(q)
+        q, kp, vp, table, lens, out = decode_inputs(B, ctx, a.page, dev)
         ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p)), dtype=torch.uint8,
                          device=dev)
 

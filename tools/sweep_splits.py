@@ -6,35 +6,16 @@ graph (GPU time, no host enqueue cost), L2 not flushed between replays.
 """
 import argparse
 import json
+import os
 import sys
 
 import torch
 
 import s2attn
 
-H, HKV, D, BS, L = 32, 8, 128, 64, 16
-
-
-def graph_ms(fn, iters=50):
-    """Mean GPU time of fn replayed from a CUDA graph (warmed up on a side stream, as capture requires)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    t0.record()
-    for _ in range(iters):
-        g.replay()
-    t1.record()
-    torch.cuda.synchronize()
-    return t0.elapsed_time(t1) / iters
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from gpu_decode import graph_bench  # noqa: E402  (the decode benchmark's CUDA-graph timing)
+from profile_decode import BS, H, HKV, L, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
 def main():
@@ -50,19 +31,13 @@ def main():
     report = dict(gpu=torch.cuda.get_device_name(), command=" ".join(sys.argv), cases=[])
     for case in a.cases.split(","):
         B, ctx = (int(x) for x in case.split("x"))
-        pages = -(-ctx // a.page)
-        kp = torch.randn(B * pages, a.page, HKV, D, dtype=torch.bfloat16, device=dev)
-        vp = torch.randn_like(kp)
-        table = torch.randperm(B * pages, device=dev).to(torch.int32).view(B, pages)
-        lens = torch.full((B,), ctx, dtype=torch.int32, device=dev)
-        q = torch.randn(B, 1, H, D, dtype=torch.bfloat16, device=dev)
-        out = torch.empty_like(q)
+        q, kp, vp, table, lens, out = decode_inputs(B, ctx, a.page, dev)
         auto = s2attn.paged_num_splits(q, kp, vp, table, lens, p)
         row = dict(batch=B, context=ctx, page=a.page, V=a.V, auto_splits=auto, ms={})
         for n in sorted({int(x) for x in a.splits.split(",")} | {auto}):
             ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=n)),
                              dtype=torch.uint8, device=dev)
-            row["ms"][n] = graph_ms(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
+            row["ms"][n] = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
                                                                    num_splits=n))
         best = min(row["ms"], key=row["ms"].get)
         row["best_splits"] = best

@@ -28,6 +28,7 @@
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/smem_swizzle.cuh"
 #include "inference/cuda/paged_elem.cuh"
+#include "inference/cuda/paged_output.cuh"
 #include "inference/cuda/paged_walk.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
@@ -468,22 +469,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
           O = fmaf(mo[((w0 + kp) * 16 + lr) * Tr::kMergeStride + d], f, O);
         }
       }
-      const bool seen = L > 0.f;
-      const float out = seen ? O / L : 0.f;
-      const float lse = seen ? (M + __log2f(L)) * kLn2 : -INFINITY;
-      const int32_t h = c.h0 + g, r = c.r0 + qi;
-      if (split_out) {
-        const int64_t row = (int64_t(k.split) * p.total_q + row_base + r) * p.num_heads + h;
-        ws.out[row * D + d] = out;
-        if (d == 0) ws.lse[row] = lse;
-      } else {
-        T* dst = static_cast<T*>(p.out) + c.b * p.out_stride.batch + (p.q_begin(c.b) + r) * p.out_stride.seq +
-                 h * p.out_stride.head + d;
-        *dst = from_float<T>(out);
-        if (d == 0 && p.lse) {
-          p.lse[c.b * p.lse_stride.batch + h * p.lse_stride.head + (p.q_begin(c.b) + r) * p.lse_stride.seq] = lse;
-        }
-      }
+      store_paged_output<T>(p, ws, c, k.split, row_base, c.h0 + g, c.r0 + qi, d, D, O, L, M);
     }
     __syncthreads();  // shared memory is reused by the next query tile
   }
