@@ -1,7 +1,7 @@
 // Paged attention on tensor cores (portable, sm_80+; bf16 and fp16 caches): decode, speculative decode and
-// chunked prefill. One CTA of 4 warps per (sequence, KV head, head chunk, split, query-row tile); its packed
-// rows are (q head of the KV group) x (query row), head-major, so every K/V byte a group needs is read once
-// for all its heads, and a 16-row slice of them is the M dimension of mma.sync m16n8k16 (rows past the
+// chunked prefill. One CTA of 4 (or 8) warps per (sequence, KV head, head chunk, split, query-row tile); its
+// packed rows are (q head of the KV group) x (query row), head-major, so every K/V byte a group needs is read
+// once for all its heads, and a 16-row slice of them is the M dimension of mma.sync m16n8k16 (rows past the
 // group are zero and cost nothing but tensor-core slots, which decode has to spare: it is bound by memory).
 //
 //  - kRowTiles = 1 (decode, <= 16 packed rows): the 4 warps share the rows and split each 64-key tile, 16
@@ -10,14 +10,16 @@
 //    16 rows and scores the whole tile; 128 rows read each K/V tile for twice the rows.
 //
 // Keys: the CTA walks the union of the key blocks its rows see (analytic rules or the block mask's device
-// lists) within its split's range: windows of 128 candidate blocks, one per thread, tested with `attends`
-// and compacted in order into a shared-memory list (cheaper than re-deriving the next block from the rules
-// in every warp for every tile, which was most of the instructions). A 64-key tile holds 64 / block_size blocks (block 16, 32)
-// or one 64-key part of a block (64, 128). Every key row is gathered through the block table with 16-byte
-// cp.async into a kStages-deep ring (the table entries of a tile are loaded together, before its copies,
-// so their latencies overlap); rows past the context, past a block, or behind an out-of-range table entry
-// are zero-filled and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the
-// compute side masks by the block visibility of its rows (per slot), validity, and the causal cut.
+// lists) within its split's range (boundaries found by the whole CTA: parallel_split_range): windows of one
+// candidate block per thread, tested with `attends` and compacted in order into a shared-memory list
+// (cheaper than re-deriving the next block from the rules in every warp for every tile, which was most of
+// the instructions). A 64-key tile holds 64 / block_size blocks (block 16, 32) or one 64-key part of a block
+// (64, 128). Every key row is gathered through the block table with 16-byte cp.async into a kStages-deep
+// ring; its table entry is loaded one iteration before its copies, so the lookup's latency hides behind a
+// tile's math. Rows past the context, past a block, or behind an out-of-range table entry are zero-filled
+// and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the compute side masks
+// by the block visibility of its rows (per slot), validity, and the causal cut — or not at all where every
+// row sees every key of the warp's range (decode; prefill below the diagonal).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
