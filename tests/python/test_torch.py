@@ -406,3 +406,17 @@ def test_vllm_style_engine_steps():
         for b, n in enumerate(step_tokens):
             ref = st.attention(full_q[b][None, -n:], full_k[b][None], full_v[b][None], layer.pattern)[0]
             assert rel(out[int(cu[b]):int(cu[b + 1])], ref) <= 1e-5
+
+
+def test_raw_ops_take_grad_views_and_parameters():
+    # torch tensors reach the binding as DLPack capsules (s2attn._arrays.native): a tensor that requires grad
+    # is detached first, a subclass (Parameter) keeps its own protocol; all give the plain tensors' result
+    g = torch.Generator().manual_seed(7)
+    p = s2attn.local_stride(4, block_size=16, local_blocks=2, vert_stride=3)
+    q, k, v = (torch.randn(1, 70, 4, 32, generator=g) for _ in range(3))
+    ref = s2attn.attention(q, k, v, p)
+    v_strided = v.transpose(1, 2).contiguous().transpose(1, 2)  # [B, S, H, D] view of [B, H, S, D] storage
+    got = s2attn.attention(q.clone().requires_grad_(), torch.nn.Parameter(k.clone(), requires_grad=False),
+                           v_strided, p)
+    assert torch.equal(got, ref)
+    assert not got.requires_grad
