@@ -23,10 +23,6 @@ __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(co
   static_assert(kMaxPagedSplits <= kCombineThreads && kMaxPagedSplits <= 64, "a thread per split, a warp reduces");
   __shared__ float weight[kMaxPagedSplits];
   __shared__ float row_lse;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // launched as a programmatic dependent (launch_combine): the partials are complete and visible past here
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
   const int64_t row = blockIdx.x;
   if (p.cu_seqlens_q && row >= p.cu_seqlens_q[p.batch]) return;  // varlen rows of no sequence
   const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);

@@ -71,25 +71,16 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
-// The split combine, launched as a programmatic dependent of the attention kernel on sm_90+ (its launch
-// overlaps the attention kernel's last CTAs; it waits for that grid's results in-kernel, griddepcontrol.wait),
-// a plain launch before sm_90.
 void launch_combine(const PagedParams& p) {
   if (p.num_splits <= 1 || p.total_q <= 0) return;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
-  cfg.blockDim = dim3(kCombineThreads);
-  cfg.stream = static_cast<cudaStream_t>(p.stream);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = compute_capability(p.device) >= 90 ? 1 : 0;
+  auto stream = static_cast<cudaStream_t>(p.stream);
+  const dim3 grid(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
   switch (p.dtype) {
-    case DType::bf16: S2_CUDA_CHECK(cudaLaunchKernelEx(&cfg, paged_split_combine_kernel<__nv_bfloat16>, p)); break;
-    case DType::f16: S2_CUDA_CHECK(cudaLaunchKernelEx(&cfg, paged_split_combine_kernel<__half>, p)); break;
-    default: S2_CUDA_CHECK(cudaLaunchKernelEx(&cfg, paged_split_combine_kernel<float>, p)); break;
+    case DType::bf16: paged_split_combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p); break;
+    case DType::f16: paged_split_combine_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p); break;
+    default: paged_split_combine_kernel<float><<<grid, kCombineThreads, 0, stream>>>(p); break;
   }
+  S2_CUDA_CHECK(cudaGetLastError());
 }
 
 // One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk,
