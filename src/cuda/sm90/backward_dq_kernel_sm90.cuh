@@ -23,12 +23,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
   const int role = warpgroup_role();
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(&ss.k_full[s], 1);                            // the producer's arrive (+ TMA bytes)
-      mbar_init(&ss.v_full[s], 1);
-      mbar_init(&ss.k_empty[s], T::kConsumerWarpgroups * 4);  // one arrival per consumer warp
-      mbar_init(&ss.v_empty[s], T::kConsumerWarpgroups * 4);
-    }
+    init_kv_stage_barriers<T::kStages>(ss, T::kConsumerWarpgroups * 4);
     mbar_init(&ss.q_full, 1);
     mbar_init(&ss.q_empty, T::kConsumerWarpgroups * 4);
     fence_barrier_init();

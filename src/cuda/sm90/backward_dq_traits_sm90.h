@@ -40,9 +40,4 @@ struct DqSharedStorageSm90 {
   uint64_t q_empty;
 };
 
-template <class T>
-constexpr int dq_smem_bytes_sm90() {
-  return static_cast<int>(sizeof(DqSharedStorageSm90<T>)) + 1024;  // + alignment slack of the dynamic base
-}
-
 }  // namespace s2attn::cuda

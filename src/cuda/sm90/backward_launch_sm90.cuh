@@ -1,30 +1,22 @@
 // Definitions of run_backward_kv_sm90 and run_backward_dq_sm90: included by the instantiation files only.
 #pragma once
-#include "cuda/common/launch.cuh"
 #include "cuda/sm90/backward_dq_kernel_sm90.cuh"
 #include "cuda/sm90/backward_kernel_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/launch_sm90.cuh"
 
 namespace s2attn::cuda {
 
 template <typename Elem, int kHeadDim>
 void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = BackwardTraitsSm90<Elem, kHeadDim>;
-  constexpr int kSmem = bwd_smem_bytes_sm90<T>();
-  static_assert(kSmem <= 227 * 1024, "shared memory of one H100 CTA");
-  static uint64_t configured = 0;
-  launch_kernel(backward_kv_kernel_sm90<T>, launch.grid, T::kThreads, kSmem, launch.stream, launch.device,
-                &configured, params);
+  launch_persistent_sm90<backward_kv_kernel_sm90<T>, BwdSharedStorageSm90<T>>(T::kThreads, params, launch);
 }
 
 template <typename Elem, int kHeadDim>
 void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = DqTraitsSm90<Elem, kHeadDim>;
-  constexpr int kSmem = dq_smem_bytes_sm90<T>();
-  static_assert(kSmem <= 227 * 1024, "shared memory of one H100 CTA");
-  static uint64_t configured = 0;
-  launch_kernel(backward_dq_kernel_sm90<T>, launch.grid, T::kThreads, kSmem, launch.stream, launch.device,
-                &configured, params);
+  launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>>(T::kThreads, params, launch);
 }
 
 }  // namespace s2attn::cuda

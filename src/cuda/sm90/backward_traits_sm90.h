@@ -129,9 +129,4 @@ struct BwdSharedStorageSm90 {
   uint64_t kv_empty;
 };
 
-template <class T>
-constexpr int bwd_smem_bytes_sm90() {
-  return static_cast<int>(sizeof(BwdSharedStorageSm90<T>)) + 1024;  // + alignment slack of the dynamic base
-}
-
 }  // namespace s2attn::cuda

@@ -26,12 +26,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __gr
   const int role = warpgroup_role();
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(&ss.k_full[s], 1);                            // the producer's arrive (+ TMA bytes)
-      mbar_init(&ss.v_full[s], 1);
-      mbar_init(&ss.k_empty[s], T::kConsumerWarpgroups * 4);  // one arrival per consumer warp
-      mbar_init(&ss.v_empty[s], T::kConsumerWarpgroups * 4);
-    }
+    init_kv_stage_barriers<T::kStages>(ss, T::kConsumerWarpgroups * 4);
     for (int s = 0; s < T::kQStages; ++s) {
       mbar_init(&ss.q_full[s], 1);
       mbar_init(&ss.q_empty[s], T::kConsumerWarpgroups * 4);

@@ -107,9 +107,4 @@ struct SharedStorageSm90 {
   uint64_t q_empty[T::kQStages];
 };
 
-template <class T>
-constexpr int smem_bytes_sm90() {
-  return static_cast<int>(sizeof(SharedStorageSm90<T>)) + 1024;  // + alignment slack of the dynamic base
-}
-
 }  // namespace s2attn::cuda

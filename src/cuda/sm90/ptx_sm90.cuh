@@ -8,12 +8,19 @@
 namespace s2attn::cuda {
 
 // The kernel's shared storage, at the dynamic shared memory rounded up to 1024 bytes: the 128-byte swizzle of
-// TMA and wgmma repeats every 1024 bytes (the kernels' shared-memory sizes include the extra KiB).
+// TMA and wgmma repeats every 1024 bytes.
 template <class Storage>
 __device__ __forceinline__ Storage& shared_storage_sm90() {
   extern __shared__ char smem_raw[];
   const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
   return *reinterpret_cast<Storage*>(base);
+}
+
+// The dynamic shared memory a kernel using shared_storage_sm90<Storage> asks for: the storage plus the
+// slack the base is rounded up by.
+template <class Storage>
+constexpr int shared_storage_bytes_sm90() {
+  return static_cast<int>(sizeof(Storage)) + 1024;
 }
 
 // This thread's warpgroup (its role), warp-uniform for ptxas (a shuffle from lane 0): role branches must not
@@ -28,6 +35,18 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+}
+
+// The K and V stage barriers of the forward and dQ kernels (storage members k_full, v_full, k_empty, v_empty
+// [kStages]): full on the producer's one arrival (plus the TMA bytes), empty on one arrival per consumer warp.
+template <int kStages, class Storage>
+__device__ __forceinline__ void init_kv_stage_barriers(Storage& ss, uint32_t consumer_warps) {
+  for (int s = 0; s < kStages; ++s) {
+    mbar_init(&ss.k_full[s], 1);
+    mbar_init(&ss.v_full[s], 1);
+    mbar_init(&ss.k_empty[s], consumer_warps);
+    mbar_init(&ss.v_empty[s], consumer_warps);
+  }
 }
 
 // Makes the barrier inits visible to the async proxy (TMA) before first use.
