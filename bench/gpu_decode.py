@@ -22,6 +22,7 @@ import subprocess
 import torch
 
 import s2attn
+from model.timing import Timer, capture_graph  # bench/ is the script's directory (bench/model: the model bench)
 
 DEV = torch.device("cuda")
 H, HKV, D, BS, L = 32, 8, 128, 64, 16
@@ -38,24 +39,7 @@ def bench(fn, reps=50):
 def graph_bench(fn, iters=50):
     """ms per call of fn replayed from a CUDA graph: the GPU time a serving engine that captures its decode
     step sees (no host enqueue cost; L2 not flushed between replays)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    t0.record()
-    for _ in range(iters):
-        g.replay()
-    t1.record()
-    torch.cuda.synchronize()
-    return t0.elapsed_time(t1) / iters
+    return Timer("cuda").per_call(capture_graph(fn, warmup=3).replay, iters)
 
 
 def env():

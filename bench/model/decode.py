@@ -21,6 +21,7 @@ import s2attn
 from .attention import DenseSDPA, build_layer_attention, sdpa
 from .config import AttentionConfig
 from .kv_cache import ModelCache
+from .timing import capture_graph
 
 NO_ATTENTION = AttentionConfig("none", none=True)
 
@@ -84,15 +85,7 @@ def time_step(step, timer, use_graph):
     if use_graph:
         graph = None
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
+            graph = capture_graph(step, warmup=2)
             one = timer.once(graph.replay)[0]
             calls = max(3, min(50, int(600.0 / max(one, 1e-3))))
             return timer.per_call(graph.replay, calls), "cuda_graph", None

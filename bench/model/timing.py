@@ -54,6 +54,21 @@ class Timer:
         return self.once(run)[0] / calls
 
 
+def capture_graph(fn, warmup=2):
+    """A CUDA graph of one call of fn, captured after `warmup` calls on a side stream (what capture needs:
+    lazy initialisation and allocator warm-up outside the capture). Raises what the capture raises."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
 def summary(times):
     """{'ms': median, 'ms_min', 'iters'} of a list of milliseconds."""
     return dict(ms=statistics.median(times), ms_min=min(times), iters=len(times))
