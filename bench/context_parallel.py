@@ -202,6 +202,14 @@ def _worker(rank, world, args, init_method, out_path):
                 row = dict(impl=name, S=S, world=world, sharding=kind, V=V,
                            fwd_ms=1e3 * _timed(fwd, device, args.warmup, args.iters),
                            fwd_bwd_ms=1e3 * _timed(fwd_bwd, device, args.warmup, args.iters))
+                tokens = S * shape["B"]  # of the whole sequence, all ranks together
+                row.update(fwd_tokens_per_s=tokens / (row["fwd_ms"] * 1e-3),
+                           fwd_bwd_tokens_per_s=tokens / (row["fwd_bwd_ms"] * 1e-3))
+                if V is not None:
+                    dense = next(r for r in rows if r["impl"] == "dense_ring_sdpa_flash" and r["S"] == S
+                                 and r["sharding"] == kind)
+                    row.update(fwd_speedup_vs_dense_ring=dense["fwd_ms"] / row["fwd_ms"],
+                               fwd_bwd_speedup_vs_dense_ring=dense["fwd_bwd_ms"] / row["fwd_bwd_ms"])
                 if V is not None:
                     s = plan_context_parallel(pattern_for(V, shape), sh).summary(
                         head_dim=shape["D"], itemsize=dtype.itemsize, batch=shape["B"])
@@ -209,8 +217,11 @@ def _worker(rank, world, args, init_method, out_path):
                                                   "max_rank_bytes_per_kv_head")})
                 rows.append(row)
                 if rank == 0:
+                    speed = (f"   x{row['fwd_speedup_vs_dense_ring']:.2f} / x{row['fwd_bwd_speedup_vs_dense_ring']:.2f}"
+                             f" vs dense, bytes x{row['ratio_vs_dense_ring']:.3f}") if V is not None else ""
                     print(f"{name:<22}{kind:<11}S={S:<8} V={V or '-':<3} fwd {row['fwd_ms']:9.2f} ms   "
-                          f"fwd+bwd {row['fwd_bwd_ms']:9.2f} ms", flush=True)
+                          f"fwd+bwd {row['fwd_bwd_ms']:9.2f} ms   {row['fwd_bwd_tokens_per_s']:10.0f} tok/s"
+                          + speed, flush=True)
             del q, k, v, do
     gathered = [None] * world
     dist.all_gather_object(gathered, errors)
