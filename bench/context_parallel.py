@@ -6,6 +6,7 @@ it takes over NCCL against a dense ring attention built from SDPA's flash kernel
     .venv/bin/python bench/context_parallel.py --gpu           # timings on every visible GPU (NCCL), JSON out
     .venv/bin/python bench/context_parallel.py --cpu-smoke     # the --gpu code path on CPU processes (gloo),
                                                                # tiny shapes: checks it end to end
+    .venv/bin/python bench/context_parallel.py --plot A.json B.json --out C.png   # plot of --gpu results
 
 Shape (DESIGN §4): H=32, Hkv=8 (GQA), D=128, block 64, L=16, V in {8, 16, 32}, bf16, causal, B=1. Bytes are
 K+V received in the forward, summed over ranks (per_kv_head: each KV head receives its own blocks, s2attn's
@@ -240,6 +241,50 @@ def _worker(rank, world, args, init_method, out_path):
     dist.destroy_process_group()
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Plot of timed results (one or more JSON files of --gpu runs)
+
+def plot(paths, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, meta = [], None
+    for p in paths:
+        with open(p) as f:
+            d = json.load(f)
+        rows += d["results"]
+        meta = meta or d["meta"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = {}
+    for kind, style in (("zigzag", "-"), ("contiguous", ":")):
+        for impl, V in sorted({(r["impl"], r["V"]) for r in rows}, key=lambda x: (x[1] or 0)):
+            pts = sorted((r["S"], r) for r in rows if r["sharding"] == kind and r["impl"] == impl and r["V"] == V)
+            if not pts:
+                continue
+            label = f"{'dense ring (SDPA flash)' if V is None else f's2attn V={V}'} {kind}"
+            xs, color = [s for s, _ in pts], colors.setdefault(V, f"C{len(colors)}")  # one colour per V
+            axes[0].plot(xs, [r["fwd_bwd_tokens_per_s"] for _, r in pts], style, marker="o", label=label, color=color)
+            if V is not None:
+                axes[1].plot(xs, [r["ratio_vs_dense_ring"] for _, r in pts], style, marker="o", label=label,
+                             color=color)
+    axes[0].set_ylabel("tokens/s, forward + backward")
+    axes[1].set_ylabel("K/V bytes received / dense ring's")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length (tokens)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"context parallelism, {meta.get('world')} x {meta.get('gpu', '?')} (NCCL), "
+                 f"H={meta['shape']['H']} Hkv={meta['shape']['Hkv']} D={meta['shape']['D']} bf16 causal")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -277,6 +322,7 @@ def main():
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--gpu", action="store_true", help="time over NCCL on the visible GPUs (needs >= 2)")
     mode.add_argument("--cpu-smoke", action="store_true", help="the --gpu path on CPU processes (gloo), tiny")
+    mode.add_argument("--plot", nargs="+", metavar="JSON", help="plot timed results (--gpu files) to --out")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seqlens", type=int, nargs="+", default=None)
     ap.add_argument("--worlds", type=int, nargs="+", default=[2, 4, 8, 16], help="planner: world sizes")
@@ -289,6 +335,8 @@ def main():
     args = ap.parse_args()
     args.shape_override = {}
     date = datetime.date.today().isoformat()
+    if args.plot:
+        return plot(args.plot, args.out or "bench/results/context_parallel_gpu.png")
     if args.gpu or args.cpu_smoke:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dense_ring, gpu_forward
         if args.cpu_smoke:
