@@ -1,5 +1,6 @@
 """A few small calls of the Hopper (sm_90a) backward, forced with backend="cuda_sm90", for compute-sanitizer
-(memcheck, racecheck, synccheck): odd lengths, block 64 and 128, bf16 and fp16, GQA, bidirectional, Sq > Sk,
+(memcheck, racecheck, synccheck): head dims 128 and 64, odd lengths, block 64 and 128, bf16 and fp16, GQA,
+bidirectional, Sq > Sk,
 varlen with an empty sequence, deterministic mode, and more work units than CTAs (the persistent loop, the
 K/V and stage ring phases, the dS double buffer). Checks dq, dk, dv against float64 autograd of the dense
 reference; exits non-zero on a mismatch. Exits 0 with a note where there is no Hopper GPU or no Hopper path.
@@ -17,8 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_reference_grads  # noqa: E402
 
 
-def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=False, local=2, stride=3):
-    D = 128  # the Hopper backward's head dim
+def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=False, local=2, stride=3, D=128):
     p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
     q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     kw = dict(backend="cuda_sm90")
@@ -54,6 +54,12 @@ def main():
     ok &= run("deterministic-bs64", [333], [333], 4, 2, 64, True, torch.bfloat16, gen, deterministic=True)
     # more units than CTAs on an H100 (132): 32 key tiles x 4 KV heads + 32 vertical ones (both passes)
     ok &= run("many-units-bs64", [4096], [4096], 4, 4, 64, True, torch.bfloat16, gen, local=4, stride=8)
+    # head dim 64 (dQ always from the dQ kernel; 5 stages in the KV kernel's ring)
+    ok &= run("d64-odd-bs64-gqa", [77], [77], 4, 2, 64, True, torch.bfloat16, gen, D=64)
+    ok &= run("d64-bidir-bs128-fp16", [150], [270], 2, 2, 128, False, torch.float16, gen, D=64)
+    ok &= run("d64-varlen-bs64", [1, 17, 0, 40, 190], [1, 30, 5, 40, 260], 4, 2, 64, True, torch.bfloat16, gen,
+              D=64)
+    ok &= run("d64-many-units-bs64", [4096], [4096], 4, 4, 64, True, torch.bfloat16, gen, local=4, stride=8, D=64)
     print("small cases (sm90 backward):", "all ok" if ok else "MISMATCH")
     return 0 if ok else 1
 

@@ -18,7 +18,7 @@ void backward_sm80(const AttentionBwdParams& params);
 // pattern kind); the dispatcher falls back to the portable path when it is not.
 bool forward_sm90_supports(const AttentionParams& params);
 void forward_sm90(const AttentionParams& params);
-// backward_sm90_supports: whether the Hopper backward serves these params (today bf16 / fp16, head dim 128,
+// backward_sm90_supports: whether the Hopper backward serves these params (bf16 / fp16, head dims 64 and 128,
 // block 64 or 128, analytic patterns, TMA-aligned operands); the dispatcher falls back to the portable
 // backward otherwise.
 bool backward_sm90_supports(const AttentionBwdParams& params);

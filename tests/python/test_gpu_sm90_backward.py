@@ -1,5 +1,5 @@
-"""The Hopper (sm_90a) backward, forced with backend="cuda_sm90", against the float64 reference: head dim 128
-(the Hopper backward's only head dim so far; others fall back to the portable backward), block 64 and 128,
+"""The Hopper (sm_90a) backward, forced with backend="cuda_sm90", against the float64 reference: head dims 128
+and 64 (the profiler shows that its kernels, not the portable fallback, ran), block 64 and 128,
 bf16 and fp16, causal and bidirectional, GQA / MQA, q_offset, odd lengths, Sq != Sk, more work units than
 SMs (the persistent loop, the K/V and stage ring phases, both scheduler passes), varlen with empty
 sequences, NaN-poisoned gradients, and deterministic mode (bitwise repeatable). GPU only."""
@@ -42,6 +42,16 @@ CASES = [
     _c(1, 250, 250, 2, 2, 128, "ls", 64, layout="bhsd"),        # strided layout
     _c(1, 190, 190, 2, 2, 128, "ls", 64, scale=-0.3),           # negative scale
     _c(1, 4096, 4096, 8, 2, 128, "paper", 64),                  # units > SMs
+    # head dim 64: dQ always from the dQ kernel (no fused dQ in the KV kernel), 5-stage ring
+    _c(2, 300, 300, 4, 2, 64, "paper", 64),
+    _c(1, 77, 77, 2, 1, 64, "ls", 64),
+    _c(1, 513, 513, 4, 2, 64, "ls", 128),
+    _c(1, 100, 600, 2, 2, 64, "ls", 64, q_offset=300),
+    _c(1, 700, 700, 4, 2, 64, "ls_abs", 64, causal=False),
+    _c(1, 260, 260, 4, 2, 64, "rules", 64),
+    _c(1, 256, 256, 2, 2, 64, "dense", 64),
+    _c(1, 250, 250, 2, 2, 64, "ls", 64, layout="bhsd"),
+    _c(1, 4096, 4096, 8, 2, 64, "paper", 64),
 ]
 
 
@@ -80,12 +90,12 @@ VARLEN_CASES = [
 ]
 
 
+@pytest.mark.parametrize("D", [128, 64])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("vc", VARLEN_CASES, ids=[f"varlen{i}" for i in range(len(VARLEN_CASES))])
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_sm90_backward_varlen_matches_reference(vc, dtype, deterministic, gen):
+def test_sm90_backward_varlen_matches_reference(vc, dtype, deterministic, D, gen):
     lens_q, lens_k, H, Hkv, kind, bs, causal, q_offset = vc
-    D = 128
     pattern = make_pattern(kind, H, Hkv, bs, causal)
     cu_q = torch.tensor([0] + list(np.cumsum(lens_q)), dtype=torch.int32, device=DEV)
     cu_k = torch.tensor([0] + list(np.cumsum(lens_k)), dtype=torch.int32, device=DEV)
@@ -127,9 +137,37 @@ def test_sm90_backward_rows_without_visible_keys_get_zero_gradients(gen):
 
 
 def test_sm90_backward_falls_back_where_it_has_no_kernel(gen):
-    # head dim 64: the Hopper forward has a kernel, its backward not yet; the portable backward serves the
-    # forced backend, so that a training step whose forward was accepted does not fail in its backward
-    pattern = s2attn.local_stride(2, 64, 2, 3)
+    # block 32: no Hopper kernel; the portable backward serves the forced backend (a forced cuda_sm90
+    # backward never fails for want of a variant: a training step must not fail in its backward)
+    pattern = s2attn.local_stride(2, 32, 2, 3)
     q, k, v = (randn(gen, (1, 100, 2, 64), "bf16") for _ in range(3))
-    dout, got = run_backward(q, k, v, pattern, "bshd", backend=SM90)
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    names = cuda_kernels(lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90))
+    assert not any("sm90" in n for n in names), names
+    got = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
+    torch.cuda.synchronize()
     check_grads(got, ref_backward(q, k, v, dout, element_mask(pattern, 100, 100), 1 / math.sqrt(64)))
+
+
+def cuda_kernels(fn):
+    """Names of the CUDA kernels that fn launches (torch.profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+@pytest.mark.parametrize("D", [128, 64])
+@pytest.mark.parametrize("kind", ["paper", "dense"])
+def test_sm90_backward_runs_the_hopper_kernels(D, kind, gen):
+    # the forced backend falls back silently where the Hopper backward has no kernel: check that it has one
+    pattern = make_pattern(kind, 4, 2, 64, True)
+    q = randn(gen, (1, 512, 4, D), "bf16")
+    k, v = (randn(gen, (1, 512, 2, D), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    names = cuda_kernels(lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90))
+    assert any("backward_kv_kernel_sm90" in n for n in names), names
+    # dQ: the dQ kernel for vertical patterns and at head dim 64; dense at 128 adds it to the accumulator
+    assert any("backward_dq_kernel_sm90" in n for n in names) == (D == 64 or kind != "dense"), names

@@ -52,7 +52,8 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // the tile's key block holding this warpgroup's keys (block size >= 64: one per warpgroup)
   const int bs_shift = __ffs(p.pattern.block_size) - 1;
   const int wg_block = (wg * T::kWgKeys) >> bs_shift;
-  float* const dq_accum = fp.dq_accum;
+  // null: dQ is the dQ kernel's (ordered path; always at D = 64, where the code below is compiled out)
+  float* const dq_accum = T::kFusedDq ? fp.dq_accum : nullptr;
 
   typename T::MmaSdP mma_sdp;
   typename T::MmaDKV mma_dkv;

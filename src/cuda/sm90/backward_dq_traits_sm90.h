@@ -17,8 +17,9 @@ struct DqTraitsSm90 : ForwardTraitsSm90<Elem_, kHeadDim_> {
   //   dP = dO V^T                                     (MmaS again, dO in Q's place, V in K's)
   //   dS = P (dP - dsum); dQ += dS K                  (MmaO: dS from registers, K read as (D, keys) like V)
   // K is read by the first and the last GEMM, V by the second: a stage holds K and V until its dQ GEMM.
-  // Q + dO: 64 KiB at D = 128; a stage (K + V) 64 KiB: 2 stages, 192 KiB of 227.
-  static constexpr int kStages = 2;
+  // Q + dO: 64 KiB at D = 128; a stage (K + V) 64 KiB: 2 stages, 192 KiB of 227. At D = 64 everything
+  // halves: 4 stages (160 KiB) keep the bytes in flight of D = 128's two.
+  static constexpr int kStages = kHeadDim_ == 64 ? 4 : 2;
   // Registers: dQ (64 x D fp32: 64 per thread at D = 128), S then dP (64 x 128 fp32: 64), P then dS
   // (16-bit: 32), the rows' statistics: about 170 live. The producer runs the forward's key-tile walk (72).
   static constexpr int kProducerRegs = 72;

@@ -33,9 +33,9 @@ namespace {
 
 constexpr int kBlockN = 128;  // BackwardTraitsSm90::kBlockN
 
-// Which backward KV kernels this build has: the head-dim-128 variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
+// Which backward kernels this build has: those of the variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
 bool backward_variant_built(DType dtype, int head_dim) {
-  return head_dim == 128 && variant_built_sm90(dtype, head_dim);
+  return (head_dim == 64 || head_dim == 128) && variant_built_sm90(dtype, head_dim);
 }
 
 // The pass-1 order of the scheduler (backward_scheduler_sm90.cuh): absolute vertical blocks per KV head,
@@ -45,32 +45,38 @@ bool vertical_first(const PatternRules& r) {
          r.vert_position == static_cast<int32_t>(VertPosition::absolute);
 }
 
-template <typename Elem, typename CudaElemT>
+template <typename Elem, typename CudaElemT, int kHeadDim>
 void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
                  const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
-  run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/false);
-  if (launch.grid > 0) run_backward_kv_sm90<Elem, 128>(bp, launch);
+  run_backward_rows_sm80<CudaElemT, kHeadDim>(p, rows, /*post=*/false);
+  if (launch.grid > 0) run_backward_kv_sm90<Elem, kHeadDim>(bp, launch);
   if (!p.deterministic) {
-    run_backward_rows_sm80<CudaElemT, 128>(p, rows, /*post=*/true);
+    run_backward_rows_sm80<CudaElemT, kHeadDim>(p, rows, /*post=*/true);
   } else if (dq_launch.grid > 0) {
-    run_backward_dq_sm90<Elem, 128>(dqp, dq_launch);
+    run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
   }
 }
 
-template <typename Elem, typename CudaElemT>
+template <typename Elem, typename CudaElemT, int kHeadDim>
 void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
                   const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
   constexpr bool kBf16 = std::is_same_v<Elem, cutlass::bfloat16_t>;
   constexpr bool kBuilt =
 #if defined(S2ATTN_SM90_HAS_BF16_D128)
-      kBf16 ||
+      (kBf16 && kHeadDim == 128) ||
 #endif
 #if defined(S2ATTN_SM90_HAS_FP16_D128)
-      !kBf16 ||
+      (!kBf16 && kHeadDim == 128) ||
+#endif
+#if defined(S2ATTN_SM90_HAS_BF16_D64)
+      (kBf16 && kHeadDim == 64) ||
+#endif
+#if defined(S2ATTN_SM90_HAS_FP16_D64)
+      (!kBf16 && kHeadDim == 64) ||
 #endif
       false;
   if constexpr (kBuilt) {
-    run_variant<Elem, CudaElemT>(p, bp, launch, dqp, dq_launch, rows);
+    run_variant<Elem, CudaElemT, kHeadDim>(p, bp, launch, dqp, dq_launch, rows);
   } else {
     (void)p, (void)bp, (void)launch, (void)dqp, (void)dq_launch, (void)rows;
     throw Unsupported("this Hopper backward variant is not built (S2ATTN_SM90_VARIANTS)");
@@ -82,7 +88,7 @@ void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, con
 bool backward_sm90_supports(const AttentionBwdParams& p) {
   if (p.pattern.use_mask) return false;  // NOTE: block-mask lists need a device plan (as on the portable path)
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (!backward_variant_built(p.dtype, p.head_dim)) return false;  // head dim 128 only (NOTE: 64 next)
+  if (!backward_variant_built(p.dtype, p.head_dim)) return false;  // head dims 64 and 128
   if (p.pattern.block_size != 64 && p.pattern.block_size != 128) return false;
   if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0) return false;
   if (p.batch <= 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0) return false;  // empty operands: the portable path
@@ -112,7 +118,8 @@ void backward_sm90(const AttentionBwdParams& params) {
   // KV kernel 29.2 ms with atomics, 12.0 ms without + 7.9 ms dQ kernel); a shared-memory tile reduced
   // by TMA (cp.reduce.async.bulk) is the fix FA3 uses; a first try (64 x 32 fp32 boxes per warpgroup,
   // thread 0 issuing, 2 stages to make room) was slower and wrong under varlen (commit 0b3b6fe, reverted).
-  p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern);
+  // At D = 64 the KV kernel has no dQ (BackwardTraitsSm90::kFusedDq): the dQ kernel computes it.
+  p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern) || params.head_dim != 128;
   if (!backward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
   }
@@ -176,10 +183,13 @@ void backward_sm90(const AttentionBwdParams& params) {
     dqp.f.head_group = tg.head_group;
   }
 
+  const bool d128 = p.head_dim == 128;
   if (p.dtype == DType::bf16) {
-    run_if_built<cutlass::bfloat16_t, __nv_bfloat16>(p, bp, launch, dqp, dq_launch, rows);
+    if (d128) run_if_built<cutlass::bfloat16_t, __nv_bfloat16, 128>(p, bp, launch, dqp, dq_launch, rows);
+    else run_if_built<cutlass::bfloat16_t, __nv_bfloat16, 64>(p, bp, launch, dqp, dq_launch, rows);
   } else {
-    run_if_built<cutlass::half_t, __half>(p, bp, launch, dqp, dq_launch, rows);
+    if (d128) run_if_built<cutlass::half_t, __half, 128>(p, bp, launch, dqp, dq_launch, rows);
+    else run_if_built<cutlass::half_t, __half, 64>(p, bp, launch, dqp, dq_launch, rows);
   }
 }
 

@@ -59,9 +59,14 @@ struct BackwardTraitsSm90 {
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   static constexpr int kChunk = 64;  // elements of one 128-byte swizzled row segment (a TMA box row)
   static constexpr int kChunks = kHeadDim / kChunk;
+  // dQ in this kernel (dS K into the workspace's fp32 accumulator) splits D into one 64-column chunk per
+  // consumer warpgroup: D = 128 only. At D = 64 the dQ kernel always computes dQ (the host runs the ordered
+  // path), and the dS buffers are not allocated.
+  static constexpr bool kFusedDq = kHeadDim == kConsumerWarpgroups * kChunk;
   // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB; dS double-buffered, 2 x 16
-  // KiB. 3 stages: 192 KiB of 227.
-  static constexpr int kStages = 3;
+  // KiB. 3 stages: 192 KiB of 227. At D = 64 a step is half the work and half the bytes (K + V 32 KiB, a
+  // stage 16 KiB): 5 stages keep as many bytes in flight (112 KiB in all).
+  static constexpr int kStages = kHeadDim == 64 ? 5 : 3;
   // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16),
   // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
   // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
@@ -79,7 +84,7 @@ struct BackwardTraitsSm90 {
 
   static_assert(kHeadDim % kChunk == 0, "head dim: whole 128-byte swizzle rows");
   static_assert(kWgKeys * kConsumerWarpgroups == kBlockN, "one 64-key slice per consumer warpgroup");
-  static_assert(kHeadDim == kConsumerWarpgroups * kChunk, "dQ: one 64-column chunk of D per consumer warpgroup");
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64 and 128");
 
   // CuTe layouts. K-major 128-byte swizzle atom (8 rows x 64 elements). A 64-row tile (Q, dO, a key half of
   // K or V) is kChunks column chunks of 64 rows x 64 elements: each TMA box is one contiguous 8 KiB piece.
@@ -117,7 +122,7 @@ struct BwdSharedStorageSm90 {
   alignas(1024) typename T::Elem v[2][T::kRowsElems];
   alignas(1024) typename T::Elem q[T::kStages][T::kRowsElems];     // [chunk][64 rows][64]
   alignas(1024) typename T::Elem dout[T::kStages][T::kRowsElems];
-  alignas(1024) typename T::Elem ds[2][2][T::kDsElems];  // [buffer][key half][64 queries][64 keys]
+  alignas(1024) typename T::Elem ds[2][2][T::kFusedDq ? T::kDsElems : 1];  // [buffer][key half][64 q][64 keys]
   float lse2[T::kStages][T::kBlockM];  // the step's rows; +inf for rows outside the sequence (P = 0)
   float dsum[T::kStages][T::kBlockM];
   BwdStageMetaSm90 meta[T::kStages];

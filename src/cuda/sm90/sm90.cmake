@@ -3,8 +3,8 @@
 # CUTLASS/CuTe headers exist at S2ATTN_CUTLASS_INCLUDE; nothing here runs otherwise.
 #   S2ATTN_SM90_VARIANTS: which (dtype, head dim) kernels to build. "all" (default) or a reduced list for
 #   slow CI machines, e.g. "bf16_d128" (each kernel is one ~2 min translation unit on 2 cores); variants not
-#   built make forward_sm90_supports() false, so the dispatcher falls back to the portable path. The backward
-#   KV kernel exists for head dim 128 only: its variants are the *_d128 entries of the list.
+#   built make forward_sm90_supports() / backward_sm90_supports() false, so the dispatcher falls back to the
+#   portable path. Each variant builds a forward and a backward (KV + dQ kernels) translation unit.
 set(S2ATTN_SM90_VARIANTS "all" CACHE STRING
   "Hopper kernels to build: all, or a ;-list of bf16_d64 bf16_d128 fp16_d64 fp16_d128")
 set(_s2attn_sm90_all bf16_d64 bf16_d128 fp16_d64 fp16_d128)
@@ -28,10 +28,8 @@ foreach(variant IN LISTS _s2attn_sm90_variants)
   if(NOT variant IN_LIST _s2attn_sm90_all)
     message(FATAL_ERROR "S2ATTN_SM90_VARIANTS: unknown variant '${variant}' (known: ${_s2attn_sm90_all})")
   endif()
-  list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/forward_sm90_${variant}.cu)
-  if(variant MATCHES "_d128$")
-    list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}.cu)
-  endif()
+  list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/forward_sm90_${variant}.cu
+    ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}.cu)
   string(TOUPPER "${variant}" _v)
   list(APPEND _s2attn_sm90_defs S2ATTN_SM90_HAS_${_v})
 endforeach()
