@@ -44,7 +44,6 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   using CElem = typename CudaElem<Elem>::type;
   constexpr int kD = T::kHeadDim;
   constexpr int kMmaThreads = 128 * T::kConsumerWarpgroups;
-  constexpr bool kSdPTogether = kD == 64;  // registers allow S^T and dP^T in flight together (see below)
   const AttentionBwdParams& p = fp.p;
   const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32;
@@ -110,17 +109,10 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         const bool seen_half0 = meta.vis & 1u;
         const bool seen_half1 = (meta.vis >> (T::kWgKeys >> bs_shift)) & 1u;
         if (seen) {
-          if constexpr (kSdPTogether) {
-            // D = 64: dK and dV hold 64 registers, so S^T and dP^T fit together: dP^T runs under P^T's exp2
-            wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
-            wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
-            warpgroup_wait<1>();
-          } else {
-            // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV
-            // hold 128 registers for the whole unit; S^T and dP^T live together would spill)
-            wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
-            warpgroup_wait<0>();
-          }
+          // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV hold
+          // 128 registers for the whole unit; S^T and dP^T live together would spill)
+          wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
+          warpgroup_wait<0>();
           warpgroup_fence_operand(tSrS);
 
           const int k0w = unit.k0 + wg * unit.k_half;  // this warpgroup's first key
@@ -151,11 +143,8 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
               tVrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
             }
           }
-          // dP^T and dV += P^T dO together; dS^T needs only dP^T (groups complete in order: wait<1> leaves
-          // the dV GEMM running)
-          if constexpr (!kSdPTogether) {
-            wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
-          }
+          // dP^T and dV += P^T dO together; dS^T needs only dP^T
+          wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
           wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
           warpgroup_wait<1>();
           warpgroup_fence_operand(tSrdP);
