@@ -21,7 +21,7 @@
 
 namespace s2attn::cuda {
 
-template <class T>
+template <class T, bool kFusedDq>
 __global__ void __launch_bounds__(T::kThreads, 1)
     backward_kv_kernel_sm90(const __grid_constant__ BackwardParamsSm90 fp) {
   auto& ss = shared_storage_sm90<BwdSharedStorageSm90<T>>();
@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (threadIdx.x / 32 == 0) run_bwd_producer<T>(fp, ss);
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
-    run_bwd_consumer<T>(fp, ss, role - 1);
+    run_bwd_consumer<T, kFusedDq>(fp, ss, role - 1);
   }
 }
 
