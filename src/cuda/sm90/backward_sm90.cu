@@ -14,7 +14,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include <cutlass/numeric_types.h>
 
@@ -26,6 +25,7 @@
 #include "cuda/sm80/backward_sm80.h"
 #include "cuda/sm90/backward_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
+#include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
 
 namespace s2attn::cuda {
@@ -60,22 +60,7 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
 template <typename Elem, typename CudaElemT, int kHeadDim>
 void run_if_built(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
                   const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
-  constexpr bool kBf16 = std::is_same_v<Elem, cutlass::bfloat16_t>;
-  constexpr bool kBuilt =
-#if defined(S2ATTN_SM90_HAS_BF16_D128)
-      (kBf16 && kHeadDim == 128) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D128)
-      (!kBf16 && kHeadDim == 128) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_BF16_D64)
-      (kBf16 && kHeadDim == 64) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D64)
-      (!kBf16 && kHeadDim == 64) ||
-#endif
-      false;
-  if constexpr (kBuilt) {
+  if constexpr (variant_built_sm90_v<Elem, kHeadDim>()) {
     run_variant<Elem, CudaElemT, kHeadDim>(p, bp, launch, dqp, dq_launch, rows);
   } else {
     (void)p, (void)bp, (void)launch, (void)dqp, (void)dq_launch, (void)rows;

@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include <cutlass/numeric_types.h>
 
@@ -16,6 +15,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
+#include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
 
 namespace s2attn::cuda {
@@ -26,22 +26,7 @@ constexpr int kBlockM = 128;  // ForwardTraitsSm90::kBlockM
 template <typename Elem, int kHeadDim>
 void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) {
   // a variant that is not built is never dispatched to (variant_built is false): no reference is emitted
-  constexpr bool kBf16 = std::is_same_v<Elem, cutlass::bfloat16_t>;
-  constexpr bool kBuilt =
-#if defined(S2ATTN_SM90_HAS_BF16_D128)
-      (kBf16 && kHeadDim == 128) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D128)
-      (!kBf16 && kHeadDim == 128) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_BF16_D64)
-      (kBf16 && kHeadDim == 64) ||
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D64)
-      (!kBf16 && kHeadDim == 64) ||
-#endif
-      false;
-  if constexpr (kBuilt) {
+  if constexpr (variant_built_sm90_v<Elem, kHeadDim>()) {
     run_forward_sm90<Elem, kHeadDim>(fp, launch);
   } else {
     (void)fp;

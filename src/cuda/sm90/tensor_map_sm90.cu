@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
 
 namespace s2attn::cuda {
@@ -83,22 +84,11 @@ int sm_count_sm90(int device) {
 
 // Which kernels this build has (S2ATTN_SM90_VARIANTS in sm90.cmake).
 bool variant_built_sm90(DType dtype, int head_dim) {
+  using Bf16 = cutlass::bfloat16_t;
+  using F16 = cutlass::half_t;
   const bool bf16 = dtype == DType::bf16;
-  if (head_dim == 128) {
-#if defined(S2ATTN_SM90_HAS_BF16_D128)
-    if (bf16) return true;
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D128)
-    if (!bf16) return true;
-#endif
-  } else if (head_dim == 64) {
-#if defined(S2ATTN_SM90_HAS_BF16_D64)
-    if (bf16) return true;
-#endif
-#if defined(S2ATTN_SM90_HAS_FP16_D64)
-    if (!bf16) return true;
-#endif
-  }
+  if (head_dim == 128) return bf16 ? variant_built_sm90_v<Bf16, 128>() : variant_built_sm90_v<F16, 128>();
+  if (head_dim == 64) return bf16 ? variant_built_sm90_v<Bf16, 64>() : variant_built_sm90_v<F16, 64>();
   return false;
 }
 
