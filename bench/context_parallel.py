@@ -260,7 +260,8 @@ def plot(paths, out):
     colors = {}
     for kind, style in (("zigzag", "-"), ("contiguous", ":")):
         for impl, V in sorted({(r["impl"], r["V"]) for r in rows}, key=lambda x: (x[1] or 0)):
-            pts = sorted((r["S"], r) for r in rows if r["sharding"] == kind and r["impl"] == impl and r["V"] == V)
+            pts = sorted(((r["S"], r) for r in rows if r["sharding"] == kind and r["impl"] == impl and r["V"] == V),
+                         key=lambda t: t[0])
             if not pts:
                 continue
             label = f"{'dense ring (SDPA flash)' if V is None else f's2attn V={V}'} {kind}"
