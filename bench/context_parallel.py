@@ -182,6 +182,25 @@ def _worker(rank, world, args, init_method, out_path):
         dtype = torch.float32
     shape = dict(SHAPE, **args.shape_override)
     errors, rows = [], []
+    meta = meta_common(args)
+    meta.update(mode="cpu-smoke (gloo)" if not gpu else "gpu (nccl)", world=world, dtype=str(dtype),
+                shape=shape, torch=torch.__version__, warmup=args.warmup, iters=args.iters,
+                check_seqlen=args.check_seqlen,
+                timing="median wall time per iteration (device synchronised, ranks barriered), slowest "
+                       "rank; fwd under no_grad")
+    if gpu:
+        from gpu_forward import driver_version
+
+        meta.update(gpu=torch.cuda.get_device_name(device), driver=driver_version(), cuda=torch.version.cuda)
+
+    def report(complete):
+        """The JSON so far (rank 0), after each length: a run cut short keeps what it measured."""
+        gathered = [None] * world
+        dist.all_gather_object(gathered, errors)
+        if rank == 0:
+            meta["complete"] = complete
+            write(out_path, meta, rows, [e for errs in gathered for e in errs])
+
     _check(rank, world, shape, dtype, device, args.check_seqlen, errors)
     for S in args.seqlens:
         for kind in args.shardings:
@@ -224,20 +243,8 @@ def _worker(rank, world, args, init_method, out_path):
                           f"fwd+bwd {row['fwd_bwd_ms']:9.2f} ms   {row['fwd_bwd_tokens_per_s']:10.0f} tok/s"
                           + speed, flush=True)
             del q, k, v, do
-    gathered = [None] * world
-    dist.all_gather_object(gathered, errors)
-    if rank == 0:
-        meta = meta_common(args)
-        meta.update(mode="cpu-smoke (gloo)" if not gpu else "gpu (nccl)", world=world, dtype=str(dtype),
-                    shape=shape, torch=torch.__version__, warmup=args.warmup, iters=args.iters,
-                    check_seqlen=args.check_seqlen,
-                    timing="median wall time per iteration (device synchronised, ranks barriered), slowest "
-                           "rank; fwd under no_grad")
-        if gpu:
-            from gpu_forward import driver_version
-
-            meta.update(gpu=torch.cuda.get_device_name(device), driver=driver_version(), cuda=torch.version.cuda)
-        write(out_path, meta, rows, [e for errs in gathered for e in errs])
+        report(complete=False)
+    report(complete=True)
     dist.destroy_process_group()
 
 
