@@ -23,6 +23,16 @@ __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The A fragment of an mma.sync m16n8k16 step from the fp32 accumulators of the two m16n8 tiles that hold
+// its k columns 0..7 (lo) and 8..15 (hi): an accumulator's layout is the A operand's, packed to 16 bits.
+template <typename Elem>
+__device__ __forceinline__ void accum_to_a_frag(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4]) {
+  a[0] = pack2<Elem>(lo[0], lo[1]);
+  a[1] = pack2<Elem>(lo[2], lo[3]);
+  a[2] = pack2<Elem>(hi[0], hi[1]);
+  a[3] = pack2<Elem>(hi[2], hi[3]);
+}
+
 // The inverse of pack2: two 16-bit values of one register as fp32 (exact).
 template <typename Elem>
 __device__ __forceinline__ float2 unpack2(uint32_t v);

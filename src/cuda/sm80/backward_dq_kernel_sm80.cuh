@@ -81,10 +81,7 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQkSteps][4], co
 #pragma unroll
     for (int kk = 0; kk < T::kChunkTiles / 2; ++kk) {
       uint32_t da[4];
-      da[0] = pack2<Elem>(dp[2 * kk][0], dp[2 * kk][1]);
-      da[1] = pack2<Elem>(dp[2 * kk][2], dp[2 * kk][3]);
-      da[2] = pack2<Elem>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-      da[3] = pack2<Elem>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      accum_to_a_frag<Elem>(da, dp[2 * kk], dp[2 * kk + 1]);
       const int row = kc * T::kKeyChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int dd = 0; dd < T::kDTiles / 2; ++dd) {

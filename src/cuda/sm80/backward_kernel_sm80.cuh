@@ -113,14 +113,8 @@ __device__ __forceinline__ void backward_step(const typename T::Elem* sK, const 
 #pragma unroll
     for (int kk = 0; kk < T::kChunkTiles / 2; ++kk) {
       uint32_t pa[4], da[4];
-      pa[0] = pack2<Elem>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<Elem>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<Elem>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<Elem>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      da[0] = pack2<Elem>(dp[2 * kk][0], dp[2 * kk][1]);
-      da[1] = pack2<Elem>(dp[2 * kk][2], dp[2 * kk][3]);
-      da[2] = pack2<Elem>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-      da[3] = pack2<Elem>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      accum_to_a_frag<Elem>(pa, s[2 * kk], s[2 * kk + 1]);
+      accum_to_a_frag<Elem>(da, dp[2 * kk], dp[2 * kk + 1]);
       const int row = qc * T::kQChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int dd = 0; dd < T::kDTiles / 2; ++dd) {

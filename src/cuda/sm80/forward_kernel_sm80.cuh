@@ -148,10 +148,7 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
     uint32_t pa[T::kMTiles][4];
 #pragma unroll
     for (int mi = 0; mi < T::kMTiles; ++mi) {
-      pa[mi][0] = pack2<Elem>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-      pa[mi][1] = pack2<Elem>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-      pa[mi][2] = pack2<Elem>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-      pa[mi][3] = pack2<Elem>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+      accum_to_a_frag<Elem>(pa[mi], s[mi][2 * kk], s[mi][2 * kk + 1]);
     }
 #pragma unroll
     for (int dp = 0; dp < T::kDTiles / 2; ++dp) {

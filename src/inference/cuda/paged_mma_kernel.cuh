@@ -412,10 +412,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
 #pragma unroll
       for (int kk = 0; kk < Tr::kNTiles / 2; ++kk) {
         uint32_t pa[4];
-        pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-        pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-        pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        accum_to_a_frag<T>(pa, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
         for (int dp = 0; dp < Tr::kDTiles / 2; ++dp) {
           uint32_t vb[4];  // B fragments of n8 tiles 2dp (vb[0..1]) and 2dp + 1 (vb[2..3])
