@@ -85,6 +85,9 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
     mbar_wait(&ss.q_full, unit_count & 1);
     ++unit_count;
     StageSm90 st;
+    // A stage's dQ GEMM is not waited for: the next stage's S GEMM queues behind it on the tensor cores, and
+    // its wait (groups complete in order) completes both; only then is the K it read released.
+    int pending_k = -1;
     while (seq.next(st)) {
       mbar_wait(&ss.k_full[stage], phase);
       if (st.boxes > 0) {
@@ -92,8 +95,11 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
         Tensor sV = make_tensor(make_smem_ptr(ss.v[stage]), typename T::SmemLayoutKV{});
         Tensor sKt = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutVt{});  // (D, 128)
         wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
-        warpgroup_wait<0>();
+        warpgroup_wait<0>();  // S, and the previous stage's dQ
         warpgroup_fence_operand(tSrS);
+        warpgroup_fence_operand(tOrdQ);
+        if (pending_k >= 0) C::release(&ss.k_empty[pending_k]);
+        pending_k = -1;
 
         // P, masked where the stage needs it. Element e = c + 2 r + 4 t of the accumulator; its 16-bit
         // pair (c = 0, 1) is A-fragment register r + 2 t.
@@ -138,9 +144,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
             tOrP32(r + 2 * t) = pack2<CElem>(pv.x * (tSrS(e) - dsum[r]), pv.y * (tSrS(e + 1) - dsum[r]));
           }
         wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sKt), tOrdQ);  // dQ += dS K
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrdQ);
-        C::release(&ss.k_empty[stage]);
+        pending_k = stage;
       } else {  // a unit that sees nothing: pass the (empty) stage through
         mbar_wait(&ss.v_full[stage], phase);
         C::release(&ss.k_empty[stage]);
@@ -153,6 +157,9 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
       }
     }
 
+    warpgroup_wait<0>();  // the unit's last dQ GEMM
+    warpgroup_fence_operand(tOrdQ);
+    if (pending_k >= 0) C::release(&ss.k_empty[pending_k]);
     // Epilogue: dQ * scale as 16-bit rows of the sequence (16-byte stores after the quad transpose).
     CElem* dq = static_cast<CElem*>(dp.dq) + w.b * dp.dq_stride.batch + w.g.q_begin * dp.dq_stride.seq +
                 w.h * dp.dq_stride.head;
