@@ -285,6 +285,7 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         C::release(&ss.k_empty[stage]);
         if (st.last) C::release(&ss.q_empty[q_slot]);  // the unit's last S: the next unit's Q may load
         softmax_stage(st);
+        block_boundary_after(l[0], l[1]);  // the row sums need every exp2: the softmax stays under P V
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         C::release(&ss.v_empty[held]);

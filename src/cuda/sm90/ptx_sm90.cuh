@@ -103,4 +103,13 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Ends the basic block after the arithmetic that produced a and b. ptxas places a wgmma wait at the top of
+// its basic block, above independent arithmetic written before it: the forward's softmax (MUFU.EX2) ran
+// after WARPGROUP.DEPBAR, serialised behind the P V GEMM it was written to overlap. A branch on values
+// that arithmetic produces keeps the wait below it. The branch body is a no-op (taken only when both
+// words are all ones).
+__device__ __forceinline__ void block_boundary_after(float a, float b) {
+  if ((__float_as_uint(a) & __float_as_uint(b)) == 0xffffffffu) asm volatile("nanosleep.u32 0;\n");
+}
+
 }  // namespace s2attn::cuda
