@@ -233,17 +233,15 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       }
     };
 
-    StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
-    seq.init(p.pattern, w);
     // Q of this unit (buffer unit_count % kQStages); released after the S GEMM of the unit's last stage
     const int q_slot = unit_count % T::kQStages;
     Tensor sQ = make_tensor(make_smem_ptr(ss.q[q_slot] + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
     Tensor tSrQ = thr_s.partition_fragment_A(sQ);  // (64, D)
     mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
     ++unit_count;
-    StageSm90 st;
-    seq.next(st);  // every unit has at least one stage
+    // every unit has at least one stage; its descriptor is the producer's, in the K slot's shared memory
     mbar_wait(&ss.k_full[stage], phase);
+    StageSm90 st = load_stage_sm90(&ss.stage[stage]);
     if (st.boxes == 0) {  // a unit that sees nothing: pass the stage (and the turn) through
       mbar_wait(&ss.v_full[stage], phase);  // (keeps the V ring's phases paired with the producer's)
       named_barrier_sync(turn_mine, kMmaThreads);
@@ -270,8 +268,9 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       uint32_t held_phase = phase;
       advance();
       // steady state: S of this stage and P V of the last one issued together, on this warpgroup's turn
-      while (seq.next(st)) {
+      while (!st.last) {
         mbar_wait(&ss.k_full[stage], phase);
+        st = load_stage_sm90(&ss.stage[stage]);
         named_barrier_sync(turn_mine, kMmaThreads);
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sVt = make_tensor(make_smem_ptr(ss.v[held]), typename T::SmemLayoutVt{});  // (D, 128)

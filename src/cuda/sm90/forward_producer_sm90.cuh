@@ -1,8 +1,8 @@
 // The producer warp of the Hopper forward: for each work unit, one TMA load of the Q tile, then the unit's
 // visible key tiles, two 64-key boxes per stage of a shared-memory ring; K and V of a stage each have a
 // full / empty mbarrier pair, and are issued in the consumers' order: K(0), K(1), V(0), K(2), V(1), ...
-// Which key tiles: StageSequenceSm90 (the consumers run the same enumeration, so the stages need no
-// metadata in shared memory).
+// Which key tiles: StageSequenceSm90; each K stage's descriptor goes to shared memory beside the slot, for
+// the consumers (written before the slot's full barrier arrives, which releases it to them).
 #pragma once
 #include <cstdint>
 
@@ -17,11 +17,14 @@ namespace s2attn::cuda {
 // One K (or V) stage of the ring: waits until the consumers have released the slot, then loads the stage's
 // two 64-key boxes (starting at rows key0 and key1 of the operand), or, for a stage without boxes, only
 // arrives (the consumers pass through it). Lane 0 of the producer warp only.
+// `desc`, when given, is stored (as the slot's stage descriptor) once the slot is free.
 template <class T>
 __device__ __forceinline__ void load_kv_stage(const CUtensorMap* map, typename T::Elem* dst, uint64_t* full,
                                               uint64_t* empty, uint32_t phase, int boxes, int key0, int key1,
-                                              int hk, int qb) {
+                                              int hk, int qb, StageSm90* desc_slot = nullptr,
+                                              const StageSm90* desc = nullptr) {
   mbar_wait(empty, phase ^ 1);
+  if (desc_slot != nullptr) *desc_slot = *desc;  // released to the consumers by the arrive below
   if (boxes == 0) {
     mbar_arrive(full);  // nothing to load: the consumers only pass through
     return;
@@ -98,7 +101,7 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
       if (lane == 0) {
         const uint32_t k_stage = k_count % T::kStages;
         load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
-                         (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb);
+                         (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb, &ss.stage[k_stage], &st);
       }
       ++k_count;
       if (v_boxes >= 0) load_v();

@@ -8,6 +8,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "cuda/sm90/gemm_sm90.cuh"  // CudaElem
+#include "cuda/sm90/stage_sm90.h"
 
 #ifndef S2ATTN_SM90_D128_STAGES
 #define S2ATTN_SM90_D128_STAGES 3  // K/V ring depth at D = 128 (sm90.cmake)
@@ -105,6 +106,10 @@ struct SharedStorageSm90 {
   uint64_t v_empty[T::kStages];
   uint64_t q_full[T::kQStages];
   uint64_t q_empty[T::kQStages];
+  // Each K slot's stage descriptor, written by the producer before the slot's full barrier arrives: the
+  // consumers read it after their wait instead of enumerating the pattern themselves (~90 instructions per
+  // stage and warp, on the path between P and the next GEMMs).
+  StageSm90 stage[T::kStages];
 };
 
 }  // namespace s2attn::cuda

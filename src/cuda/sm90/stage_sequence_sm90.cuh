@@ -8,18 +8,11 @@
 
 #include "cuda/common/numeric.cuh"
 #include "cuda/sm80/key_tiles_sm80.cuh"  // NOTE: generic (sm_80+) code; belongs in cuda/common/ once shared
+#include "cuda/sm90/stage_sm90.h"
 #include "cuda/sm90/tile_scheduler_sm90.cuh"
 #include "s2attn/pattern_rules.h"
 
 namespace s2attn::cuda {
-
-// One stage: two 64-key boxes (a missing second box repeats the first and is masked out).
-struct StageSm90 {
-  int32_t k0[2];    // first key (sequence-relative) of each box
-  uint32_t vis[2];  // bit w: consumer warpgroup w's query block sees the box's key block
-  int32_t boxes;    // 0 (a unit that sees nothing still has one, empty, stage), 1 or 2
-  int32_t last;     // last stage of the unit
-};
 
 // Consumer warpgroups (bits) whose query rows lie in the row-blocks `vis` (bit r: row-block r of the tile).
 // Block 64: warpgroup w holds row-block w. Block 128: one row-block holds both.
