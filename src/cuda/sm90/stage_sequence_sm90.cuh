@@ -1,8 +1,8 @@
-// Which key tiles a work unit visits, grouped into pipeline stages. The producer (to issue the loads) and
-// every consumer warp (to compute) run this same enumeration, so no metadata travels through shared
-// memory: each walks the union, over the tile's query blocks, of their visible key blocks (KeyTiles: a
-// warp-wide k-way merge of the pattern's segment lists, in registers), in 64-key boxes, and pairs
-// consecutive boxes into one 128-key stage. Warp-collective: call with all 32 lanes.
+// Which key tiles a work unit visits, grouped into pipeline stages. Producers run it to issue the loads (the
+// forward's producer also stores each stage's descriptor for its consumers; the dQ kernel's consumer warps
+// run the same enumeration themselves). It walks the union, over the tile's query blocks, of their visible
+// key blocks (KeyTiles: a warp-wide k-way merge of the pattern's segment lists, in registers), in 64-key
+// boxes, and pairs consecutive boxes into one 128-key stage. Warp-collective: call with all 32 lanes.
 #pragma once
 #include <cstdint>
 
