@@ -15,14 +15,28 @@ struct alignas(8) StageSm90 {
 };
 
 #ifdef __CUDACC__
-// A descriptor from its shared-memory slot, with shared loads (the slot's address comes from a generic
-// pointer, which would otherwise compile to generic loads). After the slot's full-barrier wait.
+// A descriptor from its shared-memory slot, after the slot's full-barrier wait. Lane 0 of each warp loads
+// it (ld.shared: the slot's address comes from a generic pointer) and broadcasts it: the lane that reads
+// the slot is the one that later arrives on the slot's empty barrier, so the producer's next write of the
+// slot is ordered after the read by that barrier alone (compute-sanitizer racecheck checks exactly that).
+// Warp-collective.
 __device__ __forceinline__ StageSm90 load_stage_sm90(const StageSm90* slot) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
+  const uint32_t lane = threadIdx.x % 32;
+  int32_t w[6] = {0, 0, 0, 0, 0, 0};
+  asm volatile(
+      "{\n .reg .pred p;\n setp.eq.u32 p, %6, 0;\n"
+      " @p ld.shared.v2.s32 {%0, %1}, [%7];\n @p ld.shared.v2.s32 {%2, %3}, [%7 + 8];\n"
+      " @p ld.shared.v2.s32 {%4, %5}, [%7 + 16];\n}\n"
+      : "+r"(w[0]), "+r"(w[1]), "+r"(w[2]), "+r"(w[3]), "+r"(w[4]), "+r"(w[5])
+      : "r"(lane), "r"(a));
   StageSm90 s;
-  asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(s.k0[0]), "=r"(s.k0[1]) : "r"(a));
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2 + 8];\n" : "=r"(s.vis[0]), "=r"(s.vis[1]) : "r"(a));
-  asm volatile("ld.shared.v2.s32 {%0, %1}, [%2 + 16];\n" : "=r"(s.boxes), "=r"(s.last) : "r"(a));
+  s.k0[0] = __shfl_sync(0xffffffffu, w[0], 0);
+  s.k0[1] = __shfl_sync(0xffffffffu, w[1], 0);
+  s.vis[0] = static_cast<uint32_t>(__shfl_sync(0xffffffffu, w[2], 0));
+  s.vis[1] = static_cast<uint32_t>(__shfl_sync(0xffffffffu, w[3], 0));
+  s.boxes = __shfl_sync(0xffffffffu, w[4], 0);
+  s.last = __shfl_sync(0xffffffffu, w[5], 0);
   return s;
 }
 #endif
