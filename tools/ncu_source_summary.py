@@ -22,7 +22,8 @@ def main():
     top_n = int(sys.argv[2]) if len(sys.argv) > 2 else 25
     with open(path) as f:
         rows = list(csv.reader(f))
-    header, data = rows[1], rows[2:]  # row 0 names the kernel
+    header = rows[1]  # row 0 names the kernel
+    data = [r for r in rows[2:] if len(r) == len(header)]  # (a second kernel's block would start a new header)
     col = {h: i for i, h in enumerate(header)}
     stalls = [h for h in header if h.startswith("stall_") and "Not Issued" not in h]
     total = sum(number(r[col[SAMPLES]]) for r in data)
