@@ -8,6 +8,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "cuda/sm80/backward_query_tiles_sm80.cuh"  // WalkGeometry
+#include "cuda/sm90/register_pool_sm90.h"
 
 namespace s2attn::cuda {
 
@@ -71,11 +72,14 @@ struct BackwardTraitsSm90 {
   // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
   // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
   // then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
-  // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512 <= 65536.
+  // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512, the whole pool
+  // (168 registers x 384 threads at launch; cta_register_pool_sm90).
   // NOTE: a leaner producer walk (or the walk's segment lists built once per unit in shared memory) would
   // remove the producer's spills; 16 dQ registers less (two N = 32 halves) the consumer's.
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumerWarpgroups <= cta_register_pool_sm90(kThreads),
+                "setmaxnreg shares out the CTA's registers at launch");
 
   static constexpr int kRowsElems = 64 * kHeadDim;  // a 64-row tile of Q, dO, or half of K / V
   static constexpr int kDsElems = kBlockM * kWgKeys;

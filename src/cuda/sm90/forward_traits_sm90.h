@@ -8,6 +8,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "cuda/sm90/gemm_sm90.cuh"  // CudaElem
+#include "cuda/sm90/register_pool_sm90.h"
 #include "cuda/sm90/stage_sm90.h"
 
 #ifndef S2ATTN_SM90_D128_STAGES
@@ -59,9 +60,11 @@ struct ForwardTraitsSm90 {
   // setmaxnreg: the consumers hold O (64 x D fp32 per warpgroup), S (64 x 128 fp32) and P (64 x 128 16-bit)
   // at once (P V of one stage overlaps the softmax of the next); the producer warp runs the scheduler and
   // the key-tile enumeration (72 is the least it needs without spilling, ptxas -v). 72 x 128 + 216 x 256 =
-  // 64512 <= 65536. Both without spills at D = 128 (checked in the resource report).
+  // 64512, the whole pool (cta_register_pool_sm90). Both without spills at D = 128 (the resource report).
   static constexpr int kProducerRegs = 72;
   static constexpr int kConsumerRegs = 216;
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumerWarpgroups <= cta_register_pool_sm90(kThreads),
+                "setmaxnreg shares out the CTA's registers at launch");
 
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr int kTileElems = kBlockN * kHeadDim;   // one K (or V) stage
