@@ -22,8 +22,10 @@ def main():
     top_n = int(sys.argv[2]) if len(sys.argv) > 2 else 25
     with open(path) as f:
         rows = list(csv.reader(f))
-    header = rows[1]  # row 0 names the kernel
-    data = [r for r in rows[2:] if len(r) == len(header)]  # (a second kernel's block would start a new header)
+    # a block per profiled launch, each a "Kernel Name" row, a header row and the instructions: the first one
+    starts = [i for i, r in enumerate(rows) if r and r[0] == "Kernel Name"] + [len(rows)]
+    header = rows[starts[0] + 1]
+    data = [r for r in rows[starts[0] + 2:starts[1]] if len(r) == len(header)]
     col = {h: i for i, h in enumerate(header)}
     stalls = [h for h in header if h.startswith("stall_") and "Not Issued" not in h]
     total = sum(number(r[col[SAMPLES]]) for r in data)
