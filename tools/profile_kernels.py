@@ -3,7 +3,7 @@ spends its time: e.g. the Hopper backward's KV kernel against its pre-pass, dQ k
 
     python3 tools/profile_kernels.py [--S 32768] [--V 8] [--out profile.json]
 
-Prints, for each pass (forward; backward automatic / deterministic / portable), each kernel's total time
+Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable), each kernel's total time
 over --iters calls divided by --iters, and writes them as JSON.
 """
 import argparse
@@ -53,7 +53,9 @@ def main():
     pattern = s2attn.local_stride(a.H, a.block, a.local, a.V, causal=True)
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
     grads = s2attn.attention_backward(do, q, k, v, out, lse, pattern)
-    passes = {"forward": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True)}
+    passes = {"forward": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True),
+              "forward_sm80": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True,
+                                                       backend="cuda_sm80")}
     for name, det, backend in (("backward", False, "auto"), ("backward_deterministic", True, "auto"),
                                ("backward_sm80", False, "cuda_sm80")):
         ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, deterministic=det, backend=backend),
