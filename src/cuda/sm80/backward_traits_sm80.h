@@ -75,8 +75,8 @@ struct BackwardTraitsSm80 {
 // Q fragments stay in registers (as in the forward), dO fragments are re-read from shared memory: a warp
 // holds dQ (16 x D fp32), S and dP (16 x kBlockN fp32 each) and Q (16 x D 16-bit).
 template <typename Elem_, int kHeadDim_, int kBlockN_>
-struct DqTraitsSm80 : ForwardTraitsSm80<Elem_, kHeadDim_, query_tile_sm80(), kBlockN_> {
-  using Base = ForwardTraitsSm80<Elem_, kHeadDim_, query_tile_sm80(), kBlockN_>;
+struct DqTraitsSm80 : ForwardTraitsSm80<Elem_, kHeadDim_, dq_query_tile_sm80(), kBlockN_> {
+  using Base = ForwardTraitsSm80<Elem_, kHeadDim_, dq_query_tile_sm80(), kBlockN_>;
   // [Q][dO][K0][V0][K1][V1]; D = 128, kBlockN = 64: 96 KiB, 2 CTAs per SM on H100.
   static constexpr int kSmemBytes = (2 * Base::kQElems + Base::kStages * 2 * Base::kTileElems) * 2;
   // S and dP (16 rows x kKeyChunk keys per warp) a chunk of keys at a time: at D = 128 a whole 64-key tile

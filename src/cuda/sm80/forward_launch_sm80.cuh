@@ -8,7 +8,7 @@ namespace s2attn::cuda {
 
 template <typename Elem, int kHeadDim, int kBlockN, bool kList>
 void run_forward_sm80(const AttentionParams& params, const ForwardLaunch& launch) {
-  using T = ForwardTraitsSm80<Elem, kHeadDim, query_tile_sm80(), kBlockN>;
+  using T = ForwardTraitsSm80<Elem, kHeadDim, query_tile_sm80(kBlockN), kBlockN>;
   static uint64_t configured = 0;
   const int64_t ctas = int64_t(launch.query_tiles) * params.batch * params.num_heads;
   launch_kernel(forward_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA forward"), T::kThreads, T::kSmemBytes,

@@ -92,7 +92,7 @@ void forward_sm80(const AttentionParams& p) {
   if (p.batch <= 0 || p.seqlen_q <= 0) return;
 
   ForwardLaunch launch;
-  const int block_m = query_tile_sm80();
+  const int block_m = query_tile_sm80(key_tile_sm80(p.pattern.block_size));
   if (p.cu_seqlens_q != nullptr) {
     // lengths live on the device: seqlen_q is the total, an upper bound of every sequence; +1 for a
     // tile straddling an unaligned offset. CTAs beyond a sequence's tiles exit at once.

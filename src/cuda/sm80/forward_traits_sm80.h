@@ -11,13 +11,14 @@ namespace s2attn::cuda {
 // x 128 fp32 score tile would not fit the registers of 4 warps next to the output accumulator).
 constexpr int key_tile_sm80(int block_size) { return block_size < 64 ? block_size : 64; }
 
-// Query rows per CTA: 64 = 4 warps x 16 rows, each warp one m16 tile, so Q stays in registers and a warp
-// holds O (16 x D fp32), S (16 x kBlockN fp32) and Q (16 x D) without spilling at D = 128. A CTA then
-// spans at most 4 sparse query blocks (block 16): their visible key blocks are merged (key_tiles_sm80.cuh).
-// NOTE: 128 rows per CTA (2 m16 tiles per warp, Q re-read from shared memory) halves the K/V shared-memory
-// traffic per FLOP; the kernel template supports it (kBlockM = 128) but it is not instantiated until it is
-// measured against 64 on the GPU.
-constexpr int query_tile_sm80() { return 64; }
+// Query rows per CTA of the forward, by key tile (the block size up to 64). 128 = 4 warps x 32 rows (two m16
+// tiles per warp, Q re-read from shared memory) halves the K/V shared-memory traffic per FLOP against 64
+// rows (one m16 tile per warp, Q in registers): H100 forward -7 to -16% at 32k / 128k, 8k unchanged
+// (bench/results/ab_s8_smem_addrspace_and_others_2026-11-25.txt). A CTA spans at most kMaxRowBlocks sparse
+// query blocks, so block 16 keeps 64 rows.
+constexpr int query_tile_sm80(int key_tile) { return key_tile >= 32 ? 128 : 64; }
+// The dQ kernel's query tile (its traits derive from the forward's).
+constexpr int dq_query_tile_sm80() { return 64; }
 
 template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_>
 struct ForwardTraitsSm80 {

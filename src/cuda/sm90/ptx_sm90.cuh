@@ -9,11 +9,14 @@ namespace s2attn::cuda {
 
 // The kernel's shared storage, at the dynamic shared memory rounded up to 1024 bytes: the 128-byte swizzle of
 // TMA and wgmma repeats every 1024 bytes.
+// The rounding is an offset into the __shared__ array (not a round trip through an integer address), so the
+// compiler still knows the storage is shared memory: plain C++ accesses to it compile to LDS / STS, not to
+// generic LD / ST (slower; the backward's per-row statistics were read that way).
 template <class Storage>
 __device__ __forceinline__ Storage& shared_storage_sm90() {
   extern __shared__ char smem_raw[];
-  const uintptr_t base = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
-  return *reinterpret_cast<Storage*>(base);
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023u;
+  return *reinterpret_cast<Storage*>(smem_raw + ((1024u - misalign) & 1023u));
 }
 
 // The dynamic shared memory a kernel using shared_storage_sm90<Storage> asks for: the storage plus the
