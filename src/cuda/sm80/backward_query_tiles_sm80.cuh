@@ -21,8 +21,14 @@ namespace s2attn::cuda {
 // head. Inherited names read with the axes exchanged: `block` is the query block, `sub` the step within it,
 // `vis` bit c says that key block j0 + c * jstride is visible to it, `len_k` the end of the axis (one past the
 // last query position of the sequence).
-template <int kBlockM, bool kList = false>
+// kDescending: the query blocks from the last to the first (steps within a block still ascending); analytic
+// patterns only. A lane's cursor then walks its segment downwards to `hi`, which holds the segment's first
+// member, and the warp maximum is the next block (-1: none).
+template <int kBlockM, bool kList = false, bool kDescending = false>
 struct QueryTiles : KeyTiles<kBlockM, kList> {
+  static_assert(!(kList && kDescending), "descending walks are for analytic patterns only");
+  static constexpr int kNoBlockDown = -1;
+
   // Query blocks [q_lo, q_end) hold rows of the sequence; pos_end: one past its last query position.
   __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int jstride, int nblocks,
                                                int q_lo, int q_end, int pos_end) {
@@ -30,7 +36,7 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
     this->tiles_per_block = p.block_size > kBlockM ? p.block_size / kBlockM : 1;
     this->len_k = pos_end;
     this->last_position = INT_MAX;  // causality cuts steps at their start; the walk checks that
-    this->cursor = kNoBlock;
+    this->cursor = kDescending ? kNoBlockDown : kNoBlock;
     this->stride = 1;
     this->hi = 0;
     const int lane = threadIdx.x % 32;
@@ -52,15 +58,45 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
       if (k < segs.n) {
         const int first = segment_first_from(s, q_lo);
         if (first < s.hi) {
-          this->cursor = first;
           this->stride = s.stride;
-          this->hi = s.hi;
+          if constexpr (kDescending) {  // the last member below s.hi, down to the first
+            this->cursor = (s.hi - 1) - pmod(s.hi - 1 - first, s.stride);
+            this->hi = first;
+          } else {
+            this->cursor = first;
+            this->hi = s.hi;
+          }
         }
       }
     }
   }
 
   __device__ __forceinline__ int query_start() const { return this->block * this->block_size + this->sub * kBlockM; }
+
+  // The next visible query block (descending walk): the warp maximum of the cursors.
+  __device__ __forceinline__ bool next_block_down() {
+    const int j = __reduce_max_sync(0xffffffffu, this->cursor);
+    if (j == kNoBlockDown) return false;
+    const uint32_t hit = __ballot_sync(0xffffffffu, this->cursor == j);
+    this->vis = 0;
+#pragma unroll
+    for (int r = 0; r < kMaxRowBlocks; ++r) {
+      if ((hit >> (r * kLanesPerRowBlock)) & ((1u << kLanesPerRowBlock) - 1)) this->vis |= 1u << r;
+    }
+    if (this->cursor == j) this->cursor = j - this->stride >= this->hi ? j - this->stride : kNoBlockDown;
+    this->block = j;
+    this->sub = 0;
+    return true;
+  }
+
+  __device__ __forceinline__ bool first() {
+    if constexpr (kDescending) return next_block_down();
+    else return this->next_block();
+  }
+  __device__ __forceinline__ bool next() {
+    if constexpr (kDescending) return this->next_sub() || next_block_down();
+    else return this->next_sub() || this->next_block();
+  }
 };
 
 // The CTA's constants of the walk. They live in shared memory (the kernel writes them once): read at
@@ -89,9 +125,9 @@ struct StridedWalkGeometry : WalkGeometry {
 __device__ __forceinline__ int block_stride(const WalkGeometry&) { return 1; }
 __device__ __forceinline__ int block_stride(const StridedWalkGeometry& g) { return g.jstride; }
 
-template <int kBlockM, bool kList = false, class Geometry = WalkGeometry>
+template <int kBlockM, bool kList = false, class Geometry = WalkGeometry, bool kDescending = false>
 struct BackwardWalk {
-  QueryTiles<kBlockM, kList> tiles;
+  QueryTiles<kBlockM, kList, kDescending> tiles;
   const PatternRules* pattern = nullptr;
   const Geometry* geo = nullptr;  // shared memory
   int gi = 0;                         // the current q head: geo->head0 + gi

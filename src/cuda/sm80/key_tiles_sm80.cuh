@@ -133,9 +133,8 @@ struct KeyTiles {
 
   __device__ __forceinline__ bool first() { return next_block(); }
 
-  // Moves to the next tile: the next tile of this block if it holds keys some row may see, else the
-  // next visible block. False when there is none.
-  __device__ __forceinline__ bool next() {
+  // Moves to the next tile of this block if it holds keys some row may see; false when there is none.
+  __device__ __forceinline__ bool next_sub() {
     if (sub + 1 < tiles_per_block) {
       const int k0 = block * block_size + (sub + 1) * kBlockN;
       if (k0 < len_k && k0 <= last_position) {
@@ -143,8 +142,12 @@ struct KeyTiles {
         return true;
       }
     }
-    return next_block();
+    return false;
   }
+
+  // Moves to the next tile: the next tile of this block, else the next visible block. False when there is
+  // none.
+  __device__ __forceinline__ bool next() { return next_sub() || next_block(); }
 
   __device__ __forceinline__ int key_start() const { return block * block_size + sub * kBlockN; }
 };

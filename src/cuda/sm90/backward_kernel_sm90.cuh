@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 
   if (role == static_cast<int>(BwdWarpGroupRoleSm90::producer)) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
-    if (threadIdx.x / 32 == 0) run_bwd_producer<T>(fp, ss);
+    if (threadIdx.x / 32 == 0) run_bwd_producer<T, !kFusedDq>(fp, ss);
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     run_bwd_consumer<T, kFusedDq>(fp, ss, role - 1);

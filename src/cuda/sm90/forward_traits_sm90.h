@@ -12,7 +12,7 @@
 #include "cuda/sm90/stage_sm90.h"
 
 #ifndef S2ATTN_SM90_D128_STAGES
-#define S2ATTN_SM90_D128_STAGES 3  // K/V ring depth at D = 128 (sm90.cmake)
+#define S2ATTN_SM90_D128_STAGES 2  // K/V ring depth at D = 128 (sm90.cmake)
 #endif
 
 namespace s2attn::cuda {
@@ -48,9 +48,10 @@ struct ForwardTraitsSm90 {
   // K + V of one stage: 64 KiB at D = 128, 32 KiB at D = 64; Q takes 32 / 16 KiB. A consumer holds two
   // stages at once (S of stage n and P V of stage n - 1 in flight together), so 3 stages let the producer
   // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (+ 2 Q buffers: 192 KiB) at D = 64.
-  // NOTE: S2ATTN_SM90_D128_STAGES (sm90.cmake, default 3) = 2 is FA3's depth at D = 128: with K and V on
+  // S2ATTN_SM90_D128_STAGES (sm90.cmake) = 2, the default, is FA3's depth at D = 128: with K and V on
   // barriers of their own, K(n + 1) refills the slot of K(n - 1) once S(n - 1) is done and V(n) that of
-  // V(n - 2), still one stage ahead, and the 64 KiB freed hold a second Q buffer. To be measured.
+  // V(n - 2), still one stage ahead, and the 64 KiB freed hold a second Q buffer: -2 to -4% against 3 on
+  // the H100 (bench/results/ab_s8_bwd_descending_fwd_stages_2026-11-25.txt).
   static constexpr int kStages = kHeadDim == 128 ? S2ATTN_SM90_D128_STAGES : 5;
   // Q buffers. The consumers release Q as soon as the S GEMM of a unit's last stage completes, so the next
   // unit's Q loads under the last softmax, the last P V and the epilogue. D = 64 (and D = 128 with 2 stages)

@@ -8,9 +8,11 @@
 set(S2ATTN_SM90_VARIANTS "all" CACHE STRING
   "Hopper kernels to build: all, or a ;-list of bf16_d64 bf16_d128 fp16_d64 fp16_d128")
 set(_s2attn_sm90_all bf16_d64 bf16_d128 fp16_d64 fp16_d128)
-#   S2ATTN_SM90_D128_STAGES: depth of the K/V ring at D = 128 (forward_traits_sm90.h): 3 (default, 224 KiB
-#   of shared memory) or 2 (192 KiB, with a second Q buffer); a tuning knob until measured.
-set(S2ATTN_SM90_D128_STAGES "3" CACHE STRING "Hopper forward: K/V pipeline stages at head dim 128 (2 or 3)")
+#   S2ATTN_SM90_D128_STAGES: depth of the K/V ring at D = 128 (forward_traits_sm90.h): 2 (default, 192 KiB,
+#   with a second Q buffer: forward -2 to -4% on the H100 against 3, two A/B rounds in
+#   bench/results/ab_s8_smem_addrspace_and_others_2026-11-25.txt and
+#   ab_s8_bwd_descending_fwd_stages_2026-11-25.txt) or 3 (224 KiB of shared memory).
+set(S2ATTN_SM90_D128_STAGES "2" CACHE STRING "Hopper forward: K/V pipeline stages at head dim 128 (2 or 3)")
 if(NOT S2ATTN_SM90_D128_STAGES MATCHES "^[23]$")
   message(FATAL_ERROR "S2ATTN_SM90_D128_STAGES must be 2 or 3 (got '${S2ATTN_SM90_D128_STAGES}')")
 endif()
