@@ -24,7 +24,7 @@ def load(variant_dir):
     for f in sorted(variant_dir.glob("p_*.json")):
         rep = json.loads(f.read_text())
         sh = rep["shape"]
-        key = f"D{sh['D']} S{sh['S']} V{sh['V']}"
+        key = f"D{sh['D']} S{sh['S']} V{sh['V']}" + (f" {sh['layout']}" if "layout" in sh else "")
         shapes[key] = {name: rows for name, rows in rep["passes"].items()}
     return shapes
 
@@ -39,7 +39,7 @@ def main():
     variants = ["base"] + sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "base")
     data = {v: load(root / v) for v in variants}
     passes = a.passes.split(",")
-    head = f"{'shape':18} {'pass / kernel':34} {'base ms':>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
+    head = f"{'shape':23} {'pass / kernel':34} {'base ms':>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
     print(head)
     for shape in sorted(data["base"]):
         for p in passes:
@@ -47,7 +47,7 @@ def main():
             if rows["base"] is None:
                 continue
             total = {v: sum(r["ms_per_call"] for r in rs) for v, rs in rows.items() if rs}
-            line = f"{shape:18} {p:34} {total['base']:9.3f}"
+            line = f"{shape:23} {p:34} {total['base']:9.3f}"
             for v in variants[1:]:
                 line += f" {100 * (total[v] / total['base'] - 1):+9.1f}%" if v in total else f" {'-':>10}"
             print(line)
@@ -55,7 +55,7 @@ def main():
                 continue
             for r in rows["base"]:
                 name = kernel_name(r["kernel"])
-                line = f"{'':18}   {name[:32]:32} {r['ms_per_call']:9.3f}"
+                line = f"{'':23}   {name[:32]:32} {r['ms_per_call']:9.3f}"
                 for v in variants[1:]:
                     match = [x for x in (rows[v] or []) if kernel_name(x["kernel"]) == name]
                     line += (f" {100 * (match[0]['ms_per_call'] / r['ms_per_call'] - 1):+9.1f}%" if match

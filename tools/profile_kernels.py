@@ -43,13 +43,21 @@ def main():
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--local", type=int, default=16)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--layout", choices=("bhsd", "bshd"), default="bhsd",
+                    help="storage of q, k, v, dO (always passed as [B, S, H, D] views)")
+    ap.add_argument("--passes", default="",
+                    help="comma-separated subset of: forward, forward_sm80, backward, backward_deterministic, "
+                         "backward_sm80 (default: all)")
     ap.add_argument("--out", default="profile.json")
     a = ap.parse_args()
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
-    shape = (1, a.H, a.S, a.D)  # bhsd storage, passed as bshd views (as the benchmarks do)
-    q, k, v, do = (torch.randn(shape, device=dev, dtype=torch.bfloat16, generator=g).transpose(1, 2)
-                   for _ in range(4))
+    if a.layout == "bhsd":
+        q, k, v, do = (torch.randn((1, a.H, a.S, a.D), device=dev, dtype=torch.bfloat16, generator=g)
+                       .transpose(1, 2) for _ in range(4))
+    else:
+        q, k, v, do = (torch.randn((1, a.S, a.H, a.D), device=dev, dtype=torch.bfloat16, generator=g)
+                       for _ in range(4))
     pattern = s2attn.local_stride(a.H, a.block, a.local, a.V, causal=True)
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
     grads = s2attn.attention_backward(do, q, k, v, out, lse, pattern)
@@ -63,8 +71,15 @@ def main():
         passes[name] = (lambda det=det, backend=backend, ws=ws: s2attn.attention_backward(
             do, q, k, v, out, lse, pattern, deterministic=det, backend=backend, dq=grads[0], dk=grads[1],
             dv=grads[2], workspace=ws))
+    if a.passes:
+        wanted = a.passes.split(",")
+        unknown = [n for n in wanted if n not in passes]
+        if unknown:
+            ap.error(f"--passes: unknown {unknown}; expected names from {sorted(passes)}")
+        passes = {n: passes[n] for n in wanted}
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv),
-                  shape=dict(B=1, H=a.H, S=a.S, D=a.D, block=a.block, local=a.local, V=a.V, dtype="bf16"),
+                  shape=dict(B=1, H=a.H, S=a.S, D=a.D, block=a.block, local=a.local, V=a.V, dtype="bf16",
+                             layout=a.layout),
                   density=float(pattern.density(a.S)), passes={})
     for name, fn in passes.items():
         rows = kernel_times(fn, a.iters)
