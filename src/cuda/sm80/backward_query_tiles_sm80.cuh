@@ -77,12 +77,7 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
   __device__ __forceinline__ bool next_block_down() {
     const int j = __reduce_max_sync(0xffffffffu, this->cursor);
     if (j == kNoBlockDown) return false;
-    const uint32_t hit = __ballot_sync(0xffffffffu, this->cursor == j);
-    this->vis = 0;
-#pragma unroll
-    for (int r = 0; r < kMaxRowBlocks; ++r) {
-      if ((hit >> (r * kLanesPerRowBlock)) & ((1u << kLanesPerRowBlock) - 1)) this->vis |= 1u << r;
-    }
+    this->vis = this->row_blocks_of(__ballot_sync(0xffffffffu, this->cursor == j));
     if (this->cursor == j) this->cursor = j - this->stride >= this->hi ? j - this->stride : kNoBlockDown;
     this->block = j;
     this->sub = 0;

@@ -109,12 +109,7 @@ struct KeyTiles {
   __device__ __forceinline__ bool next_block() {
     const int j = __reduce_min_sync(0xffffffffu, cursor);
     if (j == kNoBlock) return false;
-    const uint32_t hit = __ballot_sync(0xffffffffu, cursor == j);
-    vis = 0;
-#pragma unroll
-    for (int r = 0; r < kMaxRowBlocks; ++r) {
-      if ((hit >> (r * kLanesPerRowBlock)) & ((1u << kLanesPerRowBlock) - 1)) vis |= 1u << r;
-    }
+    vis = row_blocks_of(__ballot_sync(0xffffffffu, cursor == j));
     if constexpr (kList) {
       if (cursor == j) {  // this lane's next entry (loaded ahead), then the load of the one after it
         cursor = lnext;
@@ -129,6 +124,16 @@ struct KeyTiles {
     block = j;
     sub = 0;
     return true;
+  }
+
+  // Bit r set iff a lane of row-block r is in `hit` (a ballot over the lanes).
+  __device__ __forceinline__ static uint32_t row_blocks_of(uint32_t hit) {
+    uint32_t rows = 0;
+#pragma unroll
+    for (int r = 0; r < kMaxRowBlocks; ++r) {
+      if ((hit >> (r * kLanesPerRowBlock)) & ((1u << kLanesPerRowBlock) - 1)) rows |= 1u << r;
+    }
+    return rows;
   }
 
   __device__ __forceinline__ bool first() { return next_block(); }
