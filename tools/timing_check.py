@@ -17,6 +17,7 @@ a cold L2 costs; back_to_back - kernel the gaps between kernels.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -24,6 +25,9 @@ import time
 import torch
 
 import s2attn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from profile_kernels import kernel_times  # noqa: E402
 
 
 def events_ms(fn, iters, before=None):
@@ -42,14 +46,8 @@ def events_ms(fn, iters, before=None):
 
 
 def kernel_ms(fn, iters):
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
-    total_us = sum(ev.device_time_total for ev in prof.key_averages() if ev.device_time_total > 0
-                   and "sm90" in ev.key)
-    return total_us / 1e3 / iters
+    """The Hopper kernels' own time per call (torch.profiler, tools/profile_kernels.py)."""
+    return sum(r["ms_per_call"] for r in kernel_times(fn, iters) if "sm90" in r["kernel"])
 
 
 def main():
