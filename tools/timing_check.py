@@ -17,7 +17,6 @@ a cold L2 costs; back_to_back - kernel the gaps between kernels.
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -25,9 +24,7 @@ import time
 import torch
 
 import s2attn
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from profile_kernels import kernel_times  # noqa: E402
+from profile_kernels import kernel_times  # tools/ is the script's directory
 
 
 def events_ms(fn, iters, before=None):
