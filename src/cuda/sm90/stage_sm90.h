@@ -16,7 +16,8 @@ struct alignas(8) StageSm90 {
 
 #ifdef __CUDACC__
 // A descriptor from its shared-memory slot, after the slot's full-barrier wait. Lane 0 of each warp loads
-// it (ld.shared: the slot's address comes from a generic pointer) and broadcasts it: the lane that reads
+// it (a volatile predicated ld.shared: it stays below the wait, with no branch around it) and broadcasts
+// it: the lane that reads
 // the slot is the one that later arrives on the slot's empty barrier, so the producer's next write of the
 // slot is ordered after the read by that barrier alone (compute-sanitizer racecheck checks exactly that).
 // Warp-collective.
