@@ -17,10 +17,9 @@ struct alignas(8) StageSm90 {
 #ifdef __CUDACC__
 // A descriptor from its shared-memory slot, after the slot's full-barrier wait. Lane 0 of each warp loads
 // it (a volatile predicated ld.shared: it stays below the wait, with no branch around it) and broadcasts
-// it: the lane that reads
-// the slot is the one that later arrives on the slot's empty barrier, so the producer's next write of the
-// slot is ordered after the read by that barrier alone (compute-sanitizer racecheck checks exactly that).
-// Warp-collective.
+// it: the lane that reads the slot is the one that later arrives on the slot's empty barrier, so the
+// producer's next write of the slot is ordered after the read by that barrier alone (compute-sanitizer
+// racecheck checks exactly that). Warp-collective.
 __device__ __forceinline__ StageSm90 load_stage_sm90(const StageSm90* slot) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
   const uint32_t lane = threadIdx.x % 32;
