@@ -3,8 +3,8 @@ spends its time: e.g. the Hopper backward's KV kernel against its pre-pass, dQ k
 
     python3 tools/profile_kernels.py [--S 32768] [--V 8] [--out profile.json]
 
-Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable), each kernel's total time
-over --iters calls divided by --iters, and writes them as JSON.
+Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable), each
+kernel's total time over --iters calls divided by --iters, and writes them as JSON.
 """
 import argparse
 import json
@@ -15,6 +15,10 @@ from torch.profiler import ProfilerActivity, profile
 
 import s2attn
 
+# backward passes: name -> (deterministic, backend)
+BACKWARD_PASSES = {"backward": (False, "auto"), "backward_deterministic": (True, "auto"),
+                   "backward_sm80": (False, "cuda_sm80")}
+PASSES = ("forward", "forward_sm80") + tuple(BACKWARD_PASSES)
 
 def kernel_times(fn, iters):
     fn()
@@ -45,11 +49,13 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--layout", choices=("bhsd", "bshd"), default="bhsd",
                     help="storage of q, k, v, dO (always passed as [B, S, H, D] views)")
-    ap.add_argument("--passes", default="",
-                    help="comma-separated subset of: forward, forward_sm80, backward, backward_deterministic, "
-                         "backward_sm80 (default: all)")
+    ap.add_argument("--passes", default=",".join(PASSES), help=f"comma-separated subset of {', '.join(PASSES)}")
     ap.add_argument("--out", default="profile.json")
     a = ap.parse_args()
+    wanted = a.passes.split(",")
+    unknown = [n for n in wanted if n not in PASSES]
+    if unknown:
+        ap.error(f"--passes: unknown {unknown}; expected names from {PASSES}")
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     if a.layout == "bhsd":
@@ -60,23 +66,21 @@ def main():
                        for _ in range(4))
     pattern = s2attn.local_stride(a.H, a.block, a.local, a.V, causal=True)
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
-    grads = s2attn.attention_backward(do, q, k, v, out, lse, pattern)
-    passes = {"forward": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True),
-              "forward_sm80": lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True,
-                                                       backend="cuda_sm80")}
-    for name, det, backend in (("backward", False, "auto"), ("backward_deterministic", True, "auto"),
-                               ("backward_sm80", False, "cuda_sm80")):
-        ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, deterministic=det, backend=backend),
-                         dtype=torch.uint8, device=dev)
-        passes[name] = (lambda det=det, backend=backend, ws=ws: s2attn.attention_backward(
-            do, q, k, v, out, lse, pattern, deterministic=det, backend=backend, dq=grads[0], dk=grads[1],
-            dv=grads[2], workspace=ws))
-    if a.passes:
-        wanted = a.passes.split(",")
-        unknown = [n for n in wanted if n not in passes]
-        if unknown:
-            ap.error(f"--passes: unknown {unknown}; expected names from {sorted(passes)}")
-        passes = {n: passes[n] for n in wanted}
+    grads = tuple(torch.empty_like(x) for x in (q, k, v))  # outputs of the backward passes
+    passes = {}
+    for name in wanted:  # only the passes asked for get their buffers
+        if name == "forward":
+            passes[name] = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True)
+        elif name == "forward_sm80":
+            passes[name] = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True,
+                                                    backend="cuda_sm80")
+        else:
+            det, backend = BACKWARD_PASSES[name]
+            ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, deterministic=det, backend=backend),
+                             dtype=torch.uint8, device=dev)
+            passes[name] = (lambda det=det, backend=backend, ws=ws: s2attn.attention_backward(
+                do, q, k, v, out, lse, pattern, deterministic=det, backend=backend, dq=grads[0], dk=grads[1],
+                dv=grads[2], workspace=ws))
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv),
                   shape=dict(B=1, H=a.H, S=a.S, D=a.D, block=a.block, local=a.local, V=a.V, dtype="bf16",
                              layout=a.layout),
