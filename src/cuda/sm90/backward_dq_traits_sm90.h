@@ -24,8 +24,7 @@ struct DqTraitsSm90 : ForwardTraitsSm90<Elem_, kHeadDim_> {
   // (16-bit: 32), the rows' statistics: about 170 live. The producer runs the forward's key-tile walk (72).
   static constexpr int kProducerRegs = 72;
   static constexpr int kConsumerRegs = 216;
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * Base::kConsumerWarpgroups <=
-                    cta_register_pool_sm90(Base::kThreads),
+  static_assert(setmaxnreg_fits_sm90(kProducerRegs, kConsumerRegs, Base::kConsumerWarpgroups, Base::kThreads),
                 "setmaxnreg shares out the CTA's registers at launch");
 };
 

@@ -78,7 +78,7 @@ struct BackwardTraitsSm90 {
   // remove the producer's spills; 16 dQ registers less (two N = 32 halves) the consumer's.
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumerWarpgroups <= cta_register_pool_sm90(kThreads),
+  static_assert(setmaxnreg_fits_sm90(kProducerRegs, kConsumerRegs, kConsumerWarpgroups, kThreads),
                 "setmaxnreg shares out the CTA's registers at launch");
 
   static constexpr int kRowsElems = 64 * kHeadDim;  // a 64-row tile of Q, dO, or half of K / V

@@ -64,7 +64,7 @@ struct ForwardTraitsSm90 {
   // 64512, the whole pool (cta_register_pool_sm90). Both without spills at D = 128 (the resource report).
   static constexpr int kProducerRegs = 72;
   static constexpr int kConsumerRegs = 216;
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumerWarpgroups <= cta_register_pool_sm90(kThreads),
+  static_assert(setmaxnreg_fits_sm90(kProducerRegs, kConsumerRegs, kConsumerWarpgroups, kThreads),
                 "setmaxnreg shares out the CTA's registers at launch");
 
   static constexpr int kQElems = kBlockM * kHeadDim;
