@@ -5,25 +5,26 @@
 //   P^T = exp2(S^T * scale * log2e - lse2)          (lse2: the forward's lse in log2 units; +inf: P = 0)
 //   dS^T = P^T * (dP^T - dsum)                      (dsum = rowsum(dO * O), the pre-pass)
 //   dV += P^T dO,  dK += dS^T Q                     (wgmma, A = the 16-bit accumulators in registers)
-//   dQ[:, 64 wg ..] = dS K                          (wgmma, dS of both key halves through shared memory)
-// and dQ is added to the fp32 accumulator in the workspace (8-byte vector atomics). dK is scaled by `scale`
-// once at the end of the unit (dQ in the post-process), as on the portable path. A step is element-masked
+// dQ is the dQ kernel's (backward_dq_kernel_sm90.cuh). dK is scaled by `scale` once at the end of the unit,
+// as on the portable path. A step is element-masked
 // only when the warpgroup's key block is not visible to it, it crosses the end of the keys, or (causal) the
 // diagonal; rows outside the sequence have lse2 = +inf (the producer's statistics), so P = 0 there.
 //
 // Register fragments (wgmma m64nNk16, per thread): accumulator element e of a 64 x N tile sits at row
 // warp * 16 + r * 8 + lane / 4 and column 8 * t + 2 * (lane % 4) + c, with e = c + 2 r + 4 t. Here rows are
-// keys and columns queries for S^T / dP^T, keys and d for dK / dV, queries and d for dQ. The A operand of a
+// keys and columns queries for S^T / dP^T, keys and d for dK / dV. The A operand of a
 // k16 step in registers has the same order, so P^T and dS^T are the accumulators converted in place.
 //
-// Order within a step (registers: dK and dV hold 128 for the whole unit): S^T alone, P^T (the fp32 S^T
-// dies), then dP^T and dV += P^T dO together, dS^T (from the 16-bit P^T), dK += dS^T Q and dQ together.
-// Without dQ in this kernel (the ordered path, kFusedDq false) at D = 128, S^T and dP^T are issued together
-// and P^T's exp2 runs under dP^T (the 32 dQ registers are free for it).
-// NOTE (performance, first version): the two warpgroups do not ping-pong and a step's GEMMs are not
-// overlapped with the previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the
-// portable path the fp32 one: same order of error as dS^T's own rounding); dQ uses atomics, not a TMA
-// reduce-add of a shared-memory tile.
+// Order within a step (registers: dK and dV hold 128 for the whole unit): at D = 128 S^T and dP^T are issued
+// together and P^T's exp2 runs under dP^T; at D = 64 S^T alone, P^T, then dP^T and dV += P^T dO together;
+// then dS^T (from the 16-bit P^T) and dK += dS^T Q.
+// Why no dQ here (FA3 reduces it from this kernel into an fp32 accumulator): measured on the H100, this
+// kernel with dQ (dS through shared memory, dQ = dS K, then per-thread atomics or a bulk TMA reduce-add of
+// a staged tile, branch sm90-bwd-bulk-dq) took 16.8 ms at 32k, V = 8, against 6.0 + 4.6 ms for this kernel
+// and the dQ kernel; 14.3 ms even with the reduce left out. Dense too: 5.1 against 3.5 ms (8k).
+// NOTE (performance): the two warpgroups do not ping-pong and a step's GEMMs are not overlapped with the
+// previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the portable path the fp32
+// one: same order of error as dS^T's own rounding).
 #pragma once
 #include <cstdint>
 
@@ -38,20 +39,16 @@
 
 namespace s2attn::cuda {
 
-// kFusedDq: this kernel adds dQ to the workspace accumulator (D = 128, non-ordered dQ); else the dQ kernel
-// computes dQ and the registers dQ would take let S^T and dP^T be in flight together.
-template <class T, bool kFusedDq>
+template <class T>
 __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss,
                                                  int wg) {
   using namespace cute;
   using Elem = typename T::Elem;
   using CElem = typename CudaElem<Elem>::type;
   constexpr int kD = T::kHeadDim;
-  constexpr int kMmaThreads = 128 * T::kConsumerWarpgroups;
-  constexpr bool kDq = kFusedDq && T::kFusedDq;
-  // S^T and dP^T in flight together where the registers allow it (no dQ registers) and it pays: at D = 128
-  // the KV kernel went 10.14 -> 8.12 ms (32k, V = 8, H100); at D = 64 it measured 3% slower (6.03 -> 6.20 ms)
-  constexpr bool kSdPTogether = !kDq && kD == 128;
+  // S^T and dP^T in flight together where it pays: at D = 128 the KV kernel went 10.14 -> 8.12 ms (32k,
+  // V = 8, H100); at D = 64 it measured 3% slower (6.03 -> 6.20 ms)
+  constexpr bool kSdPTogether = kD == 128;
   const AttentionBwdParams& p = fp.p;
   const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32;
@@ -60,31 +57,21 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // the tile's key block holding this warpgroup's keys (block size >= 64: one per warpgroup)
   const int bs_shift = __ffs(p.pattern.block_size) - 1;
   const int wg_block = (wg * T::kWgKeys) >> bs_shift;
-  // null: dQ is the dQ kernel's (ordered path; always at D = 64), and the code below is compiled out
-  float* const dq_accum = kDq ? fp.dq_accum : nullptr;
 
   typename T::MmaSdP mma_sdp;
   typename T::MmaDKV mma_dkv;
-  typename T::MmaDQ mma_dq;
   auto thr_sdp = mma_sdp.get_thread_slice(tid);
   auto thr_dkv = mma_dkv.get_thread_slice(tid);
-  auto thr_dq = mma_dq.get_thread_slice(tid);
 
   Tensor sK = make_tensor(make_smem_ptr(ss.k[wg]), typename T::SmemLayoutRows{});  // (64 keys, D)
   Tensor sV = make_tensor(make_smem_ptr(ss.v[wg]), typename T::SmemLayoutRows{});
   Tensor tSrK = thr_sdp.partition_fragment_A(sK);
   Tensor tSrV = thr_sdp.partition_fragment_A(sV);
-  // dQ's B: column chunk wg of each key half of K, as (d, keys)
-  Tensor sKt0 = make_tensor(make_smem_ptr(ss.k[0] + wg * 64 * T::kChunk), typename T::SmemLayoutSquareT{});
-  Tensor sKt1 = make_tensor(make_smem_ptr(ss.k[1] + wg * 64 * T::kChunk), typename T::SmemLayoutSquareT{});
-  Tensor tQrKt0 = thr_dq.partition_fragment_B(sKt0);
-  Tensor tQrKt1 = thr_dq.partition_fragment_B(sKt1);
 
   Tensor tSrS = partition_fragment_C(mma_sdp, Shape<_64, _64>{});   // S^T, then P^T (keys, queries) fp32
   Tensor tSrdP = partition_fragment_C(mma_sdp, Shape<_64, _64>{});  // dP^T, then dS^T
   Tensor tVrdV = partition_fragment_C(mma_dkv, Shape<_64, Int<kD>>{});  // (keys, d) fp32
   Tensor tKrdK = partition_fragment_C(mma_dkv, Shape<_64, Int<kD>>{});
-  Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});       // (queries, 64 d) fp32
   Tensor tVrP = make_tensor<Elem>(partition_shape_A(mma_dkv, Shape<_64, _64>{}));
   Tensor tKrdS = make_tensor<Elem>(partition_shape_A(mma_dkv, Shape<_64, _64>{}));
   Tensor tVrP32 = recast<uint32_t>(tVrP);
@@ -93,7 +80,6 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   int stage = 0;
   uint32_t phase = 0;
   int unit_count = 0;
-  int ds_buf = 0;
   const BwdUnitSm90& unit = ss.unit;  // read at each use (after a barrier wait): no registers held
   for (;;) {
     mbar_wait(&ss.kv_full, unit_count & 1);
@@ -114,17 +100,14 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         // idles and the other one has the tensor cores): with vertical strides most steps of a tile see
         // one of its two 64-key blocks only.
         const bool seen = (meta.vis >> wg_block) & 1u;
-        const bool seen_half0 = meta.vis & 1u;
-        const bool seen_half1 = (meta.vis >> (T::kWgKeys >> bs_shift)) & 1u;
         if (seen) {
           if constexpr (kSdPTogether) {
-            // no dQ registers: S^T and dP^T fit together, and dP^T runs under P^T's exp2
+            // dP^T runs under P^T's exp2
             wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
             wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
             warpgroup_wait<1>();
           } else {
-            // S^T first, alone: its exp2 then frees the fp32 S registers before dP^T's are taken (dK, dV
-            // hold 128 registers for the whole unit; S^T and dP^T live together would spill)
+            // S^T first, alone (measured faster at D = 64)
             wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
             warpgroup_wait<0>();
           }
@@ -178,55 +161,14 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
               tKrdS32(r + 2 * t) = pack2<CElem>(pv.x * (tSrdP(e) - dsv.x), pv.y * (tSrdP(e + 1) - dsv.y));
             }
           }
-          if (dq_accum != nullptr) {  // dS^T into this warpgroup's key half of the dS buffer, as (keys, queries)
-            Tensor sdSt = make_tensor(make_smem_ptr(ss.ds[ds_buf][wg]), typename T::SmemLayoutSquareT{});
-            Tensor tSsdS = thr_sdp.partition_C(sdSt);
-            static_assert(decltype(size(tSsdS))::value == decltype(size(tKrdS))::value, "one 16-bit dS per element");
-            CUTE_UNROLL
-            for (int i = 0; i < size(tSsdS); ++i) tSsdS(i) = tKrdS(i);  // same element order (compact fragments)
-            cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read next by wgmma
-          }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
-        }
-        if (dq_accum != nullptr) {
-          // Both halves of dS written (a half nobody sees is not read). Double-buffered: a warpgroup writes
-          // buffer b again two steps later, after this barrier of the next step, which the other one
-          // reaches only once its dQ of this step (the last reader of buffer b) has completed.
-          named_barrier_sync(static_cast<int>(BwdNamedBarrierSm90::ds_ready), kMmaThreads);
-          Tensor sdS0 = make_tensor(make_smem_ptr(ss.ds[ds_buf][0]), typename T::SmemLayoutSquare{});  // (q, keys)
-          Tensor sdS1 = make_tensor(make_smem_ptr(ss.ds[ds_buf][1]), typename T::SmemLayoutSquare{});
-          if (seen_half0) {
-            wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS0), tQrKt0, tQrdQ);
-            if (seen_half1) wgmma_issue<false, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
-          } else if (seen_half1) {
-            wgmma_issue<true, false>(mma_dq, thr_dq.partition_fragment_A(sdS1), tQrKt1, tQrdQ);
-          }
         }
         warpgroup_wait<0>();
         warpgroup_fence_operand(tVrdV);
         warpgroup_fence_operand(tKrdK);
-        warpgroup_fence_operand(tQrdQ);
         // Every thread arrives for the reads it made (Q, dO, statistics, meta): a one-lane arrival after a
         // warp sync is just as ordered, but compute-sanitizer's racecheck cannot see that and reports it.
         mbar_arrive(&ss.empty[stage]);
-
-        if (dq_accum != nullptr) {
-          const int64_t row0 = int64_t(meta.h) * p.total_q + unit.row_base - unit.offset;  // + position
-          const int pos_lo = unit.offset, pos_hi = unit.offset + unit.len_q;
-          CUTE_UNROLL
-          for (int r = 0; r < 2; ++r) {
-            const int pos = meta.p0 + warp * 16 + r * 8 + lane / 4;
-            if ((seen_half0 || seen_half1) && pos >= pos_lo && pos < pos_hi) {
-              float* dst = dq_accum + (row0 + pos) * kD + wg * 64 + 2 * (lane % 4);
-              CUTE_UNROLL
-              for (int t = 0; t < 8; ++t) {
-                atomicAdd(reinterpret_cast<float2*>(dst + 8 * t),
-                          make_float2(tQrdQ(4 * t + 2 * r), tQrdQ(4 * t + 2 * r + 1)));
-              }
-            }
-          }
-          ds_buf ^= 1;
-        }
       } else {
         mbar_arrive(&ss.empty[stage]);
       }

@@ -5,7 +5,7 @@
 //                (backward_consumer_sm90.cuh).
 // Shared memory: K and V of the unit (reloaded once the consumers release them: kv_full / kv_empty), a ring
 // of kStages query steps (Q, dO, their rows' statistics and the step's metadata; full: 32 producer lanes +
-// TMA bytes, empty: the 8 consumer warps) and a double-buffered dS tile for dQ.
+// TMA bytes, empty: the 8 consumer warps). dQ is the dQ kernel's (backward_dq_kernel_sm90.cuh).
 //
 // Semantics (as the portable backward, backward_kernel_sm80.cuh): query row r of sequence b sits at
 // absolute position P = offset + r; it sees key t iff attends(pattern, h, P / bs, t / bs) && (!causal ||
@@ -21,7 +21,7 @@
 
 namespace s2attn::cuda {
 
-template <class T, bool kFusedDq>
+template <class T>
 __global__ void __launch_bounds__(T::kThreads, 1)
     backward_kv_kernel_sm90(const __grid_constant__ BackwardParamsSm90 fp) {
   auto& ss = shared_storage_sm90<BwdSharedStorageSm90<T>>();
@@ -40,10 +40,10 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 
   if (role == static_cast<int>(BwdWarpGroupRoleSm90::producer)) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
-    if (threadIdx.x / 32 == 0) run_bwd_producer<T, !kFusedDq>(fp, ss);
+    if (threadIdx.x / 32 == 0) run_bwd_producer<T, true>(fp, ss);
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
-    run_bwd_consumer<T, kFusedDq>(fp, ss, role - 1);
+    run_bwd_consumer<T>(fp, ss, role - 1);
   }
 }
 

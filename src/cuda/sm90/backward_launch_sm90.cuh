@@ -10,15 +10,7 @@ namespace s2attn::cuda {
 template <typename Elem, int kHeadDim>
 void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = BackwardTraitsSm90<Elem, kHeadDim>;
-  // two kernels: with dQ into the accumulator, or without (the ordered path: the dQ kernel follows), whose
-  // consumers have the registers to overlap S^T and dP^T
-  if constexpr (T::kFusedDq) {
-    if (params.dq_accum != nullptr) {
-      launch_persistent_sm90<backward_kv_kernel_sm90<T, true>, BwdSharedStorageSm90<T>>(T::kThreads, params, launch);
-      return;
-    }
-  }
-  launch_persistent_sm90<backward_kv_kernel_sm90<T, false>, BwdSharedStorageSm90<T>>(T::kThreads, params, launch);
+  launch_persistent_sm90<backward_kv_kernel_sm90<T>, BwdSharedStorageSm90<T>>(T::kThreads, params, launch);
 }
 
 template <typename Elem, int kHeadDim>

@@ -1,13 +1,14 @@
 // The Hopper backward's front: backward_sm90_supports (what the sm_90a KV kernel can serve; the dispatcher
-// falls back to the portable backward otherwise), the TMA descriptors, the persistent grid, and the three
+// falls back to the portable backward otherwise), the TMA descriptors, the persistent grids, and the three
 // steps, enqueued on the caller's stream with no host synchronisation:
-//   1. the portable pre-pass: lse2, dsum = rowsum(dO * O), zeroed dQ accumulator (backward_preprocess_sm80)
-//   2. the Hopper KV kernel: dK, dV written once; dQ added to the accumulator (backward_kernel_sm90.cuh)
-//   3. the portable post-process: dq = scale * accumulator                     (backward_postprocess_sm80)
-// Deterministic mode (and ordered dQ, the default for vertical patterns): step 2 skips dQ and step 3 is the
-// Hopper dQ kernel (backward_dq_kernel_sm90.cuh: the forward's query tiles and key stages, dQ in
-// registers, written once: no atomics, bitwise repeatable).
-// The workspace is the portable backward's (BackwardWorkspace): the same sections, the same conventions.
+//   1. the portable pre-pass: lse2, dsum = rowsum(dO * O)               (backward_preprocess_sm80)
+//   2. the Hopper KV kernel: dK, dV written once                         (backward_kernel_sm90.cuh)
+//   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
+//                                                                        (backward_dq_kernel_sm90.cuh)
+// No atomics anywhere: every pattern and mode is bitwise repeatable (the `deterministic` flag changes
+// nothing here). Fusing dQ into the KV kernel (FA3's way: an fp32 accumulator, reduced from each step)
+// measured slower for every pattern, dense included (backward_consumer_sm90.cuh says by how much).
+// The workspace is the portable backward's (BackwardWorkspace); its dQ section is unused here.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -50,11 +51,7 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
                  const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
   run_backward_rows_sm80<CudaElemT, kHeadDim>(p, rows, /*post=*/false);
   if (launch.grid > 0) run_backward_kv_sm90<Elem, kHeadDim>(bp, launch);
-  if (!p.deterministic) {
-    run_backward_rows_sm80<CudaElemT, kHeadDim>(p, rows, /*post=*/true);
-  } else if (dq_launch.grid > 0) {
-    run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
-  }
+  if (dq_launch.grid > 0) run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
 }
 
 template <typename Elem, typename CudaElemT, int kHeadDim>
@@ -99,12 +96,7 @@ bool backward_sm90_supports(const AttentionBwdParams& p) {
 
 void backward_sm90(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
-  // NOTE: the KV kernel's dQ atomics cost more than the ordered dQ kernel (profile at S = 32k, V = 8:
-  // KV kernel 29.2 ms with atomics, 12.0 ms without + 7.9 ms dQ kernel); a shared-memory tile reduced
-  // by TMA (cp.reduce.async.bulk) is the fix FA3 uses; a first try (64 x 32 fp32 boxes per warpgroup,
-  // thread 0 issuing, 2 stages to make room) was slower and wrong under varlen (commit 0b3b6fe, reverted).
-  // At D = 64 the KV kernel has no dQ (BackwardTraitsSm90::kFusedDq): the dQ kernel computes it.
-  p.deterministic = params.deterministic || ordered_dq_preferred(params.pattern) || params.head_dim != 128;
+  p.deterministic = true;  // the only mode of this path (see above): no dQ accumulator in the workspace
   if (!backward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
   }
@@ -127,7 +119,6 @@ void backward_sm90(const AttentionBwdParams& params) {
   rows.stream = launch.stream;
   rows.lse2 = reinterpret_cast<float*>(base + layout.lse2_offset());
   rows.dsum = reinterpret_cast<float*>(base + layout.dsum_offset());
-  if (!p.deterministic) rows.dq_accum = reinterpret_cast<float*>(base + layout.dq_offset());
   // (the row passes check their own grid: run_backward_rows_sm80; the Hopper kernels' grids are persistent)
 
   BackwardParamsSm90 bp;
@@ -138,7 +129,6 @@ void backward_sm90(const AttentionBwdParams& params) {
   bp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
   bp.lse2 = rows.lse2;
   bp.dsum = rows.dsum;
-  bp.dq_accum = rows.dq_accum;
   bp.vertical_first = vertical_first(p.pattern) ? 1 : 0;
 
   // Units (scheduler): per sequence, key tiles x KV heads, plus the vertical pass. Varlen: seqlen_k is the
@@ -148,11 +138,10 @@ void backward_sm90(const AttentionBwdParams& params) {
   const int sms = sm_count_sm90(launch.device);
   launch.grid = static_cast<int>(units < sms ? units : sms);
 
-  // The dQ kernel (deterministic / ordered dQ): the forward's query-tile units over the same operands.
+  // The dQ kernel: the forward's query-tile units over the same operands.
   BackwardDqParamsSm90 dqp;
   BackwardLaunchSm90 dq_launch = launch;
-  dq_launch.grid = 0;
-  if (p.deterministic) {
+  {
     dqp.f.p = p;  // the forward's view: q, k, v, pattern, lengths, scale
     dqp.f.tma_q = bp.tma_q;
     dqp.f.tma_k = bp.tma_k;

@@ -17,11 +17,9 @@ struct BackwardParamsSm90 {
   CUtensorMap tma_k;
   CUtensorMap tma_v;
   AttentionBwdParams p;
-  // workspace sections (BackwardWorkspace): written by the pre-pass, read here; dq_accum null in
-  // deterministic mode (the dQ kernel computes dQ)
+  // workspace sections (BackwardWorkspace): written by the pre-pass, read here
   const float* lse2 = nullptr;
   const float* dsum = nullptr;
-  float* dq_accum = nullptr;
   int vertical_first = 0;  // the scheduler's first pass over the vertical key tiles (backward_scheduler_sm90.cuh)
 };
 

@@ -16,10 +16,6 @@ namespace s2attn::cuda {
 // loads), warpgroups 1 and 2 the consumers, each owning 64 keys of the 128-key tile.
 enum class BwdWarpGroupRoleSm90 : int { producer = 0, consumer0 = 1, consumer1 = 2 };
 
-// Named hardware barriers (ids 1..15; 0 is __syncthreads).
-//  ds_ready: both consumer warpgroups have written their half of dS to shared memory (dQ reads both).
-enum class BwdNamedBarrierSm90 : int { ds_ready = 1 };
-
 // What the producer tells the consumers about one stage (written before its arrival on the stage's full
 // barrier, whose release / acquire orders it): no metadata enumeration in the consumers' registers.
 struct BwdStageMetaSm90 {
@@ -60,29 +56,21 @@ struct BackwardTraitsSm90 {
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   static constexpr int kChunk = 64;  // elements of one 128-byte swizzled row segment (a TMA box row)
   static constexpr int kChunks = kHeadDim / kChunk;
-  // dQ in this kernel (dS K into the workspace's fp32 accumulator) splits D into one 64-column chunk per
-  // consumer warpgroup: D = 128 only. At D = 64 the dQ kernel always computes dQ (the host runs the ordered
-  // path), and the dS buffers are not allocated.
-  static constexpr bool kFusedDq = kHeadDim == kConsumerWarpgroups * kChunk;
-  // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB; dS double-buffered, 2 x 16
-  // KiB. 3 stages: 192 KiB of 227. At D = 64 a step is half the work and half the bytes (K + V 32 KiB, a
+  // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB. 3 stages: 160 KiB of 227. At D = 64 a step is half the work and half the bytes (K + V 32 KiB, a
   // stage 16 KiB): 5 stages keep as many bytes in flight (112 KiB in all).
   static constexpr int kStages = kHeadDim == 64 ? 5 : 3;
-  // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16),
-  // dP^T (32) -> dS^T (16), dQ (32), the GEMMs of a step in flight together. At 224 ptxas spills and
-  // serialises the wgmma (C7512); at 240 neither (a 96-byte consumer spill remains, ptxas -v). The producer
-  // then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
+  // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16) and
+  // dP^T (32) -> dS^T (16), the GEMMs of a step in flight together. The producer then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
   // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512, the whole pool
   // (168 registers x 384 threads at launch; cta_register_pool_sm90).
   // NOTE: a leaner producer walk (or the walk's segment lists built once per unit in shared memory) would
-  // remove the producer's spills; 16 dQ registers less (two N = 32 halves) the consumer's.
+  // remove the producer's spills.
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
   static_assert(setmaxnreg_fits_sm90(kProducerRegs, kConsumerRegs, kConsumerWarpgroups, kThreads),
                 "setmaxnreg shares out the CTA's registers at launch");
 
   static constexpr int kRowsElems = 64 * kHeadDim;  // a 64-row tile of Q, dO, or half of K / V
-  static constexpr int kDsElems = kBlockM * kWgKeys;
   static constexpr uint32_t kKVBytes = 2 * kBlockN * kHeadDim * 2;  // K and V of the tile
   static constexpr uint32_t kStepBytes = 2 * kRowsElems * 2;        // Q and dO of a step
 
@@ -99,24 +87,12 @@ struct BackwardTraitsSm90 {
   using SmemLayoutRowsT = decltype(cute::composition(
       SmemLayoutRows{}, cute::make_ordered_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<64>>{},
                                                   cute::Step<cute::_2, cute::_1>{})));
-  // One 64 x 64 swizzled piece: dS of one key half (queries, keys), keys contiguous (K-major A of dQ = dS K)
-  using SmemLayoutSquare = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::_64, cute::_64>{}));
-  // The same piece transposed: dS^T (keys, queries) for the writes from the accumulators, and a 64-column
-  // chunk of a K half as (d, keys), d contiguous (MN-major B of dQ = dS K)
-  using SmemLayoutSquareT = decltype(cute::composition(
-      SmemLayoutSquare{},
-      cute::make_ordered_layout(cute::Shape<cute::_64, cute::_64>{}, cute::Step<cute::_2, cute::_1>{})));
-
   // S^T = K Q^T and dP^T = V dO^T: 64 keys x 64 queries per warpgroup, both operands K-major in shared memory
   using MmaSdP = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::_64, cute::Int<kHeadDim>>>()));
   // dV += P^T dO and dK += dS^T Q: A from registers (the 16-bit accumulators), B = dO / Q transposed
   using MmaDKV = decltype(cute::make_tiled_mma(
       cute::GMMA::rs_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::_64>,
-                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
-  // dQ[:, 64 w .. 64 w + 63] = dS K[:, ...]: 64 queries x 64 columns, k = 64 keys per key half (two issues)
-  using MmaDQ = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::_64, cute::_64>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
 };
 
@@ -126,7 +102,6 @@ struct BwdSharedStorageSm90 {
   alignas(1024) typename T::Elem v[2][T::kRowsElems];
   alignas(1024) typename T::Elem q[T::kStages][T::kRowsElems];     // [chunk][64 rows][64]
   alignas(1024) typename T::Elem dout[T::kStages][T::kRowsElems];
-  alignas(1024) typename T::Elem ds[2][2][T::kFusedDq ? T::kDsElems : 1];  // [buffer][key half][64 q][64 keys]
   float lse2[T::kStages][T::kBlockM];  // the step's rows; +inf for rows outside the sequence (P = 0)
   float dsum[T::kStages][T::kBlockM];
   BwdStageMetaSm90 meta[T::kStages];
