@@ -31,4 +31,26 @@ void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, int threads, int sm
   S2_CUDA_CHECK(cudaGetLastError());
 }
 
+// As launch_kernel, with programmatic dependent launch: the kernel's CTAs may start while the stream's
+// previous kernel is still running, as soon as every CTA of that kernel has executed
+// griddepcontrol.launch_dependents (or exited). For a kernel that reads nothing the previous one writes; it
+// must execute griddepcontrol.wait before it exits, so that its completion still implies the previous one's
+// (the work after it in the stream relies on that).
+template <class... KernelArgs, class... Args>
+void launch_kernel_overlapping(void (*kernel)(KernelArgs...), dim3 grid, int threads, int smem, cudaStream_t stream,
+                               int device, uint64_t* configured, Args&&... args) {
+  if (smem > 48 * 1024) set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), smem, device, configured);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = static_cast<size_t>(smem);
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  S2_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
 }  // namespace s2attn::cuda

@@ -37,6 +37,8 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     run_dq_consumer<T>(dp, ss, role - 1);
   }
+  // launched overlapping the KV kernel (run_backward_dq_sm90): finishing after it keeps the stream's order
+  grid_dependency_wait();
 }
 
 }  // namespace s2attn::cuda

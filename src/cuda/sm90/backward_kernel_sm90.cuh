@@ -37,6 +37,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     fence_barrier_init();
   }
   __syncthreads();
+  grid_launch_dependents();  // the dQ kernel (independent of this one) may take the SMs this grid frees
 
   if (role == static_cast<int>(BwdWarpGroupRoleSm90::producer)) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();

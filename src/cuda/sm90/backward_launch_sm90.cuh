@@ -16,7 +16,8 @@ void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunch
 template <typename Elem, int kHeadDim>
 void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = DqTraitsSm90<Elem, kHeadDim>;
-  launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>>(T::kThreads, params, launch);
+  // it reads nothing the KV kernel writes: its CTAs take the SMs the KV kernel's tail leaves idle
+  launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, true>(T::kThreads, params, launch);
 }
 
 }  // namespace s2attn::cuda

@@ -98,6 +98,13 @@ __device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, void* dst, u
       : "memory");
 }
 
+// Programmatic dependent launch (launch_kernel_overlapping): this CTA lets the stream's next kernel start;
+// this thread waits until the stream's previous kernels have completed and their writes are visible.
+__device__ __forceinline__ void grid_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+__device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
 // Named barriers among `threads` threads (a multiple of 32).
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
