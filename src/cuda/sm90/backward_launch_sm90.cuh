@@ -16,8 +16,12 @@ void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunch
 template <typename Elem, int kHeadDim>
 void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = DqTraitsSm90<Elem, kHeadDim>;
-  // it reads nothing the KV kernel writes: its CTAs take the SMs the KV kernel's tail leaves idle
-  launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, true>(T::kThreads, params, launch);
+  // it reads nothing the KV kernel writes: overlapping, its CTAs take the SMs the KV kernel's tail leaves idle
+  if (launch.overlap_previous) {
+    launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, true>(T::kThreads, params, launch);
+  } else {
+    launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, false>(T::kThreads, params, launch);
+  }
 }
 
 }  // namespace s2attn::cuda

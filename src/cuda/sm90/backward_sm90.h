@@ -27,6 +27,7 @@ struct BackwardLaunchSm90 {
   int device = 0;
   cudaStream_t stream = nullptr;
   int grid = 0;  // persistent CTAs (<= SMs)
+  bool overlap_previous = false;  // launch_kernel_overlapping (the dQ kernel only)
 };
 
 // The Hopper dQ kernel's parameters (backward_dq_kernel_sm90.cuh): the forward's units (query tiles) and
