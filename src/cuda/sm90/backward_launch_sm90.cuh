@@ -17,11 +17,8 @@ template <typename Elem, int kHeadDim>
 void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch) {
   using T = DqTraitsSm90<Elem, kHeadDim>;
   // it reads nothing the KV kernel writes: overlapping, its CTAs take the SMs the KV kernel's tail leaves idle
-  if (launch.overlap_previous) {
-    launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, true>(T::kThreads, params, launch);
-  } else {
-    launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>, false>(T::kThreads, params, launch);
-  }
+  launch_persistent_sm90<backward_dq_kernel_sm90<T>, DqSharedStorageSm90<T>>(T::kThreads, params, launch,
+                                                                             launch.overlap_previous);
 }
 
 }  // namespace s2attn::cuda

@@ -141,26 +141,23 @@ void backward_sm90(const AttentionBwdParams& params) {
   // The dQ kernel: the forward's query-tile units over the same operands.
   BackwardDqParamsSm90 dqp;
   BackwardLaunchSm90 dq_launch = launch;
-  {
-    dqp.f.p = p;  // the forward's view: q, k, v, pattern, lengths, scale
-    dqp.f.tma_q = bp.tma_q;
-    dqp.f.tma_k = bp.tma_k;
-    dqp.f.tma_v = bp.tma_v;
-    dqp.tma_do = bp.tma_do;
-    dqp.lse2 = rows.lse2;
-    dqp.dsum = rows.dsum;
-    dqp.total_q = p.total_q;
-    dqp.dq = p.dq;
-    dqp.dq_stride = p.dq_stride;
-    const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sms);
-    dq_launch.grid = tg.grid;
-    dqp.f.head_group = tg.head_group;
-    // Started during the KV kernel's tail (programmatic dependent launch) where each CTA has few query tiles:
-    // H100, H = 32, D = 128, backward wall time: 8k (16 tiles a CTA) -2.5 to -3%; 32k (62) +0.5 to +1.4%,
-    // 128k +1% (its CTAs start staggered, as the KV kernel's CTAs finish).
-    const int64_t dq_units = (int64_t(p.seqlen_q) + 127) / 128 * batch * p.num_heads;
-    dq_launch.overlap_previous = launch.grid > 0 && dq_units <= int64_t(32) * dq_launch.grid;
-  }
+  dqp.f.p = p;  // the forward's view: q, k, v, pattern, lengths, scale
+  dqp.f.tma_q = bp.tma_q;
+  dqp.f.tma_k = bp.tma_k;
+  dqp.f.tma_v = bp.tma_v;
+  dqp.tma_do = bp.tma_do;
+  dqp.lse2 = rows.lse2;
+  dqp.dsum = rows.dsum;
+  dqp.total_q = p.total_q;
+  dqp.dq = p.dq;
+  dqp.dq_stride = p.dq_stride;
+  const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sms);
+  dq_launch.grid = tg.grid;
+  dqp.f.head_group = tg.head_group;
+  // Started during the KV kernel's tail (programmatic dependent launch) where each CTA has few query tiles:
+  // H100, H = 32, D = 128, backward wall time: 8k (16 tiles a CTA) -2.5 to -3%; 32k (62) +0.5 to +1.4%,
+  // 128k +1% (its CTAs start staggered, as the KV kernel's CTAs finish).
+  dq_launch.overlap_previous = launch.grid > 0 && tg.units <= int64_t(32) * dq_launch.grid;
 
   const bool d128 = p.head_dim == 128;
   if (p.dtype == DType::bf16) {

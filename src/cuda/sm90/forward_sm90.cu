@@ -70,6 +70,7 @@ QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms) {
   }
   const int64_t units = tiles * p.num_heads;
   QueryTileGridSm90 tg;
+  tg.units = units;
   tg.grid = static_cast<int>(units < sms ? units : sms);
   // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
   const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;

@@ -29,6 +29,7 @@ struct ForwardLaunchSm90 {
 struct QueryTileGridSm90 {
   int grid = 0;
   int head_group = 1;
+  int64_t units = 0;  // (sequence, head, 128-row query tile) units; varlen: an upper bound
 };
 QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms);
 

@@ -9,13 +9,13 @@
 
 namespace s2attn::cuda {
 
-// kOverlapping: launch_kernel_overlapping (the kernel may start during the stream's previous kernel).
-template <auto Kernel, class Storage, bool kOverlapping = false, class Params, class Launch>
-void launch_persistent_sm90(int threads, const Params& params, const Launch& launch) {
+// overlapping: launch_kernel_overlapping (the kernel may start during the stream's previous kernel).
+template <auto Kernel, class Storage, class Params, class Launch>
+void launch_persistent_sm90(int threads, const Params& params, const Launch& launch, bool overlapping = false) {
   constexpr int kSmem = shared_storage_bytes_sm90<Storage>();
   static_assert(kSmem <= 227 * 1024, "shared memory of one sm_90 CTA: 227 KiB");
   static uint64_t configured = 0;  // devices on which this kernel's opt-in is done
-  if constexpr (kOverlapping) {
+  if (overlapping) {
     launch_kernel_overlapping(Kernel, dim3(launch.grid), threads, kSmem, launch.stream, launch.device, &configured,
                               params);
   } else {
