@@ -38,14 +38,19 @@ def kernel_times(fn, iters):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shape_args(ap):
+    """The shape options of the GPU profiling tools (B = 1, bf16, causal local + vertical-stride pattern)."""
     ap.add_argument("--S", type=int, default=32768)
     ap.add_argument("--V", type=int, default=8)
     ap.add_argument("--H", type=int, default=32)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--local", type=int, default=16)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_args(ap)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--layout", choices=("bhsd", "bshd"), default="bhsd",
                     help="storage of q, k, v, dO (always passed as [B, S, H, D] views)")

@@ -24,7 +24,7 @@ import time
 import torch
 
 import s2attn
-from profile_kernels import kernel_times  # tools/ is the script's directory
+from profile_kernels import add_shape_args, kernel_times  # tools/ is the script's directory
 
 
 def events_ms(fn, iters, before=None):
@@ -49,10 +49,7 @@ def kernel_ms(fn, iters):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--S", type=int, default=32768)
-    ap.add_argument("--V", type=int, default=8)
-    ap.add_argument("--H", type=int, default=32)
-    ap.add_argument("--D", type=int, default=128)
+    add_shape_args(ap)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--out", default="timing.json")
     a = ap.parse_args()
@@ -62,11 +59,11 @@ def main():
     q, k, v = (torch.randn(1, a.H, a.S, a.D, device=dev, dtype=torch.bfloat16) for _ in range(3))
     views = tuple(x.transpose(1, 2) for x in (q, k, v))
     layouts = {"bshd": tuple(x.contiguous() for x in views), "bhsd": views}
-    pattern = s2attn.local_stride(a.H, 64, 16, a.V, causal=True)
+    pattern = s2attn.local_stride(a.H, a.block, a.local, a.V, causal=True)
     flush_buf = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=dev)
 
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv),
-                  shape=dict(B=1, H=a.H, S=a.S, D=a.D, V=a.V, block=64, local=16), layouts={})
+                  shape=dict(B=1, H=a.H, S=a.S, D=a.D, V=a.V, block=a.block, local=a.local), layouts={})
     for name, (qq, kk, vv) in layouts.items():
         out = s2attn.attention(qq, kk, vv, pattern, backend="cuda_sm90")
         fn = lambda: s2attn.attention(qq, kk, vv, pattern, out=out, backend="cuda_sm90")  # noqa: E731
