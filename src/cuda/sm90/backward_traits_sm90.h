@@ -56,12 +56,14 @@ struct BackwardTraitsSm90 {
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   static constexpr int kChunk = 64;  // elements of one 128-byte swizzled row segment (a TMA box row)
   static constexpr int kChunks = kHeadDim / kChunk;
-  // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB. 3 stages: 160 KiB of 227. At D = 64 a step is half the work and half the bytes (K + V 32 KiB, a
-  // stage 16 KiB): 5 stages keep as many bytes in flight (112 KiB in all).
+  // K + V of the tile: 64 KiB at D = 128; a stage (Q + dO of one step) 32 KiB. 3 stages: 160 KiB of 227
+  // (a fourth measured no faster, bench/results/ab_s9_2026-11-25.txt). At D = 64 a step is half the work and
+  // half the bytes (K + V 32 KiB, a stage 16 KiB): 5 stages keep as many bytes in flight (112 KiB in all).
   static constexpr int kStages = kHeadDim == 64 ? 5 : 3;
   // setmaxnreg: the consumers hold dK, dV (128 registers for the whole unit), then S^T (32) -> P^T (16) and
-  // dP^T (32) -> dS^T (16), the GEMMs of a step in flight together. The producer then gets 24: its transposed walk (col_segments' lists at a unit's start) spills there, which costs it
-  // L1-resident local traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512, the whole pool
+  // dP^T (32) -> dS^T (16), the GEMMs of a step in flight together. The producer then gets 24: its
+  // transposed walk (col_segments' lists at a unit's start) spills there, which costs it L1-resident local
+  // traffic off the consumers' critical path. 24 x 128 + 240 x 256 = 64512, the whole pool
   // (168 registers x 384 threads at launch; cta_register_pool_sm90).
   // NOTE: a leaner producer walk (or the walk's segment lists built once per unit in shared memory) would
   // remove the producer's spills.
