@@ -18,13 +18,15 @@ from profile_kernels import kernel_times  # tools/ is the script's directory
 H, HKV, D, BS, L = 32, 8, 128, 64, 16
 
 
-def decode_inputs(B, ctx, page, dev="cuda"):
-    """A batch of B sequences of ctx cached tokens in shuffled pages of `page` tokens, one query token each:
-    (q, k_pages, v_pages, block_table, context_lens, out), bf16, the benchmark's H, Hkv, D."""
+def decode_inputs(B, ctx, page, dev="cuda", contiguous=False):
+    """A batch of B sequences of ctx cached tokens in shuffled pages of `page` tokens (in order when
+    `contiguous`), one query token each: (q, k_pages, v_pages, block_table, context_lens, out), bf16, the
+    benchmark's H, Hkv, D."""
     pages = -(-ctx // page)
     kp = torch.randn(B * pages, page, HKV, D, dtype=torch.bfloat16, device=dev)
     vp = torch.randn_like(kp)
-    table = torch.randperm(B * pages, device=dev).to(torch.int32).view(B, pages)
+    order = torch.arange(B * pages, device=dev) if contiguous else torch.randperm(B * pages, device=dev)
+    table = order.to(torch.int32).view(B, pages)
     lens = torch.full((B,), ctx, dtype=torch.int32, device=dev)
     q = torch.randn(B, 1, H, D, dtype=torch.bfloat16, device=dev)
     return q, kp, vp, table, lens, torch.empty_like(q)
@@ -36,6 +38,8 @@ def main():
     ap.add_argument("--page", type=int, default=16)
     ap.add_argument("--V", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--contiguous", action="store_true",
+                    help="pages in order (the table an identity): memory locality against the shuffled default")
     ap.add_argument("--out", default="profile_decode.json")
     a = ap.parse_args()
     dev = "cuda"
@@ -43,7 +47,7 @@ def main():
     report = dict(gpu=torch.cuda.get_device_name(), command=" ".join(sys.argv), cases=[])
     for case in a.cases.split(","):
         B, ctx = (int(x) for x in case.split("x"))
-        q, kp, vp, table, lens, out = decode_inputs(B, ctx, a.page, dev)
+        q, kp, vp, table, lens, out = decode_inputs(B, ctx, a.page, dev, a.contiguous)
         ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p)), dtype=torch.uint8,
                          device=dev)
 
@@ -61,7 +65,7 @@ def main():
         wall_us = (time.perf_counter() - t0) / a.iters * 1e6
         kernels = [dict(kernel=r["kernel"][:120], us_per_call=r["ms_per_call"] * 1e3, launches=r["launches"])
                    for r in kernel_times(call, a.iters)]
-        row = dict(batch=B, context=ctx, page=a.page, V=a.V,
+        row = dict(batch=B, context=ctx, page=a.page, V=a.V, contiguous=a.contiguous,
                    splits=s2attn.paged_num_splits(q, kp, vp, table, lens, p),
                    host_enqueue_us=host_us, wall_us=wall_us, kernels=kernels)
         report["cases"].append(row)

@@ -71,14 +71,24 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
+// head_dim is 64 or 128 here (dispatch_dim rejects the rest before the paged kernel runs)
+template <typename T>
+void launch_combine_dim(const PagedParams& p, dim3 grid, cudaStream_t stream) {
+  if (p.head_dim == 64) {
+    paged_split_combine_kernel<T, 64><<<grid, kCombineThreads, 0, stream>>>(p);
+  } else {
+    paged_split_combine_kernel<T, 128><<<grid, kCombineThreads, 0, stream>>>(p);
+  }
+}
+
 void launch_combine(const PagedParams& p) {
   if (p.num_splits <= 1 || p.total_q <= 0) return;
   auto stream = static_cast<cudaStream_t>(p.stream);
   const dim3 grid(static_cast<unsigned>(p.total_q), static_cast<unsigned>(p.num_heads));
   switch (p.dtype) {
-    case DType::bf16: paged_split_combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p); break;
-    case DType::f16: paged_split_combine_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p); break;
-    default: paged_split_combine_kernel<float><<<grid, kCombineThreads, 0, stream>>>(p); break;
+    case DType::bf16: launch_combine_dim<__nv_bfloat16>(p, grid, stream); break;
+    case DType::f16: launch_combine_dim<__half>(p, grid, stream); break;
+    default: launch_combine_dim<float>(p, grid, stream); break;
   }
   S2_CUDA_CHECK(cudaGetLastError());
 }

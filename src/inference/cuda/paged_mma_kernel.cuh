@@ -193,23 +193,25 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
       }
     };
     auto keys_in = [&](int32_t j) { return imin(bs, c.ctx - j * bs); };
+    // The slot loop stays rolled (one inlined copy of the walk, writes to t.j by selects): unrolled, the
+    // kernel's code grew past the instruction cache and a decode CTA's warps spent 40% of their time
+    // waiting for instructions (ncu, 1 x 128k).
     auto next_tile = [&](PagedTile<kSlots>& t) {
       t.st = cst;
 #pragma unroll
-      for (int s = 0; s < kSlots; ++s) {
-        t.j[s] = -1;
-        if (s < slots) {
-          refill();
-          if (lcur < lcount) {
-            const int32_t j = slist[lcur];
-            t.j[s] = j;
-            if ((cst + 1) * w < keys_in(j)) {
-              ++cst;  // the block's next 64 keys (block 128)
-            } else {
-              ++lcur;
-              cst = 0;
-            }
-          }
+      for (int s = 0; s < kSlots; ++s) t.j[s] = -1;
+#pragma unroll 1
+      for (int s = 0; s < slots; ++s) {
+        refill();
+        if (lcur >= lcount) break;  // the walk has ended (uniform: every thread holds the same counts)
+        const int32_t j = slist[lcur];
+#pragma unroll
+        for (int k = 0; k < kSlots; ++k) t.j[k] = s == k ? j : t.j[k];
+        if ((cst + 1) * w < keys_in(j)) {
+          ++cst;  // the block's next 64 keys (block 128)
+        } else {
+          ++lcur;
+          cst = 0;
         }
       }
     };
@@ -271,13 +273,6 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
     };
 
     Pending pend;
-#pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-      resolve(pend);
-      copy(pend, s);
-      cp_async_commit();
-    }
-    resolve(pend);  // the tile the first iteration copies
 
     float o[Tr::kDTiles][4], m[2], l[2];
 #pragma unroll
@@ -293,18 +288,27 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
     const float scale_log2 = p.scale * kLog2e;
     const bool causal = p.pattern.causal != 0;
 
-    for (int n = 0, stage = 0;; ++n, stage = stage + 1 == kStages ? 0 : stage + 1) {
-      cp_async_wait<kStages - 2>();
-      __syncthreads();  // tile n (and Q) landed for every thread; every warp is done with tile n - 1's stage
-      if (n == 0) {
+    // Iteration n resolves tile n + kStages, copies tile n + kStages - 1 and scores tile n; the first
+    // kStages iterations (n < 0) only start the walk and fill the ring, so that copy and resolve each have
+    // one call site (their inlined code was most of the kernel's size).
+    for (int n = -kStages, stage = 0, cstage = 0;; ++n, stage = n <= 0 ? 0 : (stage + 1 == kStages ? 0 : stage + 1)) {
+      if (n >= 0) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();  // tile n (and Q) landed for every thread; every warp is done with tile n - 1's stage
+        if (n == 0) {
 #pragma unroll
-        for (int ks = 0; ks < Tr::kQkSteps; ++ks) {
-          ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<D>(rt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+          for (int ks = 0; ks < Tr::kQkSteps; ++ks) {
+            ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<D>(rt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+          }
         }
       }
-      copy(pend, stage == 0 ? kStages - 1 : stage - 1);  // into the stage tile n - 1 freed
-      cp_async_commit();
+      if (n > -kStages) {
+        copy(pend, cstage);  // tile n + kStages - 1, into the stage tile n - 1 freed
+        cp_async_commit();
+        cstage = cstage + 1 == kStages ? 0 : cstage + 1;
+      }
       resolve(pend);  // its lookups land while tile n is scored
+      if (n < 0) continue;
       if (sslots[stage * kSlots] < 0) break;  // the walk has ended (uniform: shared memory)
 
       const int32_t* keys = skeys + stage * Tr::kTileKeys;
@@ -322,7 +326,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
                             (!causal || (keys[kw0 + Tr::kWarpKeys - 1] >> 2) <= pos0);
       // which slots each of this thread's rows sees
       uint32_t vis[2] = {pos[0] >= 0 ? 0xfu : 0u, pos[1] >= 0 ? 0xfu : 0u};
-#pragma unroll
+#pragma unroll 1
       for (int s = 0; s < kSlots && !uniform; ++s) {
         const int32_t j = sslots[stage * kSlots + s];
 #pragma unroll

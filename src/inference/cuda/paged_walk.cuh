@@ -78,37 +78,37 @@ __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t he
 }
 
 // balanced_split_range's boundaries, found by the kThreads threads of the CTA together (every thread calls
-// it, uniformly): a kThreads-ary search, two rounds up to kThreads^2 key blocks, where one thread's binary
-// search chained ~20 closed-form evaluations (integer divisions) before the CTA's first load could issue.
-// `scratch`: kThreads / 32 ints of shared memory (free on entry and on return).
+// it, uniformly): each half of the CTA runs a (kThreads / 2)-ary search for one of the two boundaries, both
+// at once, two rounds up to (kThreads / 2)^2 key blocks. One thread's binary search chained ~20
+// closed-form evaluations (integer divisions) before the CTA's first load could issue; a search per
+// boundary one after the other doubled the rounds and the code (a decode CTA runs this code once, cold in
+// the instruction cache). `scratch`: kThreads / 32 ints of shared memory (free on entry and on return).
 template <int kThreads>
 __device__ __forceinline__ void parallel_split_range(const PatternRules& p, int32_t h, int32_t i, int32_t nk,
                                                      int32_t split, int32_t splits, int32_t* scratch,
                                                      int32_t* lo, int32_t* hi) {
+  constexpr int kHalf = kThreads / 2, kHalfWarps = kHalf / 32;
+  static_assert(kHalf % 32 == 0, "whole warps per half");
   const SegmentList s = row_segments(p, h, i, nk);
-  const int32_t total = segments_count_below(s, nk);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  int32_t bounds[2];
-  for (int e = 0; e < 2; ++e) {
-    const int32_t part = split + e;
-    if (part >= splits || part == 0) {
-      bounds[e] = part == 0 ? 0 : nk;
-      continue;
-    }
-    const int64_t target = (int64_t(total) * part + splits - 1) / splits;
-    // the smallest x in [a, b] with count_below(x) >= target; count_below(b) >= target throughout
-    int32_t a = 0, b = nk;
-    while (a < b) {
-      const int32_t step = (b - a + kThreads) / kThreads;  // ceil((b - a + 1) / kThreads)
-      const int32_t x = a + tid * step;
-      const bool ge = x >= b || segments_count_below(s, x) >= target;  // false, then true, in tid order
-      const uint32_t below = __ballot_sync(0xffffffffu, !ge);
-      if (lane == 0) scratch[warp] = __popc(below);
-      __syncthreads();
-      int32_t k = 0;  // candidates below the target: candidate k is the first at or above it
+  const int e = tid >= kHalf ? 1 : 0;  // the boundary this thread's half finds: 0 the split's first block, 1 its end
+  const int32_t t = tid - e * kHalf;
+  const int32_t part = split + e;
+  const bool fixed = part == 0 || part >= splits;
+  int32_t a = part == 0 ? 0 : (part >= splits ? nk : 0), b = fixed ? a : nk;
+  // the smallest x in [a, b] with count_below(x) >= target; count_below(b) >= target throughout
+  const int64_t target = fixed ? 0 : (int64_t(segments_count_below(s, nk)) * part + splits - 1) / splits;
+  while (__syncthreads_or(a < b)) {  // a round while either half searches (barriers stay uniform)
+    const int32_t step = (b - a + kHalf) / kHalf;  // ceil((b - a + 1) / kHalf)
+    const int32_t x = a + t * step;
+    const bool ge = x >= b || segments_count_below(s, x) >= target;  // false, then true, in t order
+    const uint32_t below = __ballot_sync(0xffffffffu, !ge);
+    if (lane == 0) scratch[warp] = __popc(below);
+    __syncthreads();
+    int32_t k = 0;  // candidates below the target: candidate k is the first at or above it
 #pragma unroll
-      for (int wi = 0; wi < kThreads / 32; ++wi) k += scratch[wi];
-      __syncthreads();  // scratch is reused by the next round
+    for (int wi = 0; wi < kHalfWarps; ++wi) k += scratch[e * kHalfWarps + wi];
+    if (a < b) {
       if (k == 0) {
         b = a;
       } else {
@@ -117,17 +117,20 @@ __device__ __forceinline__ void parallel_split_range(const PatternRules& p, int3
         a = na;
       }
     }
-    bounds[e] = a;
-  }
-  *lo = bounds[0];
-  *hi = bounds[1];
+  }  // the loop's last barrier: every thread is done reading scratch
+  if (t == 0) scratch[e] = a;
+  __syncthreads();
+  *lo = scratch[0];
+  *hi = scratch[1];
+  __syncthreads();  // scratch is free again
 }
 
 // The CTA's rows for query tile qt (rows_per_head query rows per q head) and its split's key-block range
 // [*j_lo, *j_hi). Returns false when the tile lies past the sequence's query rows (varlen).
-// scratch: kThreads / 32 ints of shared memory for the split search by the whole CTA (parallel_split_range);
-// null: one thread's binary search (every thread runs it).
-template <bool kList, int kThreads = 128>
+// kThreads > 0: the whole CTA of kThreads finds the split's range (parallel_split_range), in `scratch`
+// (kThreads / 32 ints of shared memory); 0: every thread runs one thread's binary search. A compile-time
+// choice: a runtime one kept both searches' code in the kernel.
+template <bool kList, int kThreads = 0>
 __device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& k, int32_t qt, int32_t rows_per_head,
                                          CtaRows* out, int32_t* pos0, int32_t* j_lo, int32_t* j_hi,
                                          int32_t* scratch = nullptr) {
@@ -150,7 +153,7 @@ __device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& 
     const int32_t per_split = (c.nk + p.num_splits - 1) / p.num_splits;
     *j_lo = imin(c.nk, k.split * per_split);
     *j_hi = imin(c.nk, *j_lo + per_split);
-  } else if (scratch != nullptr) {
+  } else if constexpr (kThreads > 0) {
     parallel_split_range<kThreads>(p.pattern, c.h0, imax(c.i_hi, 0), c.nk, k.split, p.num_splits, scratch, j_lo,
                                    j_hi);
   } else {
