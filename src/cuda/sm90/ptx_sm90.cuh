@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cuda/common/dependent_launch.cuh"  // grid_launch_dependents, grid_dependency_wait
+
 namespace s2attn::cuda {
 
 // The kernel's shared storage, at the dynamic shared memory rounded up to 1024 bytes: the 128-byte swizzle of
@@ -97,13 +99,6 @@ __device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, void* dst, u
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
-
-// Programmatic dependent launch (launch_kernel_overlapping): this CTA lets the stream's next kernel start;
-// this thread waits until the stream's previous kernels have completed and their writes are visible.
-__device__ __forceinline__ void grid_launch_dependents() {
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-}
-__device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
 // Named barriers among `threads` threads (a multiple of 32).
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cuda/common/dependent_launch.cuh"
 #include "inference/cuda/paged_elem.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
@@ -31,6 +32,7 @@ __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(co
   __shared__ float weight[kMaxPagedSplits];
   __shared__ float row_lse;
   __shared__ float4 part[kCombineThreads];
+  grid_dependency_wait();  // launched as the paged kernel's dependent (sm_90): its partials are complete
   const int64_t row = blockIdx.x;
   if (p.cu_seqlens_q && row >= p.cu_seqlens_q[p.batch]) return;  // varlen rows of no sequence
   const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);

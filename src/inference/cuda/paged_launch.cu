@@ -71,14 +71,24 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
-// head_dim is 64 or 128 here (dispatch_dim rejects the rest before the paged kernel runs)
+// head_dim is 64 or 128 here (dispatch_dim rejects the rest before the paged kernel runs). On sm_90 the
+// combine is launched as a programmatic dependent of the paged kernel: its launch is processed while that
+// kernel runs, and its CTAs wait (griddepcontrol.wait) for the partials.
+template <typename T, int D>
+void launch_combine_kernel(const PagedParams& p, dim3 grid, cudaStream_t stream) {
+  static uint64_t configured = 0;  // no shared-memory opt-in (static storage only)
+  if (compute_capability(p.device) >= 90) {
+    launch_kernel_overlapping(paged_split_combine_kernel<T, D>, grid, kCombineThreads, 0, stream, p.device,
+                              &configured, p);
+  } else {
+    launch_kernel(paged_split_combine_kernel<T, D>, grid, kCombineThreads, 0, stream, p.device, &configured, p);
+  }
+}
+
 template <typename T>
 void launch_combine_dim(const PagedParams& p, dim3 grid, cudaStream_t stream) {
-  if (p.head_dim == 64) {
-    paged_split_combine_kernel<T, 64><<<grid, kCombineThreads, 0, stream>>>(p);
-  } else {
-    paged_split_combine_kernel<T, 128><<<grid, kCombineThreads, 0, stream>>>(p);
-  }
+  if (p.head_dim == 64) return launch_combine_kernel<T, 64>(p, grid, stream);
+  launch_combine_kernel<T, 128>(p, grid, stream);
 }
 
 void launch_combine(const PagedParams& p) {
@@ -90,7 +100,6 @@ void launch_combine(const PagedParams& p) {
     case DType::f16: launch_combine_dim<__half>(p, grid, stream); break;
     default: launch_combine_dim<float>(p, grid, stream); break;
   }
-  S2_CUDA_CHECK(cudaGetLastError());
 }
 
 // One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk,

@@ -83,13 +83,29 @@ __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t he
 // closed-form evaluations (integer divisions) before the CTA's first load could issue; a search per
 // boundary one after the other doubled the rounds and the code (a decode CTA runs this code once, cold in
 // the instruction cache). `scratch`: kThreads / 32 ints of shared memory (free on entry and on return).
+// segments_count_below for a list whose segments start at their first member (lo made a member first, once):
+// one division per segment instead of two, in the search's rounds.
+__device__ __forceinline__ int32_t first_aligned_count_below(const SegmentList& s, int32_t x) {
+  int32_t n = 0;
+  for (int k = 0; k < kMaxSegments && k < s.n; ++k) {
+    const Segment& g = s.seg[k];
+    const int32_t m = imin(x, g.hi);
+    n += g.lo < m ? (m - 1 - g.lo) / g.stride + 1 : 0;
+  }
+  return n;
+}
+
 template <int kThreads>
 __device__ __forceinline__ void parallel_split_range(const PatternRules& p, int32_t h, int32_t i, int32_t nk,
                                                      int32_t split, int32_t splits, int32_t* scratch,
                                                      int32_t* lo, int32_t* hi) {
   constexpr int kHalf = kThreads / 2, kHalfWarps = kHalf / 32;
   static_assert(kHalf % 32 == 0, "whole warps per half");
-  const SegmentList s = row_segments(p, h, i, nk);
+  SegmentList s = row_segments(p, h, i, nk);
+#pragma unroll
+  for (int k = 0; k < kMaxSegments; ++k) {
+    if (k < s.n) s.seg[k].lo = segment_first_from(s.seg[k], s.seg[k].lo);  // the same members
+  }
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int e = tid >= kHalf ? 1 : 0;  // the boundary this thread's half finds: 0 the split's first block, 1 its end
   const int32_t t = tid - e * kHalf;
@@ -97,11 +113,11 @@ __device__ __forceinline__ void parallel_split_range(const PatternRules& p, int3
   const bool fixed = part == 0 || part >= splits;
   int32_t a = part == 0 ? 0 : (part >= splits ? nk : 0), b = fixed ? a : nk;
   // the smallest x in [a, b] with count_below(x) >= target; count_below(b) >= target throughout
-  const int64_t target = fixed ? 0 : (int64_t(segments_count_below(s, nk)) * part + splits - 1) / splits;
+  const int64_t target = fixed ? 0 : (int64_t(first_aligned_count_below(s, nk)) * part + splits - 1) / splits;
   while (__syncthreads_or(a < b)) {  // a round while either half searches (barriers stay uniform)
     const int32_t step = (b - a + kHalf) / kHalf;  // ceil((b - a + 1) / kHalf)
     const int32_t x = a + t * step;
-    const bool ge = x >= b || segments_count_below(s, x) >= target;  // false, then true, in t order
+    const bool ge = x >= b || first_aligned_count_below(s, x) >= target;  // false, then true, in t order
     const uint32_t below = __ballot_sync(0xffffffffu, !ge);
     if (lane == 0) scratch[warp] = __popc(below);
     __syncthreads();
