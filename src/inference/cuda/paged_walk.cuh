@@ -57,7 +57,8 @@ __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const
 }
 
 // The CTA's sequence, KV head, q heads [h0, h0 + nh) and split, from
-// blockIdx.x = ((b * Hkv + hk) * head_chunks + hc) * splits + split.
+// blockIdx.x = split * (B * Hkv * head_chunks) + (b * Hkv + hk) * head_chunks + hc: the CTAs of one split
+// (the KV heads of a sequence read the same pages, 256 bytes apart) are launched together.
 struct CtaCoords {
   int32_t b, hk, h0, nh, split;
 };
@@ -66,8 +67,9 @@ __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t he
   const int32_t G = p.num_heads / p.num_kv_heads;
   int32_t x = blockIdx.x;
   CtaCoords k;
-  k.split = x % p.num_splits;
-  x /= p.num_splits;
+  const int32_t units = gridDim.x / p.num_splits;
+  k.split = x / units;
+  x -= k.split * units;
   const int32_t hc = x % head_chunks;
   x /= head_chunks;
   k.hk = x % p.num_kv_heads;
