@@ -2,7 +2,8 @@
 
 Decode: batch {1, 8, 32, 64} x context {8k, 32k, 128k}, H=32, Hkv=8, D=128, bf16, block 64, L=16, page {16, 64},
 V {8, 16}. Reports time, bytes actually touched (the K/V rows of the key blocks the KV groups see, plus q/out),
-achieved bandwidth next to the device-to-device copy bandwidth measured in the same run, density, and the
+achieved bandwidth next to the device-to-device copy bandwidth measured in the same run (and the time of a copy
+moving the same bytes, graph-timed: the bound at sizes too small to reach that bandwidth), density, and the
 speedup over the best dense baseline in the same run: SDPA (GQA) on the gathered contiguous cache (gather not
 timed) and FlexAttention decoding (dense, torch.compile) when it works. Every call is timed twice: eagerly
 (triton do_bench, L2 flushed: includes the host's enqueue cost where it exceeds the GPU time, as at batch 1)
@@ -97,6 +98,14 @@ def decode_case(B, ctx, ps, V, flex, copy_bw):
          "bytes_touched": bytes_touched, "bandwidth_GBps": bytes_touched / (ms * 1e-3) / 1e9,
          "bandwidth_vs_copy": bytes_touched / (ms * 1e-3) / copy_bw, "density": density,
          "graph_ms": graph_ms, "graph_bandwidth_vs_copy": bytes_touched / (graph_ms * 1e-3) / copy_bw}
+    # The same DRAM traffic as one device-to-device copy (bytes_touched / 2 read + as many written), timed as
+    # graph_ms is: what moving these bytes costs at this size, launch and ramp included. At batch 1 a copy
+    # this small is itself far below the large-copy bandwidth, which bounds every kernel that reads them.
+    src = torch.empty(bytes_touched // 2, dtype=torch.uint8, device=DEV)
+    dst = torch.empty_like(src)
+    r["copy_same_traffic_graph_ms"] = graph_bench(lambda: dst.copy_(src))
+    r["graph_vs_same_traffic_copy"] = r["copy_same_traffic_graph_ms"] / graph_ms
+    del src, dst
     # dense baselines on the gathered cache (one sub-batch when the whole one does not fit the budget)
     sub = max(1, min(B, BASELINE_BUDGET // (ctx * HKV * D * 2 * 2)))
     idx = table[:sub].long()

@@ -173,9 +173,12 @@ int paged_auto_splits(const PagedParams& p) {
     for (int32_t j = s.first(); j < s.end && blocks < 65536; j = s.next(j)) ++blocks;
   }
   const int64_t keys = blocks * bs;
-  // >= 256 visible keys (four 64-key tiles) per split: fewer leave the ring's pipeline mostly filling
-  // (batch 1 x 32k, 78 visible blocks: 16 splits 30 us, 39 splits 48 us)
-  const int64_t by_work = std::max<int64_t>(1, keys / 256);
+  // >= 128 visible keys (two 64-key tiles) per split. Re-swept after the kernel's start got cheaper
+  // (tools/sweep_splits.py, graph-timed, H100, bench/results/sweep_splits_2026-12-06.json): at batch 1-2 the
+  // best count is the wave or just under it down to about two tiles a split (1 x 8k V8: 7 splits 19.9 us,
+  // 16 splits 16.0, 33 splits 15.5; V16: 5 splits 19.8 us, 12 splits 15.0; 2 x 8k V8: 7 splits 20.7 us,
+  // 16 splits 18.1), where the old floor of four tiles a split stopped short; a second wave still costs more.
+  const int64_t by_work = std::max<int64_t>(1, keys / 128);
   const int64_t want = slots / units;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, by_work, kMaxPagedSplits})));
 }
