@@ -47,9 +47,10 @@ struct PagedParams {
   S2_HD int64_t q_begin(int32_t b) const { return cu_seqlens_q ? cu_seqlens_q[b] : 0; }
   S2_HD int32_t len_q(int32_t b) const { return cu_seqlens_q ? cu_seqlens_q[b + 1] - cu_seqlens_q[b] : q_len; }
   // Page-table entry of page `p` of (sequence b, KV head hk).
-  S2_HD int32_t page_entry(int32_t b, int32_t hk, int64_t p) const {
-    return block_table[b * bt_batch_stride + hk * bt_head_stride + p * bt_page_stride];
+  S2_HD const int32_t* page_entry_at(int32_t b, int32_t hk, int64_t p) const {
+    return block_table + (b * bt_batch_stride + hk * bt_head_stride + p * bt_page_stride);
   }
+  S2_HD int32_t page_entry(int32_t b, int32_t hk, int64_t p) const { return *page_entry_at(b, hk, p); }
 };
 
 // combine_partitions: up to kMaxPartitions outputs (same shape, own strides) merged into out/lse.

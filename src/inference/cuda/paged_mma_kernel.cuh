@@ -15,8 +15,9 @@
 // (cheaper than re-deriving the next block from the rules in every warp for every tile, which was most of
 // the instructions). A 64-key tile holds 64 / block_size blocks (block 16, 32) or one 64-key part of a block
 // (64, 128). Every key row is gathered through the block table with 16-byte cp.async into a kStages-deep
-// ring; its table entry is loaded one iteration before its copies, so the lookup's latency hides behind a
-// tile's math. Rows past the context, past a block, or behind an out-of-range table entry are zero-filled
+// ring; its table entry is fetched into shared memory (4-byte cp.async, a commit group of its own) one
+// iteration before its copies and ahead of the previous tile's copies, so the lookup's latency hides behind
+// a tile's math and waiting for it never means waiting for the newest tile. Rows past the context, past a block, or behind an out-of-range table entry are zero-filled
 // and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the compute side masks
 // by the block visibility of its rows (per slot), validity, and the causal cut — or not at all where every
 // row sees every key of the warp's range (decode; prefill below the diagonal).
@@ -66,7 +67,8 @@ struct PagedMmaTraits {
   static constexpr int kSlotsOffset = kKeysOffset + kStages * kTileKeys * 4;
   static constexpr int kListOffset = kSlotsOffset + kStages * kMaxSlots * 4;
   static constexpr int kListLen = kThreads;  // one window of candidate blocks, one per thread
-  static constexpr int kPipeBytes = kListOffset + (kListLen + kWarps) * 4;
+  static constexpr int kEntryOffset = kListOffset + (kListLen + kWarps) * 4;
+  static constexpr int kPipeBytes = kEntryOffset + 2 * kThreads * 4;  // [2][thread] table entries
   static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts)
   static constexpr int kMergeBytes = kWarps * 16 * (kMergeStride + 2) * 4;
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
@@ -104,6 +106,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
   int32_t* sslots = reinterpret_cast<int32_t*>(smem + Tr::kSlotsOffset);  // [stage][kSlots]
   int32_t* slist = reinterpret_cast<int32_t*>(smem + Tr::kListOffset);    // visible blocks of a window
   int32_t* swarp = slist + Tr::kListLen;                                   // [warp] their count
+  int32_t* sentry = reinterpret_cast<int32_t*>(smem + Tr::kEntryOffset);  // [tile parity][thread]
 
   grid_launch_dependents();  // the split combine (sm_90: a programmatic dependent) may be launched now
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -221,39 +224,44 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
     // behind a tile's math instead of delaying it (measured: 2.1 us per tile at batch 1, one split, when
     // the lookup stalled every iteration). A thread copies one 16-byte chunk of kLoadRows key rows; the
     // 16 rows a warp copies are resolved once each by lanes 0..15 (lanes 16..31 repeat them) and handed to
-    // the copying lanes by shuffles: one table load and one address computation per row.
+    // the copying lanes by shuffles: one table load and one address computation per row. The entry goes
+    // to shared memory by cp.async (this thread's slot, read back by this thread only): loaded into a
+    // register after the previous tile's copies, it held the loop's next iteration until those copies had
+    // landed too (ncu, 1 x 128k: 20% of the warps' stall samples on that register).
     constexpr int kRowsPerWarpPass = 32 / Tr::kChunks;  // rows one copy instruction of a warp covers
     // lane L resolves the warp's row L % 16: pass (L % 16) / kRowsPerWarpPass, row L % kRowsPerWarpPass of it
     const int mine = (warp * kRowsPerWarpPass + (lane & 15) % kRowsPerWarpPass) +
                      ((lane & 15) / kRowsPerWarpPass) * Tr::kRowsPerPass;
     struct Pending {  // a tile whose table lookups are in flight
       PagedTile<kSlots> t;
-      int32_t tok;    // this lane's row: key position, -1 when none
-      int32_t entry;  // its page's table entry (the load in flight)
+      int32_t tok;  // this lane's row: key position, -1 when none (then no entry is fetched)
     };
-    // Step 1: the next tile of the walk and its rows' table loads (not waited for here).
-    auto resolve = [&](Pending& q) {
+    // Step 1: the next tile of the walk and its rows' table entries, fetched into sentry[buf] (not waited
+    // for here).
+    auto resolve = [&](Pending& q, int buf) {
       next_tile(q.t);
       q.tok = -1;
-      q.entry = -1;
       const int32_t sl = mine >> wshift, u = mine & (w - 1);
       const int32_t j = sl < slots ? slot_block(q.t, sl) : -1;
       const int32_t off = q.t.st * w + u;
       if (j >= 0 && off < keys_in(j)) {
         q.tok = j * bs + off;
-        q.entry = p.page_entry(c.b, c.hk, ps_pow2 ? q.tok >> pshift : q.tok / ps);
+        cp_async_4(smem_addr(sentry + buf * Tr::kThreads + tid),
+                   p.page_entry_at(c.b, c.hk, ps_pow2 ? q.tok >> pshift : q.tok / ps), true);
       }
     };
-    // Step 2: the copies into `stage` (zero-filled rows where there is no key or the entry is out of range).
-    auto copy = [&](const Pending& q, int stage) {
+    // Step 2: the copies into `stage` (zero-filled rows where there is no key or the entry is out of range),
+    // once this thread's entries in sentry[buf] have landed.
+    auto copy = [&](const Pending& q, int stage, int buf) {
       if (tid < kSlots) sslots[stage * kSlots + tid] = slot_block(q.t, tid);
       if (q.t.j[0] < 0) return;  // past the end: the slots say so, nothing to copy
       int32_t code = -1;         // (position << 2 | slot), -1: not copied
       int64_t koff = 0, voff = 0;
-      if (q.tok >= 0 && q.entry >= 0 && q.entry < p.num_pages) {
+      const int32_t entry = q.tok >= 0 ? sentry[buf * Tr::kThreads + tid] : -1;
+      if (entry >= 0 && entry < p.num_pages) {
         const int64_t in_page = ps_pow2 ? q.tok & (ps - 1) : q.tok % ps;
-        koff = q.entry * p.k_page_stride + in_page * p.k_token_stride;
-        voff = q.entry * p.v_page_stride + in_page * p.v_token_stride;
+        koff = entry * p.k_page_stride + in_page * p.k_token_stride;
+        voff = entry * p.v_page_stride + in_page * p.v_token_stride;
         code = (q.tok << 2) | (mine >> wshift);
       }
       int32_t* keys = skeys + stage * Tr::kTileKeys;
@@ -274,7 +282,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
       }
     };
 
-    Pending pend;
+    Pending pend, ahead;  // the tile the next copy takes, and the one after it (being resolved)
 
     float o[Tr::kDTiles][4], m[2], l[2];
 #pragma unroll
@@ -292,7 +300,10 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
 
     // Iteration n resolves tile n + kStages, copies tile n + kStages - 1 and scores tile n; the first
     // kStages iterations (n < 0) only start the walk and fill the ring, so that copy and resolve each have
-    // one call site (their inlined code was most of the kernel's size).
+    // one call site (their inlined code was most of the kernel's size). Each iteration commits two groups:
+    // the entries of the tile it resolves, then the copies of the tile it copies. The wait at the top of
+    // iteration n leaves kStages - 2 groups in flight (tile n + 1's copies when kStages is 3): tile n's
+    // copies have landed, and so have the entries of the tile copied next, committed before tile n + 1's.
     for (int n = -kStages, stage = 0, cstage = 0;; ++n, stage = n <= 0 ? 0 : (stage + 1 == kStages ? 0 : stage + 1)) {
       if (n >= 0) {
         cp_async_wait<kStages - 2>();
@@ -304,12 +315,21 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
           }
         }
       }
+      resolve(ahead, (n + kStages) & 1);  // tile n + kStages: its entries land while tile n is scored
+      cp_async_commit();
       if (n > -kStages) {
-        copy(pend, cstage);  // tile n + kStages - 1, into the stage tile n - 1 freed
+        // tile n + kStages - 1's entries: committed before the two newest groups (the first tile's: before
+        // one); in the running loop the wait above has covered them and this one returns at once
+        if (n == 1 - kStages) {
+          cp_async_wait<1>();
+        } else {
+          cp_async_wait<2>();
+        }
+        copy(pend, cstage, (n + kStages - 1) & 1);  // into the stage tile n - 1 freed
         cp_async_commit();
         cstage = cstage + 1 == kStages ? 0 : cstage + 1;
       }
-      resolve(pend);  // its lookups land while tile n is scored
+      pend = ahead;
       if (n < 0) continue;
       if (sslots[stage * kSlots] < 0) break;  // the walk has ended (uniform: shared memory)
 
