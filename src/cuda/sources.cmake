@@ -4,6 +4,13 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 set(S2ATTN_CUDA_ARCHS "80;90" CACHE STRING "CUDA architectures of the portable kernels (e.g. 80;90)")
+#   S2ATTN_SM80_FWD_WARP_ROWS: query rows per warp of the portable forward's 128-row CTAs
+#   (forward_traits_sm80.h): 32 (default: 4 warps, Q re-read from shared memory, 2 CTAs per SM) or 16
+#   (8 warps, Q in registers, 1 CTA per SM), an A/B candidate for the H100.
+set(S2ATTN_SM80_FWD_WARP_ROWS "32" CACHE STRING "Portable forward: query rows per warp of a 128-row CTA (16 or 32)")
+if(NOT S2ATTN_SM80_FWD_WARP_ROWS MATCHES "^(16|32)$")
+  message(FATAL_ERROR "S2ATTN_SM80_FWD_WARP_ROWS must be 16 or 32 (got '${S2ATTN_SM80_FWD_WARP_ROWS}')")
+endif()
 
 set(S2ATTN_CUDA_SOURCES
   src/cuda/common/device.cpp
@@ -55,6 +62,7 @@ target_compile_options(s2attn PRIVATE
   "$<$<COMPILE_LANGUAGE:CUDA>:-O3;-DNDEBUG;-lineinfo;--expt-relaxed-constexpr;-Xcompiler=-Wall,-Wextra>")
 
 target_compile_definitions(s2attn PUBLIC S2ATTN_WITH_CUDA)
+target_compile_definitions(s2attn PRIVATE S2ATTN_SM80_FWD_WARP_ROWS=${S2ATTN_SM80_FWD_WARP_ROWS})
 # PUBLIC: whatever links the static s2attn (the tests, the Python extension) links the CUDA runtime too.
 # The static runtime: the extension then needs no libcudart on the loader path, whatever CUDA torch ships.
 target_link_libraries(s2attn PUBLIC CUDA::cudart_static)

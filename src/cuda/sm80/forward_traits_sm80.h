@@ -4,6 +4,10 @@
 #pragma once
 #include <cstdint>
 
+#ifndef S2ATTN_SM80_FWD_WARP_ROWS
+#define S2ATTN_SM80_FWD_WARP_ROWS 32  // query rows per warp of a 128-row forward CTA (sources.cmake)
+#endif
+
 namespace s2attn::cuda {
 
 // Keys per tile: the sparse block size up to 64. A visible block is then computed whole (no waste on
@@ -26,9 +30,13 @@ struct ForwardTraitsSm80 {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kBlockM_;  // query rows per CTA
   static constexpr int kBlockN = kBlockN_;  // keys per tile
-  static constexpr int kWarps = 4;
+  // 4 warps, except 128-row CTAs with S2ATTN_SM80_FWD_WARP_ROWS = 16: 8 warps of one m16 tile each, Q in
+  // registers and no spills (the 4 x 32-row CTA re-reads Q from shared memory and spills 256-356 bytes at
+  // D = 128), one CTA per SM for 2. Both halve the K/V shared-memory traffic per FLOP against 64 rows;
+  // which is faster is an H100 A/B (docs/cuda_notes.md).
+  static constexpr int kWarpRows = kBlockM >= 128 ? S2ATTN_SM80_FWD_WARP_ROWS : 16;
+  static constexpr int kWarps = kBlockM / kWarpRows;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kWarpRows = kBlockM / kWarps;
   static constexpr int kMTiles = kWarpRows / 16;  // m16 tiles per warp
   static constexpr int kNTiles = kBlockN / 8;     // n8 tiles of a warp's score tile S
   static constexpr int kDTiles = kHeadDim / 8;    // n8 tiles of a warp's output tile O
@@ -44,8 +52,9 @@ struct ForwardTraitsSm80 {
   // D = 128, kBlockN = 64: 80 KiB, 2 CTAs per SM on A100 (164 KiB) and H100 (228 KiB), so registers may
   // go up to 255. D = 64 (40 KiB) could fit more CTAs, but ptxas spills under a 168-register cap (it
   // hoists a whole tile's K fragments), so it gets 2 as well until measured otherwise.
-  static constexpr int kMinBlocksPerSm = 2;
+  static constexpr int kMinBlocksPerSm = kWarps > 4 ? 1 : 2;  // 8 warps x up to 255 registers: one CTA
 
+  static_assert(S2ATTN_SM80_FWD_WARP_ROWS == 16 || S2ATTN_SM80_FWD_WARP_ROWS == 32, "16 or 32 rows per warp");
   static_assert(kBlockM % (16 * kWarps) == 0, "whole m16 tiles per warp");
   static_assert(kMTiles <= 2, "at most 32 rows per warp (registers)");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "whole k16 steps");
