@@ -200,3 +200,23 @@ def test_combine_partitions_cuda(dtype, gen):
     assert rel_err(o_g.cpu(), o_c.double()) <= (1e-2 if dtype != torch.float32 else 1e-6)
     assert rel_err(l_g.cpu(), l_c.double()) <= 1e-6
     assert torch.all(o_g[1, 3, 2] == 0) and l_g[1, 2, 3] == -float("inf")
+
+
+@pytest.mark.parametrize("splits", [1, 4], ids=["nosplit", "split4"])
+def test_varlen_rows_before_the_first_sequence_stay_untouched(splits, gen):
+    # cu_seqlens_q[0] > 0: the first `pad` rows of q belong to no sequence. No path may write them (the
+    # split combine used to merge their never-written workspace rows into `out` and `lse`).
+    p = pattern("ls", 8, 2, 64)
+    cache = make_cache(gen, p, [700, 1500], [3, 2], 16, 128, torch.bfloat16, DEV, varlen=True)
+    pad = 5
+    q = torch.cat([torch.randn(pad, 8, 128, generator=gen).to(torch.bfloat16).to(DEV), cache["q"]], 0)
+    cu = cache["cu_seqlens_q"] + pad
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full((8, q.shape[0]), float("nan"), dtype=torch.float32, device=DEV)
+    s2attn.paged_attention(q, cache["k_pages"], cache["v_pages"], cache["block_table"], cache["context_lens"], p,
+                           cu_seqlens_q=cu, out=out, lse=lse, num_splits=splits)
+    torch.cuda.synchronize()
+    assert torch.isnan(out[:pad]).all() and torch.isnan(lse[:, :pad]).all()
+    ro, rl = reference(cache, p)
+    assert rel_err(out[pad:], ro) <= TOL[torch.bfloat16]
+    assert rel_err(lse[:, pad:], rl) <= LSE_TOL[torch.bfloat16]

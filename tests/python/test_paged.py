@@ -334,3 +334,23 @@ def test_torch_cpu_tensors_and_gpu_test_helpers():
                                           p, cu_seqlens_q=c["cu_seqlens_q"], return_lse=True)
         ro, rl = reference(c, p)
         assert out.dtype == torch.bfloat16 and rel_err(out, ro) <= 1e-2 and rel_err(lse, rl) <= 1e-3, kw
+
+
+def test_varlen_rows_before_the_first_sequence_stay_untouched():
+    """cu_seqlens_q[0] > 0: the first rows of q belong to no sequence and are never written (the CUDA twin in
+    test_gpu_paged.py runs it with and without split-KV)."""
+    torch = pytest.importorskip("torch")
+    from paged_torch import make_cache, reference, rel_err
+
+    g = torch.Generator().manual_seed(7)
+    p = s2attn.local_stride(8, block_size=64, local_blocks=2, vert_stride=3, num_kv_heads=2)
+    c = make_cache(g, p, [700, 1500], [3, 2], 16, 64, torch.float32, torch.device("cpu"), varlen=True)
+    pad = 5
+    q = torch.cat([torch.randn(pad, 8, 64, generator=g), c["q"]], 0)
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full((8, q.shape[0]), float("nan"))
+    s2attn.paged_attention(q, c["k_pages"], c["v_pages"], c["block_table"], c["context_lens"], p,
+                           cu_seqlens_q=c["cu_seqlens_q"] + pad, out=out, lse=lse)
+    assert torch.isnan(out[:pad]).all() and torch.isnan(lse[:, :pad]).all()
+    ro, rl = reference(c, p)
+    assert rel_err(out[pad:], ro) <= 1e-5 and rel_err(lse[:, pad:], rl) <= 1e-5

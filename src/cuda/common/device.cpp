@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -64,6 +65,19 @@ void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* 
   if (bit != 0 && (*done & bit)) return;
   S2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   *done |= bit;
+}
+
+bool kernel_has_grid_dependency_control(const void* kernel, int device) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(kernel, device);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  DeviceGuard guard(device);
+  cudaFuncAttributes attr{};
+  S2_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  return cache[key] = attr.ptxVersion >= 90;
 }
 
 void* upload_blocking(int device, const void* host, size_t bytes) {

@@ -32,6 +32,11 @@ class DeviceGuard {
 // per-kernel bit set of the devices already configured (a static in the caller's template).
 void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* done);
 
+// Whether the binary of `kernel` that runs on `device` was compiled from PTX of sm_90 or later, so that its
+// griddepcontrol instructions exist (a build's compute_80 PTX, JIT-compiled on a newer GPU, has none).
+// Queried once per (kernel, device) and cached.
+bool kernel_has_grid_dependency_control(const void* kernel, int device);
+
 // A new device buffer on `device` holding `bytes` copied from host memory, complete when this returns
 // (allocation, copy on a private stream, synchronisation of that stream only). A plan step: never call it
 // from an op's path on a warm cache.

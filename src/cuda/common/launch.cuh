@@ -35,10 +35,15 @@ void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, int threads, int sm
 // previous kernel is still running, as soon as every CTA of that kernel has executed
 // griddepcontrol.launch_dependents (or exited). For a kernel that reads nothing the previous one writes; it
 // must execute griddepcontrol.wait before it exits, so that its completion still implies the previous one's
-// (the work after it in the stream relies on that).
+// (the work after it in the stream relies on that). Where the binary that runs has no griddepcontrol (built
+// for an architecture before sm_90, or JIT-compiled from such PTX on a newer GPU) it is a plain launch: the
+// kernel's wait would be missing, and nothing would order its reads after the previous kernel's writes.
 template <class... KernelArgs, class... Args>
 void launch_kernel_overlapping(void (*kernel)(KernelArgs...), dim3 grid, int threads, int smem, cudaStream_t stream,
                                int device, uint64_t* configured, Args&&... args) {
+  if (!kernel_has_grid_dependency_control(reinterpret_cast<const void*>(kernel), device)) {
+    return launch_kernel(kernel, grid, threads, smem, stream, device, configured, std::forward<Args>(args)...);
+  }
   if (smem > 48 * 1024) set_dynamic_smem_once(reinterpret_cast<const void*>(kernel), smem, device, configured);
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;

@@ -34,7 +34,9 @@ __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(co
   __shared__ float4 part[kCombineThreads];
   grid_dependency_wait();  // launched as the paged kernel's dependent (sm_90): its partials are complete
   const int64_t row = blockIdx.x;
-  if (p.cu_seqlens_q && row >= p.cu_seqlens_q[p.batch]) return;  // varlen rows of no sequence
+  // varlen rows of no sequence (before the first one's start or past the last one's end): no split wrote
+  // them, and the single-split path leaves them untouched too
+  if (p.cu_seqlens_q && (row < p.cu_seqlens_q[0] || row >= p.cu_seqlens_q[p.batch])) return;
   const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);
   const int64_t s = p.cu_seqlens_q ? row : row % p.q_len;
   const int S = p.num_splits;

@@ -73,16 +73,13 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
 
 // head_dim is 64 or 128 here (dispatch_dim rejects the rest before the paged kernel runs). On sm_90 the
 // combine is launched as a programmatic dependent of the paged kernel: its launch is processed while that
-// kernel runs, and its CTAs wait (griddepcontrol.wait) for the partials.
+// kernel runs, and its CTAs wait (griddepcontrol.wait) for the partials; elsewhere (and wherever the binary
+// that runs lacks griddepcontrol) launch_kernel_overlapping makes it a plain launch.
 template <typename T, int D>
 void launch_combine_kernel(const PagedParams& p, dim3 grid, cudaStream_t stream) {
   static uint64_t configured = 0;  // no shared-memory opt-in (static storage only)
-  if (compute_capability(p.device) >= 90) {
-    launch_kernel_overlapping(paged_split_combine_kernel<T, D>, grid, kCombineThreads, 0, stream, p.device,
-                              &configured, p);
-  } else {
-    launch_kernel(paged_split_combine_kernel<T, D>, grid, kCombineThreads, 0, stream, p.device, &configured, p);
-  }
+  launch_kernel_overlapping(paged_split_combine_kernel<T, D>, grid, kCombineThreads, 0, stream, p.device,
+                            &configured, p);
 }
 
 template <typename T>
