@@ -267,6 +267,9 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
       int32_t* keys = skeys + stage * Tr::kTileKeys;
       T* dk = sKV + stage * 2 * Tr::kTileElems;
       T* dv = dk + Tr::kTileElems;
+      // each row's marker from the lane that resolved it, before the copies: a shared store between two
+      // cp.async made ptxas put three dummy shared loads before the next one (SASS: @!PT LDS RZ, [RZ])
+      if (lane < 16 && mine < Tr::kTileKeys) keys[mine] = code;
       const int ch = lane % Tr::kChunks;
 #pragma unroll
       for (int it = 0; it < Tr::kLoadRows; ++it) {
@@ -278,7 +281,6 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTr
         const bool ok = rc >= 0;
         cp_async_16(smem_addr(dk + swizzle<D>(r, ch)), ok ? kbase + rk + ch * 8 : kbase, ok);
         cp_async_16(smem_addr(dv + swizzle<D>(r, ch)), ok ? vbase + rv + ch * 8 : vbase, ok);
-        if (ch == 0) keys[r] = rc;
       }
     };
 
