@@ -2,3 +2,10 @@
 # src/cuda/sources.cmake inside its scope: the s2attn target's CUDA architectures and flags apply.
 target_sources(s2attn PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/inference/cuda/paged_launch.cu)
 target_compile_definitions(s2attn PRIVATE S2ATTN_WITH_PAGED_CUDA)
+#   S2ATTN_PAGED_DECODE_CTAS: decode CTAs per SM at head dim 128 (paged_mma_kernel.cuh): 2 (default) or 3 (two
+#   stages, 168 registers), an A/B candidate for the H100.
+set(S2ATTN_PAGED_DECODE_CTAS "2" CACHE STRING "Paged decode: CTAs per SM at head dim 128 (2 or 3)")
+if(NOT S2ATTN_PAGED_DECODE_CTAS MATCHES "^[23]$")
+  message(FATAL_ERROR "S2ATTN_PAGED_DECODE_CTAS must be 2 or 3 (got '${S2ATTN_PAGED_DECODE_CTAS}')")
+endif()
+target_compile_definitions(s2attn PRIVATE S2ATTN_PAGED_DECODE_CTAS=${S2ATTN_PAGED_DECODE_CTAS})

@@ -41,7 +41,7 @@ struct Variant {
 Variant variant(const PagedParams& p) {
   const int want = p.group_size() * std::max(1, p.q_len);
   if (p.dtype != DType::f32) {
-    if (want <= 16) return Variant{true, 16, 2};
+    if (want <= 16) return Variant{true, 16, p.head_dim == 128 ? paged_decode_ctas_d128() : 2};
     return want < 128 ? Variant{true, 64, 2} : Variant{true, 128, 1};
   }
   return Variant{false, want <= 4 ? 4 : 8, 3};

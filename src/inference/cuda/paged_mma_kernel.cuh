@@ -38,7 +38,17 @@
 #include "inference/paged_workspace.h"
 #include "s2attn/pattern_rules.h"
 
+#ifndef S2ATTN_PAGED_DECODE_CTAS
+#define S2ATTN_PAGED_DECODE_CTAS 2  // decode CTAs per SM at D = 128 (inference_cuda.cmake)
+#endif
+
 namespace s2attn::cuda {
+
+// Decode CTAs (RT = 1) per SM at D = 128: 2 (default; 3 stages, up to 255 registers) or 3 (2 stages, 168
+// registers: 48 bytes spilled), an H100 A/B candidate: decode at batch 1-8 waits on each warp's instruction
+// latency with 2 warps per scheduler (ncu), so 3 CTAs trade a stage in flight for 50% more warps.
+constexpr int paged_decode_ctas_d128() { return S2ATTN_PAGED_DECODE_CTAS; }
+static_assert(S2ATTN_PAGED_DECODE_CTAS == 2 || S2ATTN_PAGED_DECODE_CTAS == 3, "2 or 3 decode CTAs per SM");
 
 template <typename T, int D, int RT>
 struct PagedMmaTraits {
@@ -56,9 +66,10 @@ struct PagedMmaTraits {
   static constexpr int kMaxSlots = 4;               // blocks of a tile: 64 / 16 at the smallest block size
   // Two tiles in flight while one is scored (decode is a stream of K/V), except at 64 rows, where 3 stages
   // would not leave room for 2 CTAs per SM at D = 128.
-  static constexpr int kStages = RT == 4 ? 2 : 3;
+  static constexpr bool kDecode3 = RT == 1 && D == 128 && paged_decode_ctas_d128() == 3;
+  static constexpr int kStages = RT == 4 || kDecode3 ? 2 : 3;
   // what shared memory (D = 128) and registers (up to 255 a thread) allow
-  static constexpr int kMinCtasPerSm = RT > 4 ? 1 : 2;
+  static constexpr int kMinCtasPerSm = RT > 4 ? 1 : (kDecode3 ? 3 : 2);
   static constexpr int kTileElems = kTileKeys * D;
   static constexpr int kQElems = kRows * D;
   static constexpr int kRowsPerPass = kThreads / kChunks;  // key rows one pass of the CTA copies
