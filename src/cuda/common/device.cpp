@@ -67,17 +67,36 @@ void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* 
   *done |= bit;
 }
 
-bool kernel_has_grid_dependency_control(const void* kernel, int device) {
+namespace {
+// query(kernel) with `device` current, once per (kernel, device); one cache and lock per kind of query.
+template <class Query>
+int once_per_kernel(const void* kernel, int device, Query&& query) {
   static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, bool> cache;
+  static std::map<std::pair<const void*, int>, int> cache;
   std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_pair(kernel, device);
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   DeviceGuard guard(device);
-  cudaFuncAttributes attr{};
-  S2_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
-  return cache[key] = attr.ptxVersion >= 90;
+  return cache[key] = query(kernel);
+}
+}  // namespace
+
+bool kernel_has_grid_dependency_control(const void* kernel, int device) {
+  return once_per_kernel(kernel, device, [](const void* k) {
+           cudaFuncAttributes attr{};
+           S2_CUDA_CHECK(cudaFuncGetAttributes(&attr, k));
+           return attr.ptxVersion >= 90 ? 1 : 0;
+         }) != 0;
+}
+
+int resident_ctas_per_sm(const void* kernel, int threads, int smem, int device) {
+  return once_per_kernel(kernel, device, [&](const void* k) {
+    if (smem > 48 * 1024) S2_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int n = 0;
+    S2_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, static_cast<size_t>(smem)));
+    return n;
+  });
 }
 
 void* upload_blocking(int device, const void* host, size_t bytes) {

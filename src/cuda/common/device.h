@@ -37,6 +37,11 @@ void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* 
 // Queried once per (kernel, device) and cached.
 bool kernel_has_grid_dependency_control(const void* kernel, int device);
 
+// CTAs of `kernel` (launched with `threads` threads and `smem` bytes of dynamic shared memory) that one SM of
+// `device` holds at once, from the occupancy calculator (the kernel's shared-memory opt-in is set first).
+// Queried once per (kernel, device) and cached: each kernel has one launch shape.
+int resident_ctas_per_sm(const void* kernel, int threads, int smem, int device);
+
 // A new device buffer on `device` holding `bytes` copied from host memory, complete when this returns
 // (allocation, copy on a private stream, synchronisation of that stream only). A plan step: never call it
 // from an op's path on a warm cache.

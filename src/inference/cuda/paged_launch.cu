@@ -35,16 +35,15 @@ int sm_count(int device) {
 struct Variant {
   bool mma;
   int rows;
-  int ctas_per_sm;  // resident CTAs per SM (shared memory bound): the split heuristic's wave size
 };
 
 Variant variant(const PagedParams& p) {
   const int want = p.group_size() * std::max(1, p.q_len);
   if (p.dtype != DType::f32) {
-    if (want <= 16) return Variant{true, 16, p.head_dim == 128 ? paged_decode_ctas_d128() : 2};
-    return want < 128 ? Variant{true, 64, 2} : Variant{true, 128, 1};
+    if (want <= 16) return Variant{true, 16};
+    return want < 128 ? Variant{true, 64} : Variant{true, 128};
   }
-  return Variant{false, want <= 4 ? 4 : 8, 3};
+  return Variant{false, want <= 4 ? 4 : 8};
 }
 
 struct Geometry {
@@ -71,7 +70,7 @@ void check_aligned(const char* name, const void* ptr, std::initializer_list<int6
   }
 }
 
-// head_dim is 64 or 128 here (dispatch_dim rejects the rest before the paged kernel runs). On sm_90 the
+// head_dim is 64 or 128 here (with_kernel rejects the rest before the paged kernel runs). On sm_90 the
 // combine is launched as a programmatic dependent of the paged kernel: its launch is processed while that
 // kernel runs, and its CTAs wait (griddepcontrol.wait) for the partials; elsewhere (and wherever the binary
 // that runs lacks griddepcontrol) launch_kernel_overlapping makes it a plain launch.
@@ -112,22 +111,26 @@ void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_by
   launch_combine(p);
 }
 
-template <typename T, int D, int RT, bool kList>
-void launch_mma(const PagedParams& p) {
+// `use(kernel, threads, smem_bytes, rows, configured)` for one instantiation; `configured` is its set of
+// devices whose shared-memory opt-in is done.
+template <typename T, int D, int RT, bool kList, class Use>
+void use_mma(Use&& use) {
   using Tr = PagedMmaTraits<T, D, RT>;
   static uint64_t configured = 0;
-  launch_paged(p, paged_mma_kernel<T, D, RT, kList>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
+  use(paged_mma_kernel<T, D, RT, kList>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
 }
 
-template <int D, int ROWS, bool kList>
-void launch_simt(const PagedParams& p) {
+template <int D, int ROWS, bool kList, class Use>
+void use_simt(Use&& use) {
   using Tr = PagedDecodeTraits<float, D, ROWS>;
   static uint64_t configured = 0;
-  launch_paged(p, paged_decode_kernel<float, D, ROWS, kList>, Tr::kThreads, Tr::kSmemBytes, ROWS, &configured);
+  use(paged_decode_kernel<float, D, ROWS, kList>, Tr::kThreads, Tr::kSmemBytes, ROWS, &configured);
 }
 
-template <typename T, bool kList>
-void dispatch_dim(const PagedParams& p) {
+// The kernel the call runs (dtype T, analytic rules or block-mask lists), handed to `use`: launching it and
+// asking how many of its CTAs an SM holds go through this one choice.
+template <typename T, bool kList, class Use>
+void with_kernel(const PagedParams& p, Use&& use) {
   const Variant v = variant(p);
   if (p.head_dim != 64 && p.head_dim != 128) {
     throw Unsupported("the CUDA paged kernels are built for head_dim 64 and 128, got " +
@@ -136,13 +139,35 @@ void dispatch_dim(const PagedParams& p) {
   const bool d64 = p.head_dim == 64;
   if constexpr (std::is_same_v<T, float>) {
     const bool r4 = v.rows == 4;
-    if (d64) return r4 ? launch_simt<64, 4, kList>(p) : launch_simt<64, 8, kList>(p);
-    return r4 ? launch_simt<128, 4, kList>(p) : launch_simt<128, 8, kList>(p);
+    if (d64) return r4 ? use_simt<64, 4, kList>(use) : use_simt<64, 8, kList>(use);
+    return r4 ? use_simt<128, 4, kList>(use) : use_simt<128, 8, kList>(use);
   } else {
-    if (v.rows == 16) return d64 ? launch_mma<T, 64, 1, kList>(p) : launch_mma<T, 128, 1, kList>(p);
-    if (v.rows == 64) return d64 ? launch_mma<T, 64, 4, kList>(p) : launch_mma<T, 128, 4, kList>(p);
-    return d64 ? launch_mma<T, 64, 8, kList>(p) : launch_mma<T, 128, 8, kList>(p);
+    if (v.rows == 16) return d64 ? use_mma<T, 64, 1, kList>(use) : use_mma<T, 128, 1, kList>(use);
+    if (v.rows == 64) return d64 ? use_mma<T, 64, 4, kList>(use) : use_mma<T, 128, 4, kList>(use);
+    return d64 ? use_mma<T, 64, 8, kList>(use) : use_mma<T, 128, 8, kList>(use);
   }
+}
+
+template <class Use>
+void with_kernel(const PagedParams& p, Use&& use) {
+  const bool list = p.pattern.use_mask != 0;
+  switch (p.dtype) {
+    case DType::bf16: return list ? with_kernel<__nv_bfloat16, true>(p, use) : with_kernel<__nv_bfloat16, false>(p, use);
+    case DType::f16: return list ? with_kernel<__half, true>(p, use) : with_kernel<__half, false>(p, use);
+    case DType::f32: return list ? with_kernel<float, true>(p, use) : with_kernel<float, false>(p, use);
+    default: throw Unsupported("the CUDA paged kernels take float32, float16 or bfloat16");
+  }
+}
+
+// CTAs of the call's kernel resident on one SM of p.device (registers and shared memory, as the occupancy
+// calculator counts them): the split heuristic's wave, right on any GPU (an A100 holds one decode CTA at
+// D = 128 where an H100 holds two).
+int resident_ctas(const PagedParams& p) {
+  int n = 1;
+  with_kernel(p, [&](auto kernel, int threads, int smem, int, uint64_t*) {
+    n = resident_ctas_per_sm(reinterpret_cast<const void*>(kernel), threads, smem, p.device);
+  });
+  return std::max(1, n);
 }
 
 }  // namespace
@@ -151,12 +176,12 @@ int paged_auto_splits(const PagedParams& p) {
   const Variant v = variant(p);
   const Geometry g = geometry(p, v.rows);
   const int64_t units = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * std::min(g.q_tiles, 65535);
-  // One wave of CTAs (v.ctas_per_sm resident per SM): a sweep of the split count on the H100
+  // One wave of CTAs (resident_ctas per SM): a sweep of the split count on the H100
   // (tools/sweep_splits.py, graph-timed, tensor-core kernel) put the best count where units x splits is
   // just under one wave at every batch (1 x 128k: 32 splits 57 us, 64 splits 86 us; 8 x 32k: 4 splits
   // 84 us, 33 splits 177 us; 32 x 8k: 1 split 115 us, 9 splits 191 us): a second, partial wave and the
   // partial outputs cost more than the shorter CTAs save.
-  const int64_t slots = int64_t(v.ctas_per_sm) * sm_count(p.device);
+  const int64_t slots = int64_t(resident_ctas(p)) * sm_count(p.device);
   if (units * 2 > slots) return 1;
   // Keys one query of the last block sees at the largest context the table allows (bounded count).
   const int32_t bs = p.pattern.block_size;
@@ -191,13 +216,9 @@ void paged_forward(const PagedParams& p) {
   check_aligned("k_pages", p.k_pages, {p.k_page_stride, p.k_token_stride, p.k_head_stride}, eb);
   check_aligned("v_pages", p.v_pages, {p.v_page_stride, p.v_token_stride, p.v_head_stride}, eb);
   DeviceGuard guard(p.device);
-  const bool list = p.pattern.use_mask != 0;
-  switch (p.dtype) {
-    case DType::bf16: return list ? dispatch_dim<__nv_bfloat16, true>(p) : dispatch_dim<__nv_bfloat16, false>(p);
-    case DType::f16: return list ? dispatch_dim<__half, true>(p) : dispatch_dim<__half, false>(p);
-    case DType::f32: return list ? dispatch_dim<float, true>(p) : dispatch_dim<float, false>(p);
-    default: throw Unsupported("the CUDA paged kernels take float32, float16 or bfloat16");
-  }
+  with_kernel(p, [&](auto kernel, int threads, int smem, int rows, uint64_t* configured) {
+    launch_paged(p, kernel, threads, smem, rows, configured);
+  });
 }
 
 void combine_partitions(const CombineParams& p) {
