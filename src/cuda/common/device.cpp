@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -34,6 +35,23 @@ int compute_capability(int device) {
   const int cc = major * 10 + minor;
   if (device < kMaxDevices) cache[device].store(cc, std::memory_order_relaxed);
   return cc;
+}
+
+int max_dynamic_smem_per_block(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> cache{};  // 0: not queried yet
+  static const int test_cap = [] {
+    const char* v = std::getenv("S2ATTN_TEST_MAX_SMEM_PER_BLOCK");
+    return v != nullptr ? std::atoi(v) : 0;
+  }();
+  if (device >= 0 && device < kMaxDevices) {
+    const int n = cache[device].load(std::memory_order_relaxed);
+    if (n != 0) return n;
+  }
+  int n = 0;
+  S2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (test_cap > 0 && test_cap < n) n = test_cap;
+  if (device >= 0 && device < kMaxDevices) cache[device].store(n, std::memory_order_relaxed);
+  return n;
 }
 
 int device_of(const void* ptr, const char* name) {

@@ -28,6 +28,13 @@ class DeviceGuard {
   int previous_ = -1;
 };
 
+// The most dynamic shared memory one CTA may opt in to on `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin:
+// 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89), cached per device. Kernels too large for it
+// have leaner variants (fewer stages or rows) that the dispatchers take instead. The environment variable
+// S2ATTN_TEST_MAX_SMEM_PER_BLOCK lowers it (read once per process), so that a test on an H100 runs the
+// paths of a smaller GPU.
+int max_dynamic_smem_per_block(int device);
+
 // Sets cudaFuncAttributeMaxDynamicSharedMemorySize of `kernel` to `bytes` once per device. `done` is a
 // per-kernel bit set of the devices already configured (a static in the caller's template).
 void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* done);

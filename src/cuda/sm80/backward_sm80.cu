@@ -47,7 +47,13 @@ template <typename Elem, int kHeadDim, bool kList>
 void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {
   run_backward_rows_sm80<Elem, kHeadDim>(p, launch, /*post=*/false);
   if (launch.key_tiles > 0) {
-    switch (bwd_query_tile_sm80(p.pattern.block_size)) {
+    // 64-row steps need 105 KiB of shared memory at D = 128: on GPUs that allow a CTA less (sm_86 / sm_89:
+    // 99 KiB) the kernel takes 32-row steps (a 64- or 128-row block is then two or four steps)
+    int rows = bwd_query_tile_sm80(p.pattern.block_size);
+    if (rows == 64 && BackwardTraitsSm80<Elem, kHeadDim, 64>::kSmemBytes > max_dynamic_smem_per_block(launch.device)) {
+      rows = 32;
+    }
+    switch (rows) {
       case 16: run_backward_kv_sm80<Elem, kHeadDim, 16, kList>(p, launch); break;
       case 32: run_backward_kv_sm80<Elem, kHeadDim, 32, kList>(p, launch); break;
       default: run_backward_kv_sm80<Elem, kHeadDim, 64, kList>(p, launch); break;

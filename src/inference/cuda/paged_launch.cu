@@ -37,11 +37,18 @@ struct Variant {
   int rows;
 };
 
+// Shared memory of the 128-row kernel (the dtype does not change it).
+int smem_128_rows(int head_dim) {
+  return head_dim == 64 ? PagedMmaTraits<__half, 64, 8>::kSmemBytes : PagedMmaTraits<__half, 128, 8>::kSmemBytes;
+}
+
 Variant variant(const PagedParams& p) {
   const int want = p.group_size() * std::max(1, p.q_len);
   if (p.dtype != DType::f32) {
     if (want <= 16) return Variant{true, 16};
-    return want < 128 ? Variant{true, 64} : Variant{true, 128};
+    // 128 rows where a CTA may have the shared memory (not on sm_86 / sm_89 at D = 128: 64 rows there)
+    const bool fits_128 = smem_128_rows(p.head_dim) <= max_dynamic_smem_per_block(p.device);
+    return want < 128 || !fits_128 ? Variant{true, 64} : Variant{true, 128};
   }
   return Variant{false, want <= 4 ? 4 : 8};
 }
@@ -113,11 +120,11 @@ void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_by
 
 // `use(kernel, threads, smem_bytes, rows, configured)` for one instantiation; `configured` is its set of
 // devices whose shared-memory opt-in is done.
-template <typename T, int D, int RT, bool kList, class Use>
+template <typename T, int D, int RT, bool kList, class Use, bool kLean = false>
 void use_mma(Use&& use) {
-  using Tr = PagedMmaTraits<T, D, RT>;
+  using Tr = PagedMmaTraits<T, D, RT, kLean>;
   static uint64_t configured = 0;
-  use(paged_mma_kernel<T, D, RT, kList>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
+  use(paged_mma_kernel<T, D, RT, kList, kLean>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
 }
 
 template <int D, int ROWS, bool kList, class Use>
@@ -142,7 +149,14 @@ void with_kernel(const PagedParams& p, Use&& use) {
     if (d64) return r4 ? use_simt<64, 4, kList>(use) : use_simt<64, 8, kList>(use);
     return r4 ? use_simt<128, 4, kList>(use) : use_simt<128, 8, kList>(use);
   } else {
-    if (v.rows == 16) return d64 ? use_mma<T, 64, 1, kList>(use) : use_mma<T, 128, 1, kList>(use);
+    if (v.rows == 16) {
+      if (d64) return use_mma<T, 64, 1, kList>(use);
+      // the lean decode kernel where a CTA may not have the default one's shared memory (sm_86 / sm_89)
+      if (PagedMmaTraits<T, 128, 1>::kSmemBytes > max_dynamic_smem_per_block(p.device)) {
+        return use_mma<T, 128, 1, kList, Use, true>(use);
+      }
+      return use_mma<T, 128, 1, kList>(use);
+    }
     if (v.rows == 64) return d64 ? use_mma<T, 64, 4, kList>(use) : use_mma<T, 128, 4, kList>(use);
     return d64 ? use_mma<T, 64, 8, kList>(use) : use_mma<T, 128, 8, kList>(use);
   }

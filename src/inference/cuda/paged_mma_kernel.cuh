@@ -50,7 +50,9 @@ namespace s2attn::cuda {
 constexpr int paged_decode_ctas_d128() { return S2ATTN_PAGED_DECODE_CTAS; }
 static_assert(S2ATTN_PAGED_DECODE_CTAS == 2 || S2ATTN_PAGED_DECODE_CTAS == 3, "2 or 3 decode CTAs per SM");
 
-template <typename T, int D, int RT>
+// kLean: two stages and one CTA per SM, for GPUs that allow a CTA less shared memory than the default
+// variant takes (the decode kernel at D = 128 needs 102 KiB; sm_86 / sm_89 allow 99 KiB).
+template <typename T, int D, int RT, bool kLean = false>
 struct PagedMmaTraits {
   static constexpr int kThreads = 32 * (RT > 4 ? RT : 4);
   static constexpr int kWarps = kThreads / 32;
@@ -67,9 +69,9 @@ struct PagedMmaTraits {
   // Two tiles in flight while one is scored (decode is a stream of K/V), except at 64 rows, where 3 stages
   // would not leave room for 2 CTAs per SM at D = 128.
   static constexpr bool kDecode3 = RT == 1 && D == 128 && paged_decode_ctas_d128() == 3;
-  static constexpr int kStages = RT == 4 || kDecode3 ? 2 : 3;
+  static constexpr int kStages = RT == 4 || kDecode3 || kLean ? 2 : 3;
   // what shared memory (D = 128) and registers (up to 255 a thread) allow
-  static constexpr int kMinCtasPerSm = RT > 4 ? 1 : (kDecode3 ? 3 : 2);
+  static constexpr int kMinCtasPerSm = RT > 4 || kLean ? 1 : (kDecode3 ? 3 : 2);
   static constexpr int kTileElems = kTileKeys * D;
   static constexpr int kQElems = kRows * D;
   static constexpr int kRowsPerPass = kThreads / kChunks;  // key rows one pass of the CTA copies
@@ -103,11 +105,12 @@ __device__ __forceinline__ int32_t slot_block(const PagedTile<kSlots>& t, int32_
   return j;
 }
 
-template <typename T, int D, int RT, bool kList>
-__global__ void __launch_bounds__(PagedMmaTraits<T, D, RT>::kThreads, PagedMmaTraits<T, D, RT>::kMinCtasPerSm)
+template <typename T, int D, int RT, bool kList, bool kLean = false>
+__global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
+                                  PagedMmaTraits<T, D, RT, kLean>::kMinCtasPerSm)
     paged_mma_kernel(const __grid_constant__ PagedParams p, int32_t heads_per_cta, int32_t rows_per_head,
                      int32_t head_chunks, int32_t q_tiles) {
-  using Tr = PagedMmaTraits<T, D, RT>;
+  using Tr = PagedMmaTraits<T, D, RT, kLean>;
   constexpr int kSlots = Tr::kMaxSlots, kStages = Tr::kStages;
   extern __shared__ uint4 smem_raw[];  // 16-byte aligned
   unsigned char* smem = reinterpret_cast<unsigned char*>(smem_raw);
