@@ -184,6 +184,9 @@ def main():
                        gen, mask="kv")
     ok &= run_backward("bwd-mask-1-bidir-bs32-d64-det", [70], [70], 2, 2, 64, 32, False, torch.bfloat16, True,
                        gen, mask="1")
+    # atomic dQ, block 128 at D = 128: under a 99 KiB shared-memory cap, four 32-row steps a block
+    ok &= run_backward("bwd-mask-h-bidir-bs128-d128", [140], [140], 4, 2, 128, 128, False, torch.bfloat16, False,
+                       gen, mask="h")
     ok &= run_paged_mask("paged-decode-mask-h-bs16-d128", [300, 37], 16, 8, 2, 128, 16, gen)
     print("small cases:", "OK" if ok else "MISMATCH")
     return 0 if ok else 1

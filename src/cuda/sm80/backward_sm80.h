@@ -29,7 +29,8 @@ inline bool ordered_dq_preferred(const PatternRules& rules) { return !rules.use_
 template <typename Elem, int kHeadDim>
 void run_backward_rows_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch, bool post);
 
-// The KV kernel; kBlockM: query rows per step (bwd_query_tile_sm80(block_size)).
+// The KV kernel; kBlockM: query rows per step (bwd_query_tile_sm80(block_size), or 32 where shared memory
+// is short: backward_sm80.cu).
 // kList (both kernels): a block-mask pattern (params.pattern.use_mask, device lists), else the analytic rules.
 template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);

@@ -18,7 +18,8 @@ constexpr int bwd_key_tile_sm80() { return 64; }
 
 // Query rows per step of the KV kernel: the block size up to 64. A step then never spans two query blocks
 // (which may see different key blocks), so visibility is per key sub-block only (a key tile spans 64 / bs
-// key blocks when bs < 64); a block of 128 rows is two steps.
+// key blocks when bs < 64); a block of 128 rows is two steps. Where a CTA may not have the 64-row kernel's
+// 105 KiB at D = 128 (sm_86 / sm_89: 99 KiB), backward_sm80.cu takes 32-row steps (two or four a block).
 // NOTE: at block 16 / 32 a step of 64 rows spanning several query blocks (a row-block x key-block
 // visibility mask) would feed the tensor cores better; measure.
 constexpr int bwd_query_tile_sm80(int block_size) { return block_size < 64 ? block_size : 64; }
