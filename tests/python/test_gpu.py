@@ -803,7 +803,8 @@ for name in sorted({e.name for e in prof.events()}):
     # 128 (bf16, atomic dQ): 32-row steps, never 64
     ("gpu_small_case.py", ["BackwardTraitsSm80<__half, 128, 32>, true>", "BackwardTraitsSm80<__nv_bfloat16, 128, 32>, true>"],
      ["BackwardTraitsSm80<__half, 128, 64>", "BackwardTraitsSm80<__nv_bfloat16, 128, 64>"]),
-    # bf16 D = 128 decode on the lean kernel; 140 packed rows on 64-row CTAs, never 128
+    # bf16 D = 128 decode on the lean kernel; 140 packed rows on 64-row CTAs, never 128 (a build with
+    # S2ATTN_PAGED_DECODE_CTAS=3 fits the cap with its default decode kernel: this case then fails by design)
     ("gpu_small_case_paged.py", ["paged_mma_kernel<__nv_bfloat16, 128, 1, false, true>"],
      ["paged_mma_kernel<__nv_bfloat16, 128, 8,", "paged_mma_kernel<__nv_bfloat16, 128, 1, false, false>"]),
 ])
