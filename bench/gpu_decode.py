@@ -76,6 +76,12 @@ def touched_tokens(p, ctx):
     return tokens
 
 
+def gathered(pages, table, ctx):
+    """The first table.shape[0] sequences' cache as a dense [B, Hkv, ctx, D] tensor (SDPA's layout)."""
+    B, ps = table.shape[0], pages.shape[1]
+    return pages[table.long()].reshape(B, table.shape[1] * ps, HKV, D)[:, :ctx].transpose(1, 2).contiguous()
+
+
 def decode_case(B, ctx, ps, V, flex, copy_bw):
     p = s2attn.local_stride(H, block_size=BS, local_blocks=L, vert_stride=V, num_kv_heads=HKV)
     pages_per_seq = -(-ctx // ps)
@@ -108,9 +114,7 @@ def decode_case(B, ctx, ps, V, flex, copy_bw):
     del src, dst
     # dense baselines on the gathered cache (one sub-batch when the whole one does not fit the budget)
     sub = max(1, min(B, BASELINE_BUDGET // (ctx * HKV * D * 2 * 2)))
-    idx = table[:sub].long()
-    kg = kp[idx].reshape(sub, pages_per_seq * ps, HKV, D)[:, :ctx].transpose(1, 2).contiguous()
-    vg = vp[idx].reshape(sub, pages_per_seq * ps, HKV, D)[:, :ctx].transpose(1, 2).contiguous()
+    kg, vg = gathered(kp, table[:sub], ctx), gathered(vp, table[:sub], ctx)
     qs = q[:sub].transpose(1, 2).contiguous()
     scale = B / sub
     base = {}

@@ -16,7 +16,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from gpu_decode import graph_bench, touched_tokens  # noqa: E402  (the decode benchmark's timing and bytes)
+from gpu_decode import gathered, graph_bench, touched_tokens  # noqa: E402  (the decode benchmark's helpers)
 from profile_decode import BS, H, HKV, L, D, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
@@ -45,9 +45,7 @@ def main():
                              dtype=torch.uint8, device=dev)
             row[name] = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
                                                                    num_splits=n)) * 1e3
-        pages = -(-ctx // a.page)
-        kg = kp[table[0].long()].reshape(1, pages * a.page, HKV, D)[:, :ctx].transpose(1, 2).contiguous()
-        vg = vp[table[0].long()].reshape(1, pages * a.page, HKV, D)[:, :ctx].transpose(1, 2).contiguous()
+        kg, vg = gathered(kp, table, ctx), gathered(vp, table, ctx)
         qs = q.transpose(1, 2).contiguous()
         row["sdpa_us"] = graph_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
             qs, kg, vg, enable_gqa=True)) * 1e3

@@ -781,7 +781,6 @@ def test_block_mask_unprepared_pattern_under_capture_is_an_error(gen):
     torch.cuda.synchronize()
 
 
-
 # The script under the profiler in a child process: its exit status, then the names of the CUDA kernels it ran.
 _PROFILED_SCRIPT = """
 import runpy, sys

@@ -37,21 +37,30 @@ int compute_capability(int device) {
   return cc;
 }
 
+namespace {
+// cudaDeviceGetAttribute(attr, device), queried once per (device, attribute) and cached.
+int cached_device_attribute(int device, cudaDeviceAttr attr) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(device, static_cast<int>(attr));
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  S2_CUDA_CHECK(cudaDeviceGetAttribute(&n, attr, device));
+  return cache[key] = n;
+}
+}  // namespace
+
+int sm_count(int device) { return cached_device_attribute(device, cudaDevAttrMultiProcessorCount); }
+
 int max_dynamic_smem_per_block(int device) {
-  static std::array<std::atomic<int>, kMaxDevices> cache{};  // 0: not queried yet
   static const int test_cap = [] {
     const char* v = std::getenv("S2ATTN_TEST_MAX_SMEM_PER_BLOCK");
     return v != nullptr ? std::atoi(v) : 0;
   }();
-  if (device >= 0 && device < kMaxDevices) {
-    const int n = cache[device].load(std::memory_order_relaxed);
-    if (n != 0) return n;
-  }
-  int n = 0;
-  S2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (test_cap > 0 && test_cap < n) n = test_cap;
-  if (device >= 0 && device < kMaxDevices) cache[device].store(n, std::memory_order_relaxed);
-  return n;
+  const int n = cached_device_attribute(device, cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  return test_cap > 0 && test_cap < n ? test_cap : n;
 }
 
 int device_of(const void* ptr, const char* name) {
@@ -110,7 +119,6 @@ bool kernel_has_grid_dependency_control(const void* kernel, int device) {
 
 int resident_ctas_per_sm(const void* kernel, int threads, int smem, int device) {
   return once_per_kernel(kernel, device, [&](const void* k) {
-    if (smem > 48 * 1024) S2_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int n = 0;
     S2_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, static_cast<size_t>(smem)));
     return n;

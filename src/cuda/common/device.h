@@ -28,6 +28,9 @@ class DeviceGuard {
   int previous_ = -1;
 };
 
+// Streaming multiprocessors of `device`, cached.
+int sm_count(int device);
+
 // The most dynamic shared memory one CTA may opt in to on `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin:
 // 227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86 / sm_89), cached per device. Kernels too large for it
 // have leaner variants (fewer stages or rows) that the dispatchers take instead. The environment variable
@@ -45,8 +48,9 @@ void set_dynamic_smem_once(const void* kernel, int bytes, int device, uint64_t* 
 bool kernel_has_grid_dependency_control(const void* kernel, int device);
 
 // CTAs of `kernel` (launched with `threads` threads and `smem` bytes of dynamic shared memory) that one SM of
-// `device` holds at once, from the occupancy calculator (the kernel's shared-memory opt-in is set first).
-// Queried once per (kernel, device) and cached: each kernel has one launch shape.
+// `device` holds at once, from the occupancy calculator; above 48 KiB the caller has made the kernel's
+// shared-memory opt-in (set_dynamic_smem_once), else it counts 0. Queried once per (kernel, device) and
+// cached: each kernel has one launch shape.
 int resident_ctas_per_sm(const void* kernel, int threads, int smem, int device);
 
 // A new device buffer on `device` holding `bytes` copied from host memory, complete when this returns

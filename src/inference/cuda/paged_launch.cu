@@ -3,7 +3,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <mutex>
 #include <string>
 #include <type_traits>
 
@@ -17,17 +16,6 @@
 
 namespace s2attn::cuda {
 namespace {
-
-int sm_count(int device) {
-  static std::mutex mutex;
-  static int cached[64] = {};
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device < 0 || device >= 64) return 108;
-  if (cached[device] == 0) {
-    S2_CUDA_CHECK(cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device));
-  }
-  return cached[device];
-}
 
 // The kernel a call takes and its packed rows per CTA. 16-bit caches: the tensor-core kernel, one 16-row
 // tile when the group's heads times the query rows fit (decode, speculative decode: the 4 warps split the
@@ -178,8 +166,10 @@ void with_kernel(const PagedParams& p, Use&& use) {
 // D = 128 where an H100 holds two).
 int resident_ctas(const PagedParams& p) {
   int n = 1;
-  with_kernel(p, [&](auto kernel, int threads, int smem, int, uint64_t*) {
-    n = resident_ctas_per_sm(reinterpret_cast<const void*>(kernel), threads, smem, p.device);
+  with_kernel(p, [&](auto kernel, int threads, int smem, int, uint64_t* configured) {
+    const void* k = reinterpret_cast<const void*>(kernel);
+    if (smem > 48 * 1024) set_dynamic_smem_once(k, smem, p.device, configured);  // as its launch does
+    n = resident_ctas_per_sm(k, threads, smem, p.device);
   });
   return std::max(1, n);
 }

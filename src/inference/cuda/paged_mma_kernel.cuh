@@ -17,8 +17,8 @@
 // (64, 128). Every key row is gathered through the block table with 16-byte cp.async into a kStages-deep
 // ring; its table entry is fetched into shared memory (4-byte cp.async, a commit group of its own) one
 // iteration before its copies and ahead of the previous tile's copies, so the lookup's latency hides behind
-// a tile's math and waiting for it never means waiting for the newest tile. Rows past the context, past a block, or behind an out-of-range table entry are zero-filled
-// and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the compute side masks
+// a tile's math and waiting for it never means waiting for the newest tile. Rows past the context, past a
+// block, or behind an out-of-range table entry are zero-filled and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the compute side masks
 // by the block visibility of its rows (per slot), validity, and the causal cut — or not at all where every
 // row sees every key of the warp's range (decode; prefill below the diagonal).
 #pragma once
@@ -67,7 +67,7 @@ struct PagedMmaTraits {
   static constexpr int kDTiles = D / 8;
   static constexpr int kMaxSlots = 4;               // blocks of a tile: 64 / 16 at the smallest block size
   // Two tiles in flight while one is scored (decode is a stream of K/V), except at 64 rows, where 3 stages
-  // would not leave room for 2 CTAs per SM at D = 128.
+  // would not leave room for 2 CTAs per SM at D = 128, with 3 decode CTAs per SM, and in the lean variant.
   static constexpr bool kDecode3 = RT == 1 && D == 128 && paged_decode_ctas_d128() == 3;
   static constexpr int kStages = RT == 4 || kDecode3 || kLean ? 2 : 3;
   // what shared memory (D = 128) and registers (up to 255 a thread) allow
