@@ -253,3 +253,92 @@ def test_what_the_hopper_path_does_not_serve(bs, D, dtype, gen):
     torch.cuda.synchronize()
     ref, _ = ref_attention(q, k, v, element_mask(pattern, 100, 100), 1 / math.sqrt(D))
     check("out (auto fallback)", out, ref, OUT_TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the persistent grid's schedule: with more units than CTAs each CTA takes its next unit from a counter;
+# S2ATTN_SM90_STATIC_SCHEDULE=1 (read per call) gives the static stride. Every unit is computed by one CTA
+# either way, so the two schedules must give the same bits, and both the reference's values.
+
+
+def _both_schedules(monkeypatch, fn):
+    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE", raising=False)
+    dynamic = fn()
+    monkeypatch.setenv("S2ATTN_SM90_STATIC_SCHEDULE", "1")
+    static = fn()
+    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE")
+    torch.cuda.synchronize()
+    return dynamic, static
+
+
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 16, 4, 128, "paper"), (1, 4099, 12, 12, 64, "ls_het"),
+                                              (3, 700, 32, 8, 128, "dense")])
+def test_sm90_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv, D, kind, gen, monkeypatch):
+    pattern = pattern_of(kind, H, Hkv, 64, True)
+    q = randn(gen, (B, S, H, D), "bf16")
+    k = randn(gen, (B, S, Hkv, D), "bf16")
+    v = randn(gen, (B, S, Hkv, D), "bf16")
+
+    def run():
+        out, lse = nan_like(q), nan_like(q, torch.float32, (B, H, S))
+        return s2attn.attention(q, k, v, pattern, return_lse=True, out=out, lse=lse, backend=SM90)
+
+    (out, lse), (out_s, lse_s) = _both_schedules(monkeypatch, run)
+    assert torch.equal(out, out_s) and torch.equal(lse, lse_s)
+    ref_out, ref_lse = ref_attention(q[:1], k[:1], v[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
+    check("out", out[:1], ref_out, OUT_TOL)
+    check("lse", lse[:1], ref_lse, LSE_TOL)
+
+
+def test_sm90_dynamic_schedule_varlen_many_sequences(gen, monkeypatch):
+    # 60 sequences of mixed lengths (empty ones too): the device-side cursor over sequences under the
+    # counter's order, and a grid sized from an upper bound on the units
+    r = random.Random(7)
+    lens = [r.choice([0, 1, 63, 64, 65, 127, 129, 300, 700]) for _ in range(60)]
+    H, Hkv, D = 8, 2, 128
+    pattern = pattern_of("paper", H, Hkv, 64, True)
+    cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32, device=DEV)
+    T = sum(lens)
+    q = randn(gen, (T, H, D), "bf16")
+    k = randn(gen, (T, Hkv, D), "bf16")
+    v = randn(gen, (T, Hkv, D), "bf16")
+
+    def run():
+        out, lse = nan_like(q, shape=(T, H, D)), nan_like(q, torch.float32, (H, T))
+        return s2attn.attention(q, k, v, pattern, cu_seqlens_q=cu, cu_seqlens_k=cu, return_lse=True, out=out,
+                                lse=lse, backend=SM90)
+
+    (out, lse), (out_s, lse_s) = _both_schedules(monkeypatch, run)
+    assert torch.equal(out, out_s) and torch.equal(lse, lse_s)
+    t0 = 0
+    for n in lens:
+        if n:
+            o, l = ref_attention(q[None, t0:t0 + n], k[None, t0:t0 + n], v[None, t0:t0 + n],
+                                 element_mask(pattern, n, n), 1 / math.sqrt(D))
+            check("out", out[t0:t0 + n], o[0], OUT_TOL)
+            check("lse", lse[:, t0:t0 + n], l[0], LSE_TOL)
+        t0 += n
+
+
+def test_sm90_dynamic_schedule_under_graph_capture(gen):
+    # the counter is stream-ordered scratch, allocated and zeroed inside the captured region: each replay
+    # starts from zero
+    pattern = make_pattern("paper", 16, 4, 64, True)
+    q = randn(gen, (1, 4096, 16, 128), "bf16")
+    k = randn(gen, (1, 4096, 4, 128), "bf16")
+    v = randn(gen, (1, 4096, 4, 128), "bf16")
+    want = s2attn.attention(q, k, v, pattern, backend=SM90)
+    out = torch.full_like(q, float("nan"))
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        s2attn.attention(q, k, v, pattern, out=out, backend=SM90)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        s2attn.attention(q, k, v, pattern, out=out, backend=SM90)
+    for _ in range(3):
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, want)

@@ -193,7 +193,15 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
   uint32_t phase = 0;
   int unit_count = 0;
   WorkUnitSm90 w;
-  for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
+  for (;;) {
+    // The unit of the next Q buffer (the producer's choice; -1: no more), read after the buffer's wait.
+    // Q is released after the S GEMM of the unit's last stage.
+    const int q_slot = unit_count % T::kQStages;
+    mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
+    ++unit_count;
+    const int u = load_unit_sm90(&ss.unit[q_slot]);
+    if (u < 0) break;
+    sched.get(fp, u, w);  // true: the producer checked
     // this thread's rows: absolute positions
     int pos[2];
     CUTE_UNROLL
@@ -233,12 +241,8 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
       }
     };
 
-    // Q of this unit (buffer unit_count % kQStages); released after the S GEMM of the unit's last stage
-    const int q_slot = unit_count % T::kQStages;
     Tensor sQ = make_tensor(make_smem_ptr(ss.q[q_slot] + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
     Tensor tSrQ = thr_s.partition_fragment_A(sQ);  // (64, D)
-    mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
-    ++unit_count;
     // every unit has at least one stage; its descriptor is the producer's, in the K slot's shared memory
     mbar_wait(&ss.k_full[stage], phase);
     StageSm90 st = load_stage_sm90(&ss.stage[stage]);

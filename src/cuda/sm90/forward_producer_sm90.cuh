@@ -58,14 +58,16 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   uint32_t k_count = 0, v_count = 0;
   int unit_count = 0;
   WorkUnitSm90 w;
-  for (int u = blockIdx.x; sched.get(fp, u, w); u += gridDim.x) {
+  for (int u = blockIdx.x; sched.get(fp, u, w);) {
     const int hk = w.h / (p.num_heads / p.num_kv_heads);
     const int qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
-    // Q of this unit. The buffer is released after the S GEMM of its previous unit's last stage, while the
-    // K ring's next slot frees two stages earlier: the next K load waits behind this one only briefly.
+    // Q of this unit, and the unit's index for the consumers. The buffer is released after the S GEMM of its
+    // previous unit's last stage, while the K ring's next slot frees two stages earlier: the next K load
+    // waits behind this one only briefly.
     if (lane == 0) {
       const int slot = unit_count % T::kQStages;
       mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+      ss.unit[slot] = u;  // released to the consumers by the arrive below
       mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
       // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
       // out-of-range elements with zeros and still credits the whole box to the transaction count
@@ -79,6 +81,11 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
         }
     }
     ++unit_count;
+    // The next unit. Dynamic: the first one no CTA has taken yet (CTAs finish their units at different
+    // times: the static stride left the SMs 7% apart at 8k, ncu). Every CTA's fetches increase, as the
+    // scheduler's cursor needs. Fetched at the unit's start, so that the atomic's latency hides under it.
+    int next = u + static_cast<int>(gridDim.x);
+    if (fp.unit_counter != nullptr && lane == 0) next = atomicAdd(fp.unit_counter, 1) + gridDim.x;
 
     StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
     seq.init(p.pattern, w);
@@ -110,6 +117,14 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
       v_key1 = key1;
     }
     load_v();  // every unit has at least one stage
+    u = __shfl_sync(0xffffffffu, next, 0);
+  }
+  // no more units: an empty Q buffer with index -1 ends the consumers
+  if (lane == 0) {
+    const int slot = unit_count % T::kQStages;
+    mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+    ss.unit[slot] = -1;
+    mbar_arrive(&ss.q_full[slot]);
   }
 }
 

@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <string>
 
 #include <cutlass/numeric_types.h>
@@ -12,6 +14,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "cuda/common/host_math.h"
+#include "cuda/common/stream_scratch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
@@ -33,6 +36,13 @@ void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) 
     (void)launch;
     throw Unsupported("this Hopper forward variant is not built (S2ATTN_SM90_VARIANTS)");
   }
+}
+
+// S2ATTN_SM90_STATIC_SCHEDULE=1: the static strided schedule even where the dynamic one applies (read per
+// call, so that one process can time both).
+bool static_schedule_forced() {
+  const char* v = std::getenv("S2ATTN_SM90_STATIC_SCHEDULE");
+  return v != nullptr && v[0] == '1';
 }
 
 }  // namespace
@@ -104,6 +114,14 @@ void forward_sm90(const AttentionParams& p) {
   launch.grid = tg.grid;
   fp.head_group = tg.head_group;
   if (launch.grid <= 0) return;
+  // More units than CTAs: each CTA takes its next unit from a counter when it starts one
+  // (tile_scheduler_sm90.cuh); 4 bytes of stream-ordered scratch, zeroed before the launch.
+  std::optional<StreamScratch> counter;
+  if (tg.units > tg.grid && !static_schedule_forced()) {
+    counter.emplace(sizeof(int), launch.stream);
+    S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
+    fp.unit_counter = static_cast<int*>(counter->get());
+  }
 
   if (p.dtype == DType::bf16) {
     if (p.head_dim == 128) {

@@ -16,6 +16,9 @@ struct ForwardParamsSm90 {
   CUtensorMap tma_v;
   AttentionParams p;
   int head_group = 1;  // heads per scheduling group (see tile_scheduler_sm90.cuh)
+  // Dynamic scheduling (the forward, when set): a CTA takes its next unit from this counter (zero at launch)
+  // instead of the static stride; null: static (the dQ kernel, and a grid of one wave).
+  int* unit_counter = nullptr;
 };
 
 struct ForwardLaunchSm90 {

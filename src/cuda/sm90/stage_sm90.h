@@ -39,6 +39,17 @@ __device__ __forceinline__ StageSm90 load_stage_sm90(const StageSm90* slot) {
   s.last = __shfl_sync(0xffffffffu, w[5], 0);
   return s;
 }
+
+// A Q buffer's unit index (SharedStorageSm90::unit) after the buffer's full-barrier wait, read by lane 0 and
+// broadcast, for the same reason as load_stage_sm90. Warp-collective.
+__device__ __forceinline__ int load_unit_sm90(const int32_t* slot) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
+  int32_t u = 0;
+  asm volatile("{\n .reg .pred p;\n setp.eq.u32 p, %1, 0;\n @p ld.shared.s32 %0, [%2];\n}\n"
+               : "+r"(u)
+               : "r"(static_cast<uint32_t>(threadIdx.x % 32)), "r"(a));
+  return __shfl_sync(0xffffffffu, u, 0);
+}
 #endif
 
 }  // namespace s2attn::cuda

@@ -1,19 +1,22 @@
 // The persistent tile scheduler of the Hopper forward: which work units (sequence, head, 128-row query tile)
-// a CTA processes, in which order. Producer and consumers of a CTA run the same scheduler and so agree on
-// the sequence of units without communicating.
+// a CTA processes, in which order.
 //
-// Order (static, strided: CTA c takes units c, c + grid, c + 2 grid, ...): sequences in order; within a
-// sequence, heads in groups of `head_group`; within a group, query tiles from the last (the longest under
-// causality: the most visible key blocks) to the first, and for each tile the group's heads side by side.
+// Order: sequences in order; within a sequence, heads in groups of `head_group`; within a group, query tiles
+// from the last (the longest under causality: the most visible key blocks) to the first, and for each tile
+// the group's heads side by side. Which CTA takes which unit: CTA c starts with unit c; then, with a
+// counter (ForwardParamsSm90::unit_counter, the forward with more units than CTAs), the first unit no CTA
+// has taken yet (greedy list scheduling: a CTA that finishes early takes more), else c + grid, c + 2 grid,
+// ... (static). The forward's producer decides and passes each unit's index to its consumers with the unit's
+// Q buffer; the dQ kernel's roles each run the static order.
 //  - Longest first: the grid's last units are the shortest, so the tail is short (LPT). Under the S2
 //    patterns the work of a tile grows with its index (more vertical blocks below the window).
 //  - Head groups: the units running at one time belong to few heads, and neighbouring tiles of one head
 //    share their vertical blocks and most of their local window, so K/V stay in L2. The host picks
 //    head_group so that one group holds about two waves of units (FA3's tile_scheduler does the same for
 //    dense causal attention).
-//  - Static rather than an atomic counter: no workspace to zero per call (no allocation, no memset, CUDA
-//    graph friendly). NOTE: an atomic work queue would balance better when tiles differ a lot in length
-//    (short varlen sequences next to long ones); measure before switching.
+//  - Dynamic rather than static where it applies: the static stride gives CTA c the c-th longest unit of
+//    every wave, and at 8k (about 16 units per CTA) the SMs' busy cycles ended up 7% apart (ncu, SM
+//    active cycles max against mean). The counter costs a 4-byte stream-ordered allocation and a memset.
 //  - Varlen: the number of tiles of a sequence is known on the device only; each scheduler walks the
 //    sequences with a cursor that only moves forward (units are visited in increasing order), so a CTA
 //    reads each sequence's lengths once.
