@@ -41,22 +41,30 @@ struct ConsumerSm90 {
 
   // Per-element visibility of the S tile of a stage that needs masking. Rows at absolute positions pos[r];
   // box (64 keys) h starts at key st.k0[h] and is seen by this warpgroup's query block iff bit h of `seen`.
+  // Branch-free: per box and row, the last visible key relative to this thread's first column of the box;
+  // element (t, c) is then visible iff its compile-time column offset is <= that bound (one compare and one
+  // select each). The boolean chain this replaces compiled to a branch per element (BSSY / BRA / BSYNC):
+  // a masked warpgroup-stage cost +0.83 us against a whole stage's 1.7 us (tools/forward_cost_probe.py).
   template <class TS>
   __device__ __forceinline__ static void mask(TS& s, const StageSm90& st, uint32_t seen, int len_k, bool causal,
                                               const int (&pos)[2]) {
-    const int lane = threadIdx.x % 32;
+    constexpr int kBoxN8 = kSN8 / 2;  // n8 tiles per box
+    const int col0 = 2 * (threadIdx.x % 4);
+    int lim[2][2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const int last = causal ? min(len_k - 1, pos[r]) : len_k - 1;
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) lim[h][r] = ((seen >> h) & 1u) ? last - st.k0[h] - col0 : -1;
+    }
     CUTE_UNROLL
     for (int t = 0; t < kSN8; ++t) {
-      const int h = t / (kSN8 / 2);
-      const int kbase = st.k0[h] + (t % (kSN8 / 2)) * 8 + 2 * (lane % 4);
-      const bool box_seen = (seen >> h) & 1u;
+      const int h = t / kBoxN8;
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r)
         CUTE_UNROLL
         for (int c = 0; c < 2; ++c) {
-          const int key = kbase + c;
-          const bool ok = box_seen && key < len_k && (!causal || key <= pos[r]);
-          if (!ok) s(c + 2 * r + 4 * t) = -INFINITY;
+          if ((t % kBoxN8) * 8 + c > lim[h][r]) s(c + 2 * r + 4 * t) = -INFINITY;
         }
     }
   }
