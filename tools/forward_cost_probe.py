@@ -3,8 +3,8 @@
 local + vertical-stride patterns (B = 1, H = 32, D = 128, bf16, causal, block 64), and for each the work the
 kernel does, counted from the pattern as the kernel walks it (tools/forward_stage_counts.py): 128-key
 stages, of them the warpgroup-stages that need the element-wise mask, and work units. A least-squares fit
-of time against those counts gives the cost of a stage, of a masked warpgroup-stage on top, and of a unit
-on top (prologue, epilogue, pipeline fill and drain, schedule tail).
+of time against those counts gives the cost of a stage, of a masked warpgroup-stage on top, of a unit on
+top (prologue, epilogue, pipeline fill and drain), and a constant per launch (start, schedule tail).
 
     python3 tools/forward_cost_probe.py --out probe.json     # on the GPU: times, counts, fit
     python3 tools/forward_cost_probe.py --fit probe.json     # anywhere: the fit again from the file
@@ -30,16 +30,16 @@ CONFIGS = [
 
 def fit(cases, sms):
     import numpy as np
-    a = np.array([[c["stages"] / sms, c["masked_wg_stages"] / sms, c["units"] / sms] for c in cases])
+    a = np.array([[c["stages"] / sms, c["masked_wg_stages"] / sms, c["units"] / sms, 1.0] for c in cases])
     y = np.array([c["kernel_ms"] * 1e3 for c in cases])
     x, *_ = np.linalg.lstsq(a, y, rcond=None)
     pred = a @ x
-    out = dict(us_per_stage=x[0], us_per_masked_wg_stage=x[1], us_per_unit=x[2],
+    out = dict(us_per_stage=x[0], us_per_masked_wg_stage=x[1], us_per_unit=x[2], us_per_launch=x[3],
                max_rel_residual=float(np.max(np.abs(pred - y) / y)))
     print(f"per 128-key stage {x[0]:.3f} us, per masked warpgroup-stage +{x[1]:.3f} us, per unit +{x[2]:.3f} us "
-          f"(one CTA's time; max residual {out['max_rel_residual'] * 100:.1f}%)")
+          f"(one CTA's time), per launch {x[3]:.1f} us; max residual {out['max_rel_residual'] * 100:.1f}%")
     for c, p in zip(cases, pred):
-        print(f"  S={c['S']:6d} L={c['L']:4d} V={c['V']:5d} {c['vert_position'][:3]}: {c['kernel_ms']:.4f} ms, fit {p / 1e3:.4f}; "
+        print(f"  S={c['S']:6d} L={c['L']:4d} V={c['V']:5d} {c['vert_position'][:3]} H={c.get('H', 32)}: {c['kernel_ms']:.4f} ms, fit {p / 1e3:.4f}; "
               f"stages/unit {c['stages'] / c['units']:.1f}, masked wg-stages/unit {c['masked_wg_stages'] / c['units']:.2f}")
     return out
 
@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--fit", help="a probe file to fit again (no GPU needed)")
     ap.add_argument("--H", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--configs", help="S:L:V:position[:H],... instead of the built-in grid (H defaults to --H)")
     a = ap.parse_args()
     if a.fit:
         with open(a.fit) as f:
@@ -62,17 +63,23 @@ def main():
     dev = "cuda"
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), sms=sms,
-                  shape=dict(B=1, H=a.H, D=128, block=64, dtype="bf16", causal=True), cases=[])
-    for S, L, V, vp in CONFIGS:
+                  shape=dict(B=1, D=128, block=64, dtype="bf16", causal=True), cases=[])
+    configs = [(S, L, V, vp, a.H) for S, L, V, vp in CONFIGS]
+    if a.configs:
+        configs = []
+        for item in a.configs.split(","):
+            f = item.split(":")
+            configs.append((int(f[0]), int(f[1]), int(f[2]), f[3], int(f[4]) if len(f) > 4 else a.H))
+    for S, L, V, vp, H in configs:
         g = torch.Generator(device=dev).manual_seed(0)
-        q, k, v = (torch.randn((1, S, a.H, 128), device=dev, dtype=torch.bfloat16, generator=g) for _ in range(3))
-        pattern = s2attn.local_stride(a.H, 64, L, V, causal=True, vert_position=vp)
+        q, k, v = (torch.randn((1, S, H, 128), device=dev, dtype=torch.bfloat16, generator=g) for _ in range(3))
+        pattern = s2attn.local_stride(H, 64, L, V, causal=True, vert_position=vp)
         out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
         fn = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True)  # noqa: E731
         ms = sum(r["ms_per_call"] for r in kernel_times(fn, a.iters) if "forward_kernel_sm90" in r["kernel"])
-        counts = stage_counts(pattern, S, a.H)
-        report["cases"].append(dict(S=S, L=L, V=V, vert_position=vp, kernel_ms=ms, **counts))
-        print(f"S={S} L={L} V={V} {vp}: {ms:.4f} ms {counts}", flush=True)
+        counts = stage_counts(pattern, S, H)
+        report["cases"].append(dict(S=S, L=L, V=V, vert_position=vp, H=H, kernel_ms=ms, **counts))
+        print(f"S={S} L={L} V={V} {vp} H={H}: {ms:.4f} ms {counts}", flush=True)
         del q, k, v, out, lse
     report["fit"] = fit(report["cases"], sms)
     with open(a.out, "w") as f:
