@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= 2
 BUILD  ?= build
 
-.PHONY: demo test install venv cutlass cpp-test cpp-asan-test cpp-example py-test bench-cpu clean
+.PHONY: demo test install venv cutlass peers cpp-test cpp-asan-test cpp-example py-test bench-cpu clean
 
 $(VENV)/.stamp: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ $(CUTLASS_STAMP): | venv
 	$(PY) -m pip install -q --no-deps --target .deps/cutlass nvidia-cutlass==$(CUTLASS_VERSION)
 	touch $@
 cutlass: $(CUTLASS_STAMP)
+# The paper's Triton library (dkernel), a benchmark peer that is not on PyPI: a pinned checkout in
+# .deps/peers/dkernel (git-ignored; tools/gpu-check puts it on PYTHONPATH; carried with .deps to the GPU).
+DKERNEL_COMMIT := 0d4e90e4ead038c8a0f318b9260522f0ca51f554
+peers:
+	rm -rf .deps/peers/dkernel .deps/peers/dkernel.git
+	git clone -q https://github.com/linxihui/dkernel .deps/peers/dkernel.git
+	git -C .deps/peers/dkernel.git archive $(DKERNEL_COMMIT) dkernel pyproject.toml LICENSE | 	  (mkdir -p .deps/peers/dkernel && tar -x -C .deps/peers/dkernel)
+	rm -rf .deps/peers/dkernel.git
 CUDA_DEPS := $(if $(filter ON,$(HAVE_NVCC)),cutlass,)
 
 install: venv $(if $(filter ON,$(HAVE_GPU)),cutlass,)
