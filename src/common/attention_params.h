@@ -72,6 +72,7 @@ struct AttentionBwdParams : AttentionParams {
 //   lse2[h][t]   the forward's lse in the log2 domain, +inf for a row that saw nothing (P = exp2(s - lse2))
 //   dsum[h][t]   rowsum(dO * O)
 //   dq[h][t][D]  the dQ accumulator (atomics); absent in deterministic mode, where dQ has its own kernel
+//   counter      int32: the Hopper KV kernel's work counter (dynamic scheduling; zeroed by each call)
 // Each section starts on a 256-byte boundary.
 struct BackwardWorkspace {
   static constexpr uint64_t kAlign = 256;
@@ -87,7 +88,8 @@ struct BackwardWorkspace {
   uint64_t lse2_offset() const { return 0; }
   uint64_t dsum_offset() const { return round_up(stats_floats * 4); }
   uint64_t dq_offset() const { return dsum_offset() + round_up(stats_floats * 4); }
-  uint64_t bytes() const { return dq_offset() + round_up(dq_floats * 4); }
+  uint64_t counter_offset() const { return dq_offset() + round_up(dq_floats * 4); }
+  uint64_t bytes() const { return counter_offset() + kAlign; }
 };
 
 }  // namespace s2attn

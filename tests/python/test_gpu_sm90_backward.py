@@ -175,3 +175,64 @@ def test_sm90_backward_runs_the_hopper_kernels(D, kind, gen):
     assert sum("backward_kv_kernel_sm90" in n for n in names) == 1, names
     assert sum("backward_dq_kernel_sm90" in n for n in names) == 1, names
     assert not any("postprocess" in n for n in names), names
+
+
+# The KV kernel's schedule: with more units than CTAs its producer takes each next unit from a counter in the
+# workspace; S2ATTN_SM90_STATIC_SCHEDULE=1 (read per call) keeps the static stride. A unit's dK / dV are one
+# CTA's work either way: the two schedules must give the same bits, and the reference's values.
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 8, 4, 128, "paper"), (1, 4099, 6, 6, 64, "ls_het"),
+                                              (3, 900, 16, 16, 128, "dense")])
+def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv, D, kind, gen, monkeypatch):
+    pattern = make_pattern(kind, H, Hkv, 64, True)
+    q = randn(gen, (B, S, H, D), "bf16")
+    k, v = (randn(gen, (B, S, Hkv, D), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+
+    def grads():
+        poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
+                                         dk=poisoned[1], dv=poisoned[2])
+
+    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE", raising=False)
+    dynamic = grads()
+    monkeypatch.setenv("S2ATTN_SM90_STATIC_SCHEDULE", "1")
+    static = grads()
+    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE")
+    dynamic_again = grads()
+    torch.cuda.synchronize()
+    for x, y, z in zip(dynamic, static, dynamic_again):
+        assert torch.equal(x, y) and torch.equal(x, z)
+    ref = ref_backward(q[:1], k[:1], v[:1], dout[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
+    check_grads([g[:1] for g in dynamic], ref)
+
+
+def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
+    # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
+    # starts from zero
+    pattern = make_pattern("paper", 16, 4, 64, True)
+    q = randn(gen, (1, 4096, 16, 128), "bf16")
+    k, v = (randn(gen, (1, 4096, 4, 128), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
+    ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, backend=SM90), dtype=torch.uint8, device=DEV)
+    ws.fill_(0xFF)  # a stale counter must not survive into the launch
+    grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+    run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
+                                            dq=grads[0], dk=grads[1], dv=grads[2])
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        run()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for _ in range(3):
+        for g in grads:
+            g.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        for x, y in zip(grads, want):
+            assert torch.equal(x, y)

@@ -1,6 +1,8 @@
 // The persistent scheduler of the Hopper backward's KV kernel: which work units (sequence, KV head, key
-// tile) a CTA processes, in which order. Producer and consumers of a CTA run the same scheduler and so agree
-// on the units without communicating (CTA c takes units c, c + grid, c + 2 grid, ...).
+// tile) a CTA processes, in which order. The producer runs it and hands each unit to the consumers
+// (BwdUnitSm90 in shared memory). CTA c starts with unit c; then, with a counter (BackwardParamsSm90::
+// unit_counter: more units than CTAs), the first unit no CTA has taken yet (greedy list scheduling), else
+// c + grid, c + 2 grid, ... (static).
 //
 // A tile is 128 keys: two 64-key halves, one per consumer warpgroup. At block size 128 it is one block; at
 // block size 64 it is two key blocks j0 and j0 + jstride, not necessarily adjacent: a query step that sees
@@ -24,7 +26,7 @@
 // Everything is closed form in the unit index: no host-side plan, no workspace, CUDA-graph safe. Skipped
 // units (pass 1 past a head's last vertical block, pass 2 past its last pair) cost the CTA a few instructions.
 // NOTE: sequences are visited in order, each with its two passes: a varlen batch of one long and many short
-// sequences would want a global order; and an atomic work queue would balance better; measure.
+// sequences would want a global order.
 #pragma once
 #include <cstdint>
 

@@ -137,6 +137,12 @@ void backward_sm90(const AttentionBwdParams& params) {
   const int64_t units = tiles * p.num_kv_heads * (varlen ? 1 : p.batch);
   const int sms = sm_count_sm90(launch.device);
   launch.grid = static_cast<int>(units < sms ? units : sms);
+  // More units than CTAs: the producer takes each next unit from the workspace's counter, zeroed here in
+  // stream order (backward_producer_sm90.cuh)
+  if (units > launch.grid && !static_schedule_forced_sm90()) {
+    bp.unit_counter = reinterpret_cast<int*>(base + layout.counter_offset());
+    S2_CUDA_CHECK(cudaMemsetAsync(bp.unit_counter, 0, sizeof(int), launch.stream));
+  }
 
   // The dQ kernel: the forward's query-tile units over the same operands.
   BackwardDqParamsSm90 dqp;

@@ -21,6 +21,9 @@ struct BackwardParamsSm90 {
   const float* lse2 = nullptr;
   const float* dsum = nullptr;
   int vertical_first = 0;  // the scheduler's first pass over the vertical key tiles (backward_scheduler_sm90.cuh)
+  // Dynamic scheduling when set (more units than CTAs): the producer takes its next unit from this counter
+  // (workspace, zeroed before the launch); null: the static stride.
+  int* unit_counter = nullptr;
 };
 
 struct BackwardLaunchSm90 {

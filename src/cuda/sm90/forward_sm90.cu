@@ -38,14 +38,12 @@ void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) 
   }
 }
 
-// S2ATTN_SM90_STATIC_SCHEDULE=1: the static strided schedule even where the dynamic one applies (read per
-// call, so that one process can time both).
-bool static_schedule_forced() {
+}  // namespace
+
+bool static_schedule_forced_sm90() {
   const char* v = std::getenv("S2ATTN_SM90_STATIC_SCHEDULE");
   return v != nullptr && v[0] == '1';
 }
-
-}  // namespace
 
 bool forward_sm90_supports(const AttentionParams& p) {
   if (p.pattern.use_mask) return false;  // block masks: the portable path walks their device lists
@@ -117,7 +115,7 @@ void forward_sm90(const AttentionParams& p) {
   // More units than CTAs: each CTA takes its next unit from a counter when it starts one
   // (tile_scheduler_sm90.cuh); 4 bytes of stream-ordered scratch, zeroed before the launch.
   std::optional<StreamScratch> counter;
-  if (tg.units > tg.grid && !static_schedule_forced()) {
+  if (tg.units > tg.grid && !static_schedule_forced_sm90()) {
     counter.emplace(sizeof(int), launch.stream);
     S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
     fp.unit_counter = static_cast<int*>(counter->get());

@@ -36,6 +36,10 @@ struct QueryTileGridSm90 {
 };
 QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms);
 
+// S2ATTN_SM90_STATIC_SCHEDULE=1: the forward and the backward's KV kernel keep the static strided order
+// where they would schedule dynamically (read per call, so that one process can time both).
+bool static_schedule_forced_sm90();
+
 // Elem: cutlass::bfloat16_t or cutlass::half_t (declared as the CUDA types' bit twins in the .cu files).
 template <typename Elem, int kHeadDim>
 void run_forward_sm90(const ForwardParamsSm90& params, const ForwardLaunchSm90& launch);
