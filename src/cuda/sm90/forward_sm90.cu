@@ -82,7 +82,13 @@ QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms) {
   tg.grid = static_cast<int>(units < sms ? units : sms);
   // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
   const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;
-  const int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
+  int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
+  // S2ATTN_SM90_HEAD_GROUP=n (read per call): n heads per group instead, to A/B the group size
+  // (tools/env_ab.py); the 8k forward's tail depends on the last group's size
+  if (const char* v = std::getenv("S2ATTN_SM90_HEAD_GROUP")) {
+    const long n = std::strtol(v, nullptr, 10);
+    if (n > 0) hg = n;
+  }
   tg.head_group = static_cast<int>(hg < 1 ? 1 : (hg > p.num_heads ? p.num_heads : hg));
   return tg;
 }
