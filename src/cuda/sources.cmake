@@ -14,6 +14,7 @@ endif()
 
 set(S2ATTN_CUDA_SOURCES
   src/cuda/common/device.cpp
+  src/cuda/common/tma_map.cpp
   src/cuda/sm80/forward_sm80.cu
   src/cuda/sm80/instantiations/forward_sm80_bf16_d64.cu
   src/cuda/sm80/instantiations/forward_sm80_bf16_d128.cu
