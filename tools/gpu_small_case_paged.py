@@ -46,6 +46,13 @@ def main():
               drop_unneeded=True)
     ok &= run("chunk-40", gen, [260], 40, 16, 4, 2, 64, 16, fp, 1)
     ok &= run("chunk-70-rows128-split2", gen, [300, 90], 70, 16, 4, 2, 128, 64, bf, 2)  # 140 packed rows: 8 warps
+    if torch.cuda.get_device_capability() >= (9, 0):  # the decode kernel's TMA path (opt-in), same cases
+        os.environ["S2ATTN_PAGED_TMA"] = "1"
+        ok &= run("tma-decode-g4-d128", gen, [1, 150, 333], 1, 16, 8, 2, 128, 64, bf, 1)
+        ok &= run("tma-decode-split3-d64-page32", gen, [400, 17], 1, 32, 4, 2, 64, 16, fp, 3)
+        ok &= run("tma-head-paged-unmapped", gen, [300, 45], 1, 16, 4, 2, 128, 16, bf, 2, head_paged=True,
+                  drop_unneeded=True)
+        del os.environ["S2ATTN_PAGED_TMA"]
     outs = [torch.randn(2, 3, 4, 64, generator=gen).to(bf).to(DEV) for _ in range(3)]
     lses = [torch.randn(2, 4, 3, generator=gen).to(DEV) for _ in range(3)]
     lses[0][0, 0, 0] = -float("inf")

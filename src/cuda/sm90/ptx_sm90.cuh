@@ -1,11 +1,12 @@
-// Thin wrappers of the Hopper PTX the forward kernel uses beyond CuTe's wgmma: mbarriers (init, arrive,
-// arrive + expect_tx, parity wait), TMA tensor loads completing on an mbarrier, named barriers.
+// Thin wrappers of the Hopper PTX the sm_90a kernels use beyond CuTe's wgmma: their shared storage, warp roles,
+// stage barriers, named barriers (mbarriers and TMA loads: cuda/common/ptx_tma.cuh).
 #pragma once
 #include <cuda.h>  // CUtensorMap (the type only; no driver call is made from device code)
 
 #include <cstdint>
 
 #include "cuda/common/dependent_launch.cuh"  // grid_launch_dependents, grid_dependency_wait
+#include "cuda/common/ptx_tma.cuh"          // mbarriers, TMA loads
 
 namespace s2attn::cuda {
 
@@ -34,14 +35,6 @@ __device__ __forceinline__ int warpgroup_role() {
   return __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
-}
-
 // The K and V stage barriers of the forward and dQ kernels (storage members k_full, v_full, k_empty, v_empty
 // [kStages]): full on the producer's one arrival (plus the TMA bytes), empty on one arrival per consumer warp.
 template <int kStages, class Storage>
@@ -52,52 +45,6 @@ __device__ __forceinline__ void init_kv_stage_barriers(Storage& ss, uint32_t con
     mbar_init(&ss.k_empty[s], consumer_warps);
     mbar_init(&ss.v_empty[s], consumer_warps);
   }
-}
-
-// Makes the barrier inits visible to the async proxy (TMA) before first use.
-__device__ __forceinline__ void fence_barrier_init() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile(
-      "{\n .reg .b64 st;\n mbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(smem_u32(bar))
-      : "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile(
-      "{\n .reg .b64 st;\n mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(smem_u32(bar)),
-      "r"(bytes)
-      : "memory");
-}
-
-// Waits until the phase of parity `parity` has completed.
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      " .reg .pred done;\n"
-      "wait_%=:\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      " @!done bra wait_%=;\n"
-      "}\n" ::"r"(smem_u32(bar)),
-      "r"(parity)
-      : "memory");
-}
-
-__device__ __forceinline__ void prefetch_tensormap(const CUtensorMap* map) {
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-
-// A 4-D TMA box load (coordinates innermost first) into shared memory, completing on `bar`. Out-of-range
-// elements (negative or past an extent) are filled with zeros and still count toward the transaction bytes.
-__device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, void* dst, uint64_t* bar, int c0, int c1,
-                                            int c2, int c3) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, "
-      "%6}], [%2];\n" ::"r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-      : "memory");
 }
 
 // Named barriers among `threads` threads (a multiple of 32).

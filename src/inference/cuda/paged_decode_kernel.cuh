@@ -20,6 +20,7 @@
 #include "cuda/common/ptx_sm80.cuh"
 #include "inference/cuda/paged_elem.cuh"
 #include "inference/cuda/paged_output.cuh"
+#include "inference/cuda/paged_tma.h"
 #include "inference/cuda/paged_walk.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
@@ -48,8 +49,8 @@ struct PagedDecodeTraits {
 
 template <typename T, int D, int ROWS, bool kList>
 __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
-    paged_decode_kernel(const PagedParams p, int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks,
-                        int32_t q_tiles) {
+    paged_decode_kernel(const PagedParams p, const __grid_constant__ PagedTmaMaps /* the tensor-core kernels' */,
+                        int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks, int32_t q_tiles) {
   using Tr = PagedDecodeTraits<T, D, ROWS>;
   constexpr int kVec = Tr::kVec, kLpk = Tr::kLanesPerKey, kTile = Tr::kTileKeys;
   extern __shared__ __align__(16) unsigned char smem[];

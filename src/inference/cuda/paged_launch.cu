@@ -3,16 +3,19 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "cuda/common/launch.cuh"
+#include "cuda/common/tma_map.h"
 #include "inference/cuda/combine_kernel.cuh"
 #include "inference/cuda/paged_cuda.h"
 #include "inference/cuda/paged_decode_kernel.cuh"
 #include "inference/cuda/paged_mma_kernel.cuh"
+#include "inference/cuda/paged_tma.h"
 
 namespace s2attn::cuda {
 namespace {
@@ -39,6 +42,48 @@ Variant variant(const PagedParams& p) {
     return want < 128 || !fits_128 ? Variant{true, 64} : Variant{true, 128};
   }
   return Variant{false, want <= 4 ? 4 : 8};
+}
+
+// The decode kernel's TMA path (sm_90; docs/inference.md): opt-in with S2ATTN_PAGED_TMA=1 (read per call)
+// while it is being measured. Power-of-two pages, 16-bit caches, boxes of at least 8 rows (the 128-byte
+// swizzle's period), the default (not lean) decode kernel.
+int tma_box_rows(const PagedParams& p) {
+  const int w = std::min(p.pattern.block_size, 64);
+  return std::min(p.page_size, w);
+}
+
+bool paged_tma_path(const PagedParams& p, const Variant& v) {
+  const char* env = std::getenv("S2ATTN_PAGED_TMA");
+  if (env == nullptr || env[0] != '1') return false;
+  if (!v.mma || v.rows != 16 || p.dtype == DType::f32 || compute_capability(p.device) < 90) return false;
+  if ((p.page_size & (p.page_size - 1)) != 0 || tma_box_rows(p) < 8 || p.num_pages <= 0) return false;
+  const int smem = p.head_dim == 64 ? PagedMmaTraits<__half, 64, 1, false, true>::kSmemBytes
+                                    : PagedMmaTraits<__half, 128, 1, false, true>::kSmemBytes;
+  return smem <= max_dynamic_smem_per_block(p.device);
+}
+
+// K and V pages as 4-D tensor maps {D, KV heads, page_size, num_pages} (one head when head-paged), boxes of
+// {64, 1, rows, 1}, 128-byte swizzle. The strides are 16-byte multiples (check_aligned, paged_forward).
+PagedTmaMaps make_paged_tma_maps(const PagedParams& p) {
+  const CUtensorMapDataType dt =
+      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const int64_t heads = p.head_paged ? 1 : p.num_kv_heads;
+  PagedTmaMaps m;
+  m.rows = tma_box_rows(p);
+  auto map = [&](const void* base, int64_t page_stride, int64_t token_stride, int64_t head_stride) {
+    auto bytes = [&](int64_t stride, int64_t extent) {  // an extent of 1 is never stepped along
+      return static_cast<uint64_t>(extent <= 1 ? int64_t(p.head_dim) * 2 : stride * 2);
+    };
+    const uint64_t dims[4] = {static_cast<uint64_t>(p.head_dim), static_cast<uint64_t>(heads),
+                              static_cast<uint64_t>(p.page_size), static_cast<uint64_t>(p.num_pages)};
+    const uint64_t strides[3] = {bytes(head_stride, heads), bytes(token_stride, p.page_size),
+                                 bytes(page_stride, p.num_pages)};
+    const uint32_t box[4] = {64, 1, static_cast<uint32_t>(m.rows), 1};
+    return make_tma_map(base, dt, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
+  };
+  m.k = map(p.k_pages, p.k_page_stride, p.k_token_stride, p.k_head_stride);
+  m.v = map(p.v_pages, p.v_page_stride, p.v_token_stride, p.v_head_stride);
+  return m;
 }
 
 struct Geometry {
@@ -96,23 +141,24 @@ void launch_combine(const PagedParams& p) {
 // One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk,
 // split) x query-tile grid, then the split combine.
 template <class Kernel>
-void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_bytes, int rows, uint64_t* configured) {
+void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_bytes, int rows, uint64_t* configured,
+                  const PagedTmaMaps& maps) {
   const Geometry g = geometry(p, rows);
   const int64_t ctas = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * p.num_splits;
   if (ctas > INT32_MAX) throw InvalidArgument("q", "fewer than 2^31 (sequence, KV head, split) work units");
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(std::min(g.q_tiles, 65535)));
   launch_kernel(kernel, grid, threads, smem_bytes, static_cast<cudaStream_t>(p.stream), p.device, configured, p,
-                g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
+                maps, g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
   launch_combine(p);
 }
 
 // `use(kernel, threads, smem_bytes, rows, configured)` for one instantiation; `configured` is its set of
 // devices whose shared-memory opt-in is done.
-template <typename T, int D, int RT, bool kList, class Use, bool kLean = false>
+template <typename T, int D, int RT, bool kList, class Use, bool kLean = false, bool kTma = false>
 void use_mma(Use&& use) {
-  using Tr = PagedMmaTraits<T, D, RT, kLean>;
+  using Tr = PagedMmaTraits<T, D, RT, kLean, kTma>;
   static uint64_t configured = 0;
-  use(paged_mma_kernel<T, D, RT, kList, kLean>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
+  use(paged_mma_kernel<T, D, RT, kList, kLean, kTma>, Tr::kThreads, Tr::kSmemBytes, Tr::kRows, &configured);
 }
 
 template <int D, int ROWS, bool kList, class Use>
@@ -138,6 +184,10 @@ void with_kernel(const PagedParams& p, Use&& use) {
     return r4 ? use_simt<128, 4, kList>(use) : use_simt<128, 8, kList>(use);
   } else {
     if (v.rows == 16) {
+      if (paged_tma_path(p, v)) {
+        if (d64) return use_mma<T, 64, 1, kList, Use, false, true>(use);
+        return use_mma<T, 128, 1, kList, Use, false, true>(use);
+      }
       if (d64) return use_mma<T, 64, 1, kList>(use);
       // the lean decode kernel where a CTA may not have the default one's shared memory (sm_86 / sm_89)
       if (PagedMmaTraits<T, 128, 1>::kSmemBytes > max_dynamic_smem_per_block(p.device)) {
@@ -220,8 +270,10 @@ void paged_forward(const PagedParams& p) {
   check_aligned("k_pages", p.k_pages, {p.k_page_stride, p.k_token_stride, p.k_head_stride}, eb);
   check_aligned("v_pages", p.v_pages, {p.v_page_stride, p.v_token_stride, p.v_head_stride}, eb);
   DeviceGuard guard(p.device);
+  PagedTmaMaps maps{};
+  if (paged_tma_path(p, variant(p))) maps = make_paged_tma_maps(p);
   with_kernel(p, [&](auto kernel, int threads, int smem, int rows, uint64_t* configured) {
-    launch_paged(p, kernel, threads, smem, rows, configured);
+    launch_paged(p, kernel, threads, smem, rows, configured, maps);
   });
 }
 

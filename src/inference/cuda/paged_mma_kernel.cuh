@@ -21,6 +21,12 @@
 // block, or behind an out-of-range table entry are zero-filled and marked invalid. Per key, shared memory keeps (position << 2 | slot) or -1, so the compute side masks
 // by the block visibility of its rows (per slot), validity, and the causal cut — or not at all where every
 // row sees every key of the warp's range (decode; prefill below the diagonal).
+//
+// TMA path (kTma: decode on sm_90, opt-in with S2ATTN_PAGED_TMA=1 while it is measured; docs/inference.md):
+// the lane that resolves the first row of a page's run in the tile loads that run's K and V with one TMA
+// box per 64-element half of D (completing on the stage's mbarrier, which every thread arrives on once per
+// fill) instead of every lane gathering rows with cp.async; the tile is stored as [64 rows][64] halves with
+// TMA's 128-byte swizzle. Rows that hold no valid key are masked in S (K) and zeroed before P V (V).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,9 +36,11 @@
 #include "cuda/common/dependent_launch.cuh"
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
+#include "cuda/common/ptx_tma.cuh"
 #include "cuda/common/smem_swizzle.cuh"
 #include "inference/cuda/paged_elem.cuh"
 #include "inference/cuda/paged_output.cuh"
+#include "inference/cuda/paged_tma.h"
 #include "inference/cuda/paged_walk.cuh"
 #include "inference/paged_params.h"
 #include "inference/paged_workspace.h"
@@ -52,7 +60,9 @@ static_assert(S2ATTN_PAGED_DECODE_CTAS == 2 || S2ATTN_PAGED_DECODE_CTAS == 3, "2
 
 // kLean: two stages and one CTA per SM, for GPUs that allow a CTA less shared memory than the default
 // variant takes (the decode kernel at D = 128 needs 102 KiB; sm_86 / sm_89 allow 99 KiB).
-template <typename T, int D, int RT, bool kLean = false>
+// kTma (decode, sm_90): K and V arrive by TMA, one box per page and 64-element half of D, completing on a
+// per-stage mbarrier, in 1024-byte [64 rows][64] halves with the 128-byte swizzle (kv_tile_offset).
+template <typename T, int D, int RT, bool kLean = false, bool kTma = false>
 struct PagedMmaTraits {
   static constexpr int kThreads = 32 * (RT > 4 ? RT : 4);
   static constexpr int kWarps = kThreads / 32;
@@ -84,10 +94,26 @@ struct PagedMmaTraits {
   static constexpr int kPipeBytes = kEntryOffset + 2 * kThreads * 4;  // [2][thread] table entries
   static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts)
   static constexpr int kMergeBytes = kWarps * 16 * (kMergeStride + 2) * 4;
-  static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+  static constexpr int kBarOffset = ((kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes) + 7) / 8 * 8;
+  // (TMA: + 1024 bytes of slack, the base rounded up to the swizzle's 1024-byte period)
+  static constexpr int kSmemBytes =
+      kTma ? kBarOffset + kStages * 8 + 1024 : (kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes);
   static_assert(kThreads % kChunks == 0 && kTileKeys % kRowsPerPass == 0, "copy passes");
   static_assert(kWarpKeys % 16 == 0, "a warp scores whole k16 steps of keys");
+  static_assert(!kTma || (RT == 1 && !kLean && D % 64 == 0), "the TMA path: decode, 64-element halves");
 };
+
+// Element offset of (key row, 16-byte chunk) in a K or V tile of the ring: the cp.async layout (rows of D,
+// chunks XOR-swizzled by row), or TMA's (D / 64 halves of [64 rows][64], the 128-byte swizzle: chunk XOR
+// row within each 1024-byte group of 8 rows). Both conflict-free for ldmatrix.
+template <int D, bool kTma>
+__device__ __forceinline__ int kv_tile_offset(int row, int chunk) {
+  if constexpr (kTma) {
+    return (chunk >> 3) * (64 * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+  } else {
+    return swizzle<D>(row, chunk);
+  }
+}
 
 // The blocks of one tile: slot s holds block j[s] (-1: none); keys [st * w, st * w + w) of each, w =
 // min(block, 64). j[0] < 0: the walk has ended.
@@ -105,15 +131,16 @@ __device__ __forceinline__ int32_t slot_block(const PagedTile<kSlots>& t, int32_
   return j;
 }
 
-template <typename T, int D, int RT, bool kList, bool kLean = false>
-__global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
-                                  PagedMmaTraits<T, D, RT, kLean>::kMinCtasPerSm)
-    paged_mma_kernel(const __grid_constant__ PagedParams p, int32_t heads_per_cta, int32_t rows_per_head,
-                     int32_t head_chunks, int32_t q_tiles) {
-  using Tr = PagedMmaTraits<T, D, RT, kLean>;
+template <typename T, int D, int RT, bool kList, bool kLean = false, bool kTma = false>
+__global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThreads,
+                                  PagedMmaTraits<T, D, RT, kLean, kTma>::kMinCtasPerSm)
+    paged_mma_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ PagedTmaMaps maps,
+                     int32_t heads_per_cta, int32_t rows_per_head, int32_t head_chunks, int32_t q_tiles) {
+  using Tr = PagedMmaTraits<T, D, RT, kLean, kTma>;
   constexpr int kSlots = Tr::kMaxSlots, kStages = Tr::kStages;
   extern __shared__ uint4 smem_raw[];  // 16-byte aligned
   unsigned char* smem = reinterpret_cast<unsigned char*>(smem_raw);
+  if constexpr (kTma) smem += (1024u - (smem_u32(smem) & 1023u)) & 1023u;  // an offset: still shared memory
   T* sQ = reinterpret_cast<T*>(smem);
   T* sKV = sQ + Tr::kQElems;  // stage s: K at sKV + 2s * kTileElems, V right after
   int32_t* skeys = reinterpret_cast<int32_t*>(smem + Tr::kKeysOffset);    // [stage][64]
@@ -121,6 +148,20 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
   int32_t* slist = reinterpret_cast<int32_t*>(smem + Tr::kListOffset);    // visible blocks of a window
   int32_t* swarp = slist + Tr::kListLen;                                   // [warp] their count
   int32_t* sentry = reinterpret_cast<int32_t*>(smem + Tr::kEntryOffset);  // [tile parity][thread]
+  // TMA path: one mbarrier per stage (all threads arrive, the issuing lanes with the bytes of their boxes),
+  // past the merge area; this thread's parity of each stage's next wait, and the stages it filled but has not
+  // waited for yet (drained before the shared memory is reused)
+  uint64_t* sbar = reinterpret_cast<uint64_t*>(smem + Tr::kBarOffset);
+  uint32_t bar_phase = 0, bar_pending = 0;
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < Tr::kStages; ++s) mbar_init(&sbar[s], Tr::kThreads);
+      fence_barrier_init();
+      prefetch_tensormap(&maps.k);
+      prefetch_tensormap(&maps.v);
+    }
+    __syncthreads();
+  }
 
   grid_launch_dependents();  // the split combine (sm_90: a programmatic dependent) may be launched now
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -268,7 +309,11 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
     // once this thread's entries in sentry[buf] have landed.
     auto copy = [&](const Pending& q, int stage, int buf) {
       if (tid < kSlots) sslots[stage * kSlots + tid] = slot_block(q.t, tid);
-      if (q.t.j[0] < 0) return;  // past the end: the slots say so, nothing to copy
+      if constexpr (kTma) bar_pending |= 1u << stage;
+      if (q.t.j[0] < 0) {  // past the end: the slots say so, nothing to copy
+        if constexpr (kTma) mbar_arrive(&sbar[stage]);
+        return;
+      }
       int32_t code = -1;         // (position << 2 | slot), -1: not copied
       int64_t koff = 0, voff = 0;
       const int32_t entry = q.tok >= 0 ? sentry[buf * Tr::kThreads + tid] : -1;
@@ -284,6 +329,25 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
       // each row's marker from the lane that resolved it, before the copies: a shared store between two
       // cp.async made ptxas put three dummy shared loads before the next one (SASS: @!PT LDS RZ, [RZ])
       if (lane < 16 && mine < Tr::kTileKeys) keys[mine] = code;
+      if constexpr (kTma) {
+        // The lane of a box's first row (a page's first row in the tile: boxes never cross a page) loads its
+        // K and V halves; every other thread only arrives. Rows of a loaded page past the context hold whatever
+        // the cache holds there: K's are masked, V's zeroed before P V (below).
+        const bool issue = lane < 16 && code >= 0 && (mine & (maps.rows - 1)) == 0;
+        if (issue) {
+          mbar_arrive_expect_tx(&sbar[stage], static_cast<uint32_t>(2 * (D / 64) * maps.rows * 128));
+          const int in_page = q.tok & (ps - 1);  // (power-of-two pages on this path)
+          const int hk = p.head_paged ? 0 : k.hk;
+#pragma unroll
+          for (int h = 0; h < D / 64; ++h) {
+            tma_load_4d(&maps.k, dk + h * 64 * 64 + mine * 64, &sbar[stage], h * 64, hk, in_page, entry);
+            tma_load_4d(&maps.v, dv + h * 64 * 64 + mine * 64, &sbar[stage], h * 64, hk, in_page, entry);
+          }
+        } else {
+          mbar_arrive(&sbar[stage]);
+        }
+        return;
+      }
       const int ch = lane % Tr::kChunks;
 #pragma unroll
       for (int it = 0; it < Tr::kLoadRows; ++it) {
@@ -323,6 +387,11 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
     for (int n = -kStages, stage = 0, cstage = 0;; ++n, stage = n <= 0 ? 0 : (stage + 1 == kStages ? 0 : stage + 1)) {
       if (n >= 0) {
         cp_async_wait<kStages - 2>();
+        if constexpr (kTma) {  // tile n's boxes
+          mbar_wait(&sbar[stage], (bar_phase >> stage) & 1u);
+          bar_phase ^= 1u << stage;
+          bar_pending &= ~(1u << stage);
+        }
         __syncthreads();  // tile n (and Q) landed for every thread; every warp is done with tile n - 1's stage
         if (n == 0) {
 #pragma unroll
@@ -358,6 +427,20 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
         all &= valid;
       }
       if (!__any_sync(0xffffffffu, any)) continue;
+      if constexpr (kTma) {
+        // V rows of this warp's keys that hold no valid key (past the context in a loaded page, or never
+        // loaded: stale) must be zeros, not NaN or Inf, before P V (0 * NaN = NaN); then ordered before the
+        // stage's next TMA fill
+        if (!__all_sync(0xffffffffu, all)) {
+          T* zv = sKV + stage * 2 * Tr::kTileElems + Tr::kTileElems;
+          for (int idx = lane; idx < Tr::kWarpKeys * Tr::kChunks; idx += 32) {
+            const int r = kw0 + idx / Tr::kChunks, ch = idx % Tr::kChunks;
+            if (keys[r] < 0) *reinterpret_cast<uint4*>(zv + kv_tile_offset<D, kTma>(r, ch)) = make_uint4(0, 0, 0, 0);
+          }
+          fence_proxy_async_shared();
+          __syncwarp();
+        }
+      }
       // no mask at all: every row sees every block of the walk (uniform), every key is valid, and the warp's
       // last (largest) key is at or before the first row (decode always; prefill below the diagonal)
       const bool unmasked = uniform && __all_sync(0xffffffffu, all) &&
@@ -396,7 +479,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
         for (int np = 0; np < Tr::kNTiles / 2; ++np) {
           uint32_t kb[4];  // B fragments of n8 tiles 2np (kb[0..1]) and 2np + 1 (kb[2..3])
           const int row = kw0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
-          ldmatrix_x4(kb, smem_addr(sK + swizzle<D>(row, ks * 2 + ((lane >> 3) & 1))));
+          ldmatrix_x4(kb, smem_addr(sK + kv_tile_offset<D, kTma>(row, ks * 2 + ((lane >> 3) & 1))));
           mma_16816<T>(s[2 * np], qf[ks], kb[0], kb[1]);
           mma_16816<T>(s[2 * np + 1], qf[ks], kb[2], kb[3]);
         }
@@ -459,13 +542,22 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
         for (int dp = 0; dp < Tr::kDTiles / 2; ++dp) {
           uint32_t vb[4];  // B fragments of n8 tiles 2dp (vb[0..1]) and 2dp + 1 (vb[2..3])
           const int row = kw0 + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-          ldmatrix_x4_trans(vb, smem_addr(sV + swizzle<D>(row, dp * 2 + (lane >> 4))));
+          ldmatrix_x4_trans(vb, smem_addr(sV + kv_tile_offset<D, kTma>(row, dp * 2 + (lane >> 4))));
           mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
           mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
         }
       }
     }
     cp_async_wait<0>();
+    if constexpr (kTma) {  // fills not waited for (tiles past the walk's end): none may land on the merge area
+      for (int st = 0; st < kStages; ++st) {
+        if ((bar_pending >> st) & 1u) {
+          mbar_wait(&sbar[st], (bar_phase >> st) & 1u);
+          bar_phase ^= 1u << st;
+        }
+      }
+      bar_pending = 0;
+    }
     __syncthreads();  // every warp is past its last read of the ring: the merge area reuses it
 
     // Merge: per warp, its 16 rows' max, sum and unnormalised output; then per (row, d), the warps of
@@ -514,6 +606,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean>::kThreads,
       }
       store_paged_output<T>(p, ws, c, k.split, row_base, c.h0 + g, c.r0 + qi, d, D, O, L, M);
     }
+    if constexpr (kTma) fence_proxy_async_shared();  // the merge area's stores, before TMA refills the ring
     __syncthreads();  // shared memory is reused by the next query tile
   }
 }
