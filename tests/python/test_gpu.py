@@ -804,8 +804,9 @@ for name in sorted({e.name for e in prof.events()}):
      ["BackwardTraitsSm80<__half, 128, 64>", "BackwardTraitsSm80<__nv_bfloat16, 128, 64>"]),
     # bf16 D = 128 decode on the lean kernel; 140 packed rows on 64-row CTAs, never 128 (a build with
     # S2ATTN_PAGED_DECODE_CTAS=3 fits the cap with its default decode kernel: this case then fails by design)
-    ("gpu_small_case_paged.py", ["paged_mma_kernel<__nv_bfloat16, 128, 1, false, true>"],
-     ["paged_mma_kernel<__nv_bfloat16, 128, 8,", "paged_mma_kernel<__nv_bfloat16, 128, 1, false, false>"]),
+    # (template arguments: dtype, D, row tiles, block-mask lists, lean, TMA)
+    ("gpu_small_case_paged.py", ["paged_mma_kernel<__nv_bfloat16, 128, 1, false, true, false>"],
+     ["paged_mma_kernel<__nv_bfloat16, 128, 8,", "paged_mma_kernel<__nv_bfloat16, 128, 1, false, false, false>"]),
 ])
 def test_kernels_for_gpus_with_less_shared_memory(script, expected, banned):
     """sm_86 / sm_89 GPUs allow a CTA 99 KiB of shared memory: the portable backward then takes 32-row steps at

@@ -52,14 +52,22 @@ int tma_box_rows(const PagedParams& p) {
   return std::min(p.page_size, w);
 }
 
+// Decided once per call (paged_forward, paged_auto_splits) and handed to with_kernel: the maps are built
+// for exactly the calls that run the TMA kernel.
 bool paged_tma_path(const PagedParams& p, const Variant& v) {
   const char* env = std::getenv("S2ATTN_PAGED_TMA");
   if (env == nullptr || env[0] != '1') return false;
-  if (!v.mma || v.rows != 16 || p.dtype == DType::f32 || compute_capability(p.device) < 90) return false;
+  if (!v.mma || v.rows != 16 || p.dtype == DType::f32 || (p.head_dim != 64 && p.head_dim != 128)) return false;
   if ((p.page_size & (p.page_size - 1)) != 0 || tma_box_rows(p) < 8 || p.num_pages <= 0) return false;
-  const int smem = p.head_dim == 64 ? PagedMmaTraits<__half, 64, 1, false, true>::kSmemBytes
-                                    : PagedMmaTraits<__half, 128, 1, false, true>::kSmemBytes;
-  return smem <= max_dynamic_smem_per_block(p.device);
+  const bool d64 = p.head_dim == 64;
+  const int smem = d64 ? PagedMmaTraits<__half, 64, 1, false, true>::kSmemBytes
+                       : PagedMmaTraits<__half, 128, 1, false, true>::kSmemBytes;
+  if (compute_capability(p.device) < 90 || smem > max_dynamic_smem_per_block(p.device)) return false;
+  // the binary that runs must hold sm_90 code (a newer GPU JIT-compiles the sm_80 PTX, where the TMA
+  // wrappers are traps): the same test as programmatic dependent launch's (its instructions are sm_90 too)
+  const void* k = d64 ? reinterpret_cast<const void*>(paged_mma_kernel<__half, 64, 1, false, false, true>)
+                      : reinterpret_cast<const void*>(paged_mma_kernel<__half, 128, 1, false, false, true>);
+  return kernel_has_grid_dependency_control(k, p.device);
 }
 
 // K and V pages as 4-D tensor maps {D, KV heads, page_size, num_pages} (one head when head-paged), boxes of
@@ -171,7 +179,7 @@ void use_simt(Use&& use) {
 // The kernel the call runs (dtype T, analytic rules or block-mask lists), handed to `use`: launching it and
 // asking how many of its CTAs an SM holds go through this one choice.
 template <typename T, bool kList, class Use>
-void with_kernel(const PagedParams& p, Use&& use) {
+void with_kernel(const PagedParams& p, bool tma, Use&& use) {
   const Variant v = variant(p);
   if (p.head_dim != 64 && p.head_dim != 128) {
     throw Unsupported("the CUDA paged kernels are built for head_dim 64 and 128, got " +
@@ -184,7 +192,7 @@ void with_kernel(const PagedParams& p, Use&& use) {
     return r4 ? use_simt<128, 4, kList>(use) : use_simt<128, 8, kList>(use);
   } else {
     if (v.rows == 16) {
-      if (paged_tma_path(p, v)) {
+      if (tma) {
         if (d64) return use_mma<T, 64, 1, kList, Use, false, true>(use);
         return use_mma<T, 128, 1, kList, Use, false, true>(use);
       }
@@ -200,13 +208,15 @@ void with_kernel(const PagedParams& p, Use&& use) {
   }
 }
 
+// tma: paged_tma_path's answer for this call.
 template <class Use>
-void with_kernel(const PagedParams& p, Use&& use) {
+void with_kernel(const PagedParams& p, bool tma, Use&& use) {
   const bool list = p.pattern.use_mask != 0;
   switch (p.dtype) {
-    case DType::bf16: return list ? with_kernel<__nv_bfloat16, true>(p, use) : with_kernel<__nv_bfloat16, false>(p, use);
-    case DType::f16: return list ? with_kernel<__half, true>(p, use) : with_kernel<__half, false>(p, use);
-    case DType::f32: return list ? with_kernel<float, true>(p, use) : with_kernel<float, false>(p, use);
+    case DType::bf16:
+      return list ? with_kernel<__nv_bfloat16, true>(p, tma, use) : with_kernel<__nv_bfloat16, false>(p, tma, use);
+    case DType::f16: return list ? with_kernel<__half, true>(p, tma, use) : with_kernel<__half, false>(p, tma, use);
+    case DType::f32: return list ? with_kernel<float, true>(p, tma, use) : with_kernel<float, false>(p, tma, use);
     default: throw Unsupported("the CUDA paged kernels take float32, float16 or bfloat16");
   }
 }
@@ -216,7 +226,8 @@ void with_kernel(const PagedParams& p, Use&& use) {
 // D = 128 where an H100 holds two).
 int resident_ctas(const PagedParams& p) {
   int n = 1;
-  with_kernel(p, [&](auto kernel, int threads, int smem, int, uint64_t* configured) {
+  const bool tma = paged_tma_path(p, variant(p));
+  with_kernel(p, tma, [&](auto kernel, int threads, int smem, int, uint64_t* configured) {
     const void* k = reinterpret_cast<const void*>(kernel);
     if (smem > 48 * 1024) set_dynamic_smem_once(k, smem, p.device, configured);  // as its launch does
     n = resident_ctas_per_sm(k, threads, smem, p.device);
@@ -270,9 +281,10 @@ void paged_forward(const PagedParams& p) {
   check_aligned("k_pages", p.k_pages, {p.k_page_stride, p.k_token_stride, p.k_head_stride}, eb);
   check_aligned("v_pages", p.v_pages, {p.v_page_stride, p.v_token_stride, p.v_head_stride}, eb);
   DeviceGuard guard(p.device);
+  const bool tma = paged_tma_path(p, variant(p));
   PagedTmaMaps maps{};
-  if (paged_tma_path(p, variant(p))) maps = make_paged_tma_maps(p);
-  with_kernel(p, [&](auto kernel, int threads, int smem, int rows, uint64_t* configured) {
+  if (tma) maps = make_paged_tma_maps(p);
+  with_kernel(p, tma, [&](auto kernel, int threads, int smem, int rows, uint64_t* configured) {
     launch_paged(p, kernel, threads, smem, rows, configured, maps);
   });
 }

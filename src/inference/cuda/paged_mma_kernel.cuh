@@ -101,6 +101,8 @@ struct PagedMmaTraits {
   static_assert(kThreads % kChunks == 0 && kTileKeys % kRowsPerPass == 0, "copy passes");
   static_assert(kWarpKeys % 16 == 0, "a warp scores whole k16 steps of keys");
   static_assert(!kTma || (RT == 1 && !kLean && D % 64 == 0), "the TMA path: decode, 64-element halves");
+  static_assert(!kTma || ((kQElems * sizeof(T)) % 1024 == 0 && (kTileElems * sizeof(T)) % 1024 == 0),
+                "the TMA path: every K / V tile starts on the 128-byte swizzle's 1024-byte period");
 };
 
 // Element offset of (key row, 16-byte chunk) in a K or V tile of the ring: the cp.async layout (rows of D,
