@@ -17,33 +17,41 @@ import numpy as np
 import s2attn
 
 
-def unit_work(S, H, L, V, block=64, unit_cost=1.0):
-    """The units' work in the scheduler's order (causal self-attention of length S, one KV head per q head)."""
+def kv_units(S, H, L, V, block=64, vert_position="absolute"):
+    """The KV kernel's units in the scheduler's order (causal self-attention of length S, one KV head per q
+    head), each as (full steps, half steps): query blocks that see both of its key blocks (both consumer
+    warpgroups work) or only one (one warpgroup skips its GEMMs)."""
     nb = S // block
-    mask = np.asarray(s2attn.local_stride(H, block, L, V, causal=True).to_block_mask(nb, nb, 0)).astype(bool)
+    p = s2attn.local_stride(H, block, L, V, causal=True, vert_position=vert_position)
+    mask = np.asarray(p.to_block_mask(nb, nb, 0)).astype(bool)
     pass1, pass2 = [], []
     for h in range(H):
         # the head's vertical residue: the blocks its last query block sees below its local window
         below = [j for j in range(nb - L - 1) if mask[h, nb - 1, j]]
-        r = below[0] % V if below else 0
-        vertical = list(range(r, nb, V))
-        other = [j for j in range(nb) if (j - r) % V != 0]
+        r = below[0] % V if below and vert_position == "absolute" else 0
+        vertical = list(range(r, nb, V)) if vert_position == "absolute" and V >= 2 else []
+        vset = set(vertical)
+        other = [j for j in range(nb) if j not in vset]
 
         def pairs(blocks):
             out = []
             for i in range(0, len(blocks), 2):
-                seen = mask[h, :, blocks[i]].copy()
-                if i + 1 < len(blocks):
-                    seen |= mask[h, :, blocks[i + 1]]
-                out.append(seen.sum() + unit_cost)
+                a = mask[h, :, blocks[i]]
+                b = mask[h, :, blocks[i + 1]] if i + 1 < len(blocks) else np.zeros_like(a)
+                out.append((int((a & b).sum()), int((a ^ b).sum())))
             return out
 
         pass1.append(pairs(vertical))
         pass2.append(pairs(other))
-    order = [w for h in range(H) for w in pass1[h]]
-    for x in range(max(len(p) for p in pass2)):
+    order = [u for h in range(H) for u in pass1[h]]
+    for x in range(max(len(q) for q in pass2)):
         order += [pass2[h][x] for h in range(H) if x < len(pass2[h])]
-    return np.array(order, dtype=float)
+    return order
+
+
+def unit_work(S, H, L, V, block=64, unit_cost=1.0):
+    """The units' work in the scheduler's order: query steps (full or half) plus `unit_cost`."""
+    return np.array([f + hlf + unit_cost for f, hlf in kv_units(S, H, L, V, block)], dtype=float)
 
 
 def busiest_over_mean(work, ctas, greedy):
