@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--H", type=int, default=32)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--configs", help="S:L:V:position[:H],... instead of the built-in grid (H defaults to --H)")
+    ap.add_argument("--backend", choices=("cuda_sm90", "cuda_sm80"), default="cuda_sm90",
+                    help="cuda_sm80: the portable kernel (one 64-key tile a step of its 128-row CTAs)")
     a = ap.parse_args()
     if a.fit:
         with open(a.fit) as f:
@@ -63,7 +65,7 @@ def main():
     dev = "cuda"
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), sms=sms,
-                  shape=dict(B=1, D=128, block=64, dtype="bf16", causal=True), cases=[])
+                  backend=a.backend, shape=dict(B=1, D=128, block=64, dtype="bf16", causal=True), cases=[])
     configs = [(S, L, V, vp, a.H) for S, L, V, vp in CONFIGS]
     if a.configs:
         configs = []
@@ -74,10 +76,12 @@ def main():
         g = torch.Generator(device=dev).manual_seed(0)
         q, k, v = (torch.randn((1, S, H, 128), device=dev, dtype=torch.bfloat16, generator=g) for _ in range(3))
         pattern = s2attn.local_stride(H, 64, L, V, causal=True, vert_position=vp)
-        out, lse = s2attn.attention(q, k, v, pattern, return_lse=True)
-        fn = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True)  # noqa: E731
-        ms = sum(r["ms_per_call"] for r in kernel_times(fn, a.iters) if "forward_kernel_sm90" in r["kernel"])
-        counts = stage_counts(pattern, S, H)
+        out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=a.backend)
+        fn = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True,  # noqa: E731
+                                      backend=a.backend)
+        name = "forward_kernel_sm90" if a.backend == "cuda_sm90" else "forward_kernel_sm80"
+        ms = sum(r["ms_per_call"] for r in kernel_times(fn, a.iters) if name in r["kernel"])
+        counts = stage_counts(pattern, S, H, boxes_per_stage=2 if a.backend == "cuda_sm90" else 1)
         report["cases"].append(dict(S=S, L=L, V=V, vert_position=vp, H=H, kernel_ms=ms, **counts))
         print(f"S={S} L={L} V={V} {vp} H={H}: {ms:.4f} ms {counts}", flush=True)
         del q, k, v, out, lse

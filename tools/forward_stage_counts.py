@@ -7,8 +7,10 @@ Used by tools/forward_cost_probe.py; runs on the CPU.
 import numpy as np
 
 
-def stage_counts(pattern, S, H, block=64):
-    """{'units', 'stages', 'masked_wg_stages'} of a causal self-attention forward of length S."""
+def stage_counts(pattern, S, H, block=64, boxes_per_stage=2):
+    """{'units', 'stages', 'masked_wg_stages'} of a causal self-attention forward of length S. The Hopper
+    kernel pairs two 64-key boxes a stage; the portable kernel's 128-row CTAs take one 64-key tile a step
+    (boxes_per_stage=1; its "warpgroup-stages" are then its 64-row halves' steps)."""
     nb = (S + block - 1) // block
     mask = np.asarray(pattern.to_block_mask(nb, nb, 0)).astype(bool)  # [heads, q blocks, k blocks]
     if mask.shape[0] == 1:
@@ -20,11 +22,12 @@ def stage_counts(pattern, S, H, block=64):
             seen = [mask[h, r] for r in rows]
             boxes = np.flatnonzero(np.logical_or.reduce(seen))
             units += 1
-            n = max(1, (len(boxes) + 1) // 2)
+            k = boxes_per_stage
+            n = max(1, (len(boxes) + k - 1) // k)
             stages += n
             for s in range(n):
-                pair = list(boxes[2 * s:2 * s + 2])
+                pair = list(boxes[k * s:k * s + k])
                 for w, r in enumerate(rows):
-                    need = len(pair) < 2 or any(not seen[w][j] or j >= r for j in pair)
+                    need = len(pair) < k or any(not seen[w][j] or j >= r for j in pair)
                     masked += int(need)
     return dict(units=units, stages=stages, masked_wg_stages=masked)
