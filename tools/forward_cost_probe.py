@@ -36,7 +36,7 @@ def fit(cases, sms):
     pred = a @ x
     out = dict(us_per_stage=x[0], us_per_masked_wg_stage=x[1], us_per_unit=x[2], us_per_launch=x[3],
                max_rel_residual=float(np.max(np.abs(pred - y) / y)))
-    print(f"per 128-key stage {x[0]:.3f} us, per masked warpgroup-stage +{x[1]:.3f} us, per unit +{x[2]:.3f} us "
+    print(f"per stage {x[0]:.3f} us, per masked warpgroup-stage +{x[1]:.3f} us, per unit +{x[2]:.3f} us "
           f"(one CTA's time), per launch {x[3]:.1f} us; max residual {out['max_rel_residual'] * 100:.1f}%")
     for c, p in zip(cases, pred):
         print(f"  S={c['S']:6d} L={c['L']:4d} V={c['V']:5d} {c['vert_position'][:3]} H={c.get('H', 32)}: {c['kernel_ms']:.4f} ms, fit {p / 1e3:.4f}; "
