@@ -43,8 +43,9 @@ def main():
     ok &= run("sq-gt-sk-bs64-d128", [300], [130], 2, 1, 128, 64, True, torch.float16, gen)
     ok &= run("varlen-bs64-d128", [1, 17, 0, 40, 190], [1, 30, 5, 40, 260], 4, 2, 128, 64, True, torch.bfloat16, gen)
     ok &= run("varlen-bs128-d64", [33, 7, 300], [20, 100, 300], 2, 1, 64, 128, True, torch.float16, gen)
-    # 2 x 16 tiles x 16 heads = 512 units: several per CTA (Q reuse, ring phases across units)
-    ok &= run("persistent-bs64-d128", [2048, 2000], [2048, 2000], 16, 4, 128, 64, True, torch.bfloat16, gen,
+    # 2 x 16 tiles x 32 heads = 1024 units: several per CTA (Q reuse, ring phases across units), taken from the
+    # dynamic schedule's counter (>= 4 waves)
+    ok &= run("persistent-bs64-d128", [2048, 2000], [2048, 2000], 32, 8, 128, 64, True, torch.bfloat16, gen,
               local=4, stride=8)
     print("small cases (sm90):", "OK" if ok else "MISMATCH")
     return 0 if ok else 1

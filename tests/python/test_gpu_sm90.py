@@ -256,7 +256,8 @@ def test_what_the_hopper_path_does_not_serve(bs, D, dtype, gen):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the persistent grid's schedule: with more units than CTAs each CTA takes its next unit from a counter;
+# the persistent grid's schedule: with at least four waves of units (4 x 132 on an H100) each CTA takes its
+# next unit from a counter;
 # S2ATTN_SM90_STATIC_SCHEDULE=1 (read per call) gives the static stride. Every unit is computed by one CTA
 # either way, so the two schedules must give the same bits, and both the reference's values.
 
@@ -271,8 +272,8 @@ def _both_schedules(monkeypatch, fn):
     return dynamic, static
 
 
-@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 16, 4, 128, "paper"), (1, 4099, 12, 12, 64, "ls_het"),
-                                              (3, 700, 32, 8, 128, "dense")])
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 16, 4, 128, "paper"), (1, 4099, 24, 24, 64, "ls_het"),
+                                              (3, 700, 32, 8, 128, "dense")])  # 768, 792, 576 units
 def test_sm90_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv, D, kind, gen, monkeypatch):
     pattern = pattern_of(kind, H, Hkv, 64, True)
     q = randn(gen, (B, S, H, D), "bf16")
@@ -323,10 +324,10 @@ def test_sm90_dynamic_schedule_varlen_many_sequences(gen, monkeypatch):
 def test_sm90_dynamic_schedule_under_graph_capture(gen):
     # the counter is stream-ordered scratch, allocated and zeroed inside the captured region: each replay
     # starts from zero
-    pattern = make_pattern("paper", 16, 4, 64, True)
-    q = randn(gen, (1, 4096, 16, 128), "bf16")
-    k = randn(gen, (1, 4096, 4, 128), "bf16")
-    v = randn(gen, (1, 4096, 4, 128), "bf16")
+    pattern = make_pattern("paper", 32, 8, 64, True)  # 32 tiles x 32 heads: 1024 units
+    q = randn(gen, (1, 4096, 32, 128), "bf16")
+    k = randn(gen, (1, 4096, 8, 128), "bf16")
+    v = randn(gen, (1, 4096, 8, 128), "bf16")
     want = s2attn.attention(q, k, v, pattern, backend=SM90)
     out = torch.full_like(q, float("nan"))
     s = torch.cuda.Stream()

@@ -4,7 +4,7 @@
 // Order: sequences in order; within a sequence, heads in groups of `head_group`; within a group, query tiles
 // from the last (the longest under causality: the most visible key blocks) to the first, and for each tile
 // the group's heads side by side. Which CTA takes which unit: CTA c starts with unit c; then, with a
-// counter (ForwardParamsSm90::unit_counter, the forward with more units than CTAs), the first unit no CTA
+// counter (ForwardParamsSm90::unit_counter, the forward with four waves of units or more), the first unit no CTA
 // has taken yet (greedy list scheduling: a CTA that finishes early takes more), else c + grid, c + 2 grid,
 // ... (static). The forward's producer decides and passes each unit's index to its consumers with the unit's
 // Q buffer; the dQ kernel's roles each run the static order.
