@@ -260,3 +260,36 @@ def test_tma_decode_equals_cp_async_decode(c, splits, drop, gen, monkeypatch):
     assert rel_err(out_t, ro) <= TOL[dtype]
     tma_ran = any("paged_mma_kernel" in n and "false, true>" in n for n in names)
     assert tma_ran == (c[0] != "decode_page24_bs16_het"), names  # page 24: not a power of two
+
+
+# Chunked prefill through the Hopper forward over the pages (sm_90, opt-in: S2ATTN_PAGED_PREFILL_SM90=1, read
+# per call): power-of-two pages of >= 64 tokens, analytic patterns, one split. The pages' tails past each
+# context hold NaN (make_cache), unmapped pages are -1 with drop=True.
+SM90_PREFILL_CASES = [
+    ("prefill_sm90_page64", [600, 180], 64, 64, 4, 2, 128, torch.bfloat16, "ls", 64, {}),
+    ("prefill_sm90_page128_bs128_varlen", [520, 130], [70, 3], 128, 4, 1, 64, torch.float16, "rules", 128,
+     {"varlen": True}),
+    ("prefill_sm90_head_paged", [250, 97], 20, 64, 8, 4, 64, torch.bfloat16, "ls_het", 64, {"head_paged": True}),
+    ("prefill_sm90_v8_page256", [4096 + 33, 700], 300, 256, 8, 2, 128, torch.bfloat16, "v8", 64, {}),
+]
+
+
+@pytest.mark.skipif(torch.cuda.get_device_capability() != (9, 0), reason="the Hopper forward: sm_90")
+@pytest.mark.parametrize("drop", [False, True], ids=["mapped", "unmapped"])
+@pytest.mark.parametrize("c", SM90_PREFILL_CASES, ids=[c[0] for c in SM90_PREFILL_CASES])
+def test_paged_prefill_through_the_hopper_forward(c, drop, gen, monkeypatch):
+    if not s2attn.backend_available("cuda_sm90"):
+        pytest.skip("this build has no Hopper kernels")
+    monkeypatch.setenv("S2ATTN_PAGED_PREFILL_SM90", "1")
+    result = {}
+
+    def run():
+        result["r"] = run_case(c, gen, drop=drop, num_splits=1)
+
+    names = _kernel_names(run)
+    out, lse, ro, rl, dtype, _, _ = result["r"]
+    assert any("forward_kernel_sm90" in n for n in names), names
+    assert not any("paged_mma_kernel" in n for n in names), names
+    assert not torch.isnan(out).any() and not torch.isnan(lse).any()
+    assert rel_err(out, ro) <= TOL[dtype], rel_err(out, ro)
+    assert rel_err(lse, rl) <= LSE_TOL[dtype], rel_err(lse, rl)

@@ -33,6 +33,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __gr
     }
     fence_barrier_init();
   }
+  if (fp.paged.block_table != nullptr) {
+    // paged K / V: rows that no box writes (past a context's end in its last box, unmapped pages) must be
+    // finite where P = 0 multiplies them: the ring starts zeroed, later rows hold earlier, valid keys
+    constexpr int kVecs = static_cast<int>(sizeof(ss.k) / sizeof(uint4));
+    for (int i = threadIdx.x; i < kVecs; i += T::kThreads) {
+      reinterpret_cast<uint4*>(ss.k)[i] = make_uint4(0, 0, 0, 0);
+      reinterpret_cast<uint4*>(ss.v)[i] = make_uint4(0, 0, 0, 0);
+    }
+    fence_proxy_async_shared();  // before the producer's first TMA into the ring
+  }
   __syncthreads();
 
   if (role == static_cast<int>(WarpGroupRoleSm90::producer)) {

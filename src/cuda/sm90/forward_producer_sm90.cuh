@@ -40,6 +40,67 @@ __device__ __forceinline__ void load_kv_stage(const CUtensorMap* map, typename T
   }
 }
 
+// Paged K / V (fp.paged): where each box of a stage comes from. rows 64: a whole box; fewer: the rows of a
+// context's last, partial box (loaded row by row: the page's rest may hold anything); 0: not loaded (past
+// the stage's boxes, or a page the table does not map: the box is then marked unseen for the consumers).
+struct PagedStageSm90 {
+  int32_t entry[2];
+  int32_t row[2];   // first row in the page
+  int32_t rows[2];
+};
+
+__device__ __forceinline__ PagedStageSm90 paged_stage_sm90(const ForwardParamsSm90& fp, StageSm90& st, int b, int hk,
+                                                           int len_k) {
+  const PagedKvSm90& pg = fp.paged;
+  PagedStageSm90 r{};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    r.rows[i] = 0;
+    if (i >= st.boxes) continue;
+    const int k = st.k0[i];
+    const int32_t page = k >> pg.page_shift;
+    const int32_t entry =
+        pg.block_table[int64_t(b) * pg.bt_batch_stride + int64_t(hk) * pg.bt_head_stride + int64_t(page) * pg.bt_page_stride];
+    if (entry < 0 || entry >= pg.num_pages) {
+      st.vis[i] = 0u;  // never read: its keys are masked, its (stale, finite) rows meet P = 0
+      continue;
+    }
+    r.entry[i] = entry;
+    r.row[i] = k & ((1 << pg.page_shift) - 1);
+    r.rows[i] = max(0, min(64, len_k - k));  // (block 128: a last block's second half may hold no key)
+  }
+  return r;
+}
+
+// One K (or V) stage of the ring from the pages (paged_stage_sm90's boxes); as load_kv_stage otherwise.
+template <class T>
+__device__ __forceinline__ void load_paged_kv_stage(const CUtensorMap* map, const CUtensorMap* map_row,
+                                                    typename T::Elem* dst, uint64_t* full, uint64_t* empty,
+                                                    uint32_t phase, const PagedStageSm90& ps, int head,
+                                                    StageSm90* desc_slot = nullptr, const StageSm90* desc = nullptr) {
+  mbar_wait(empty, phase ^ 1);
+  if (desc_slot != nullptr) *desc_slot = *desc;  // released to the consumers by the arrive below
+  const uint32_t bytes = static_cast<uint32_t>((ps.rows[0] + ps.rows[1]) * 128 * T::kChunks);
+  if (bytes == 0) {
+    mbar_arrive(full);
+    return;
+  }
+  mbar_arrive_expect_tx(full, bytes);
+#pragma unroll
+  for (int box = 0; box < 2; ++box) {
+    const int n = ps.rows[box];
+#pragma unroll
+    for (int c = 0; c < T::kChunks; ++c) {
+      typename T::Elem* d = dst + c * T::kBlockN * T::kChunk + box * T::kSubTile * T::kChunk;
+      if (n == 64) {
+        tma_load_4d(map, d, full, c * T::kChunk, head, ps.row[box], ps.entry[box]);
+      } else {
+        for (int r = 0; r < n; ++r) tma_load_4d(map_row, d + r * T::kChunk, full, c * T::kChunk, head, ps.row[box] + r, ps.entry[box]);
+      }
+    }
+  }
+}
+
 template <class T>
 __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
   using Elem = typename T::Elem;
@@ -51,6 +112,7 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
     prefetch_tensormap(&fp.tma_v);
   }
   const bool varlen = p.cu_seqlens_q != nullptr;
+  const bool paged = fp.paged.block_table != nullptr;
   TileSchedulerSm90<T::kBlockM> sched;
   // K and V rings advance once per stage each; V lags K by one stage inside a unit (the consumers read
   // K(n) together with V(n - 1)), and catches up at the unit's end. Counted in stages loaded so far (slot
@@ -93,11 +155,18 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
     StageSm90 st;
     // the previous stage, whose V is loaded after this stage's K
     int v_boxes = -1, v_key0 = 0, v_key1 = 0;  // v_boxes < 0: none pending
+    PagedStageSm90 v_pages{};
+    const int map_head = fp.paged.head_paged ? 0 : hk;  // paged maps: {D, heads, page rows, pages}
     auto load_v = [&]() {
       if (lane == 0) {
         const uint32_t v_stage = v_count % T::kStages;
-        load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
-                         (v_count / T::kStages) & 1, v_boxes, v_key0, v_key1, hk, qb);
+        if (paged) {
+          load_paged_kv_stage<T>(&fp.tma_v, &fp.paged.tma_v_row, ss.v[v_stage], &ss.v_full[v_stage],
+                                 &ss.v_empty[v_stage], (v_count / T::kStages) & 1, v_pages, map_head);
+        } else {
+          load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
+                           (v_count / T::kStages) & 1, v_boxes, v_key0, v_key1, hk, qb);
+        }
       }
       ++v_count;
     };
@@ -105,16 +174,25 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
       // a missing second box repeats the first: finite data that the consumers mask out
       const int key0 = krow0 + st.k0[0];
       const int key1 = krow0 + (st.boxes > 1 ? st.k0[1] : st.k0[0]);
+      PagedStageSm90 pages{};
+      if (paged && lane == 0) pages = paged_stage_sm90(fp, st, w.b, hk, w.g.len_k);
       if (lane == 0) {
         const uint32_t k_stage = k_count % T::kStages;
-        load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
-                         (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb, &ss.stage[k_stage], &st);
+        if (paged) {
+          load_paged_kv_stage<T>(&fp.tma_k, &fp.paged.tma_k_row, ss.k[k_stage], &ss.k_full[k_stage],
+                                 &ss.k_empty[k_stage], (k_count / T::kStages) & 1, pages, map_head,
+                                 &ss.stage[k_stage], &st);
+        } else {
+          load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
+                           (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb, &ss.stage[k_stage], &st);
+        }
       }
       ++k_count;
       if (v_boxes >= 0) load_v();
       v_boxes = st.boxes;
       v_key0 = key0;
       v_key1 = key1;
+      v_pages = pages;
     }
     load_v();  // every unit has at least one stage
     u = __shfl_sync(0xffffffffu, next, 0);

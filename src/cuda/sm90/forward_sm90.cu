@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -15,8 +16,10 @@
 #include "cuda/common/device.h"
 #include "cuda/common/host_math.h"
 #include "cuda/common/stream_scratch.h"
+#include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
+#include "inference/paged_params.h"
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
@@ -91,6 +94,143 @@ QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms) {
   }
   tg.head_group = static_cast<int>(hg < 1 ? 1 : (hg > p.num_heads ? p.num_heads : hg));
   return tg;
+}
+
+namespace {
+
+// The forward's view of a paged prefill call: queries, outputs and pattern as they are; K and V the pages
+// (reached through fp.paged); per-sequence key lengths from the context lengths on the device.
+AttentionParams paged_as_forward(const PagedParams& pp) {
+  AttentionParams a;
+  a.q = pp.q;
+  a.k = pp.k_pages;
+  a.v = pp.v_pages;
+  a.out = pp.out;
+  a.lse = pp.lse;
+  a.q_stride = pp.q_stride;
+  a.out_stride = pp.out_stride;
+  a.lse_stride = pp.lse_stride;
+  a.dtype = pp.dtype;
+  a.batch = pp.batch;
+  a.num_heads = pp.num_heads;
+  a.num_kv_heads = pp.num_kv_heads;
+  a.head_dim = pp.head_dim;
+  a.seqlen_q = pp.q_len;
+  a.seqlen_k = static_cast<int32_t>(std::min<int64_t>(int64_t(pp.max_pages) * pp.page_size, INT32_MAX));
+  a.cu_seqlens_q = pp.cu_seqlens_q;
+  a.scale = pp.scale;
+  a.pattern = pp.pattern;
+  a.stream = pp.stream;
+  return a;
+}
+
+// Pages as 4-D tensor maps {D, KV heads (1 head-paged), page_size, pages}: boxes of `rows` x 64 elements.
+CUtensorMap page_map(const PagedParams& pp, const void* base, int64_t page_stride, int64_t token_stride,
+                     int64_t head_stride, uint32_t rows) {
+  const CUtensorMapDataType dt =
+      pp.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const int64_t heads = pp.head_paged ? 1 : pp.num_kv_heads;
+  auto bytes = [&](int64_t stride, int64_t extent) {  // an extent of 1 is never stepped along
+    return static_cast<uint64_t>(extent <= 1 ? int64_t(pp.head_dim) * 2 : stride * 2);
+  };
+  const uint64_t dims[4] = {static_cast<uint64_t>(pp.head_dim), static_cast<uint64_t>(heads),
+                            static_cast<uint64_t>(pp.page_size), static_cast<uint64_t>(pp.num_pages)};
+  const uint64_t strides[3] = {bytes(head_stride, heads), bytes(token_stride, pp.page_size),
+                               bytes(page_stride, pp.num_pages)};
+  const uint32_t box[4] = {64, 1, rows, 1};
+  return make_tma_map(base, dt, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+bool page_strides_ok(const void* base, int64_t page_stride, int64_t token_stride, int64_t head_stride) {
+  auto ok = [](int64_t s) { return s >= 0 && s % 8 == 0 && s < (int64_t(1) << 38); };
+  return (reinterpret_cast<uintptr_t>(base) & 15) == 0 && ok(page_stride) && ok(token_stride) && ok(head_stride);
+}
+
+}  // namespace
+
+bool paged_prefill_sm90_supports(const PagedParams& pp) {
+  if (pp.num_splits > 1 || pp.pattern.use_mask) return false;
+  if (pp.page_size < 64 || (pp.page_size & (pp.page_size - 1)) != 0 || pp.num_pages <= 0) return false;
+  if (!page_strides_ok(pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride) ||
+      !page_strides_ok(pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride)) {
+    return false;
+  }
+  AttentionParams a = paged_as_forward(pp);
+  if (pp.cu_seqlens_q == nullptr && pp.q_len <= 0) return false;
+  // forward_sm90_supports checks the rest on the queries and outputs (K and V stand in for themselves there:
+  // their TMA rule is checked above), and that the positions fit: max context + q_len below 2^30
+  a.k = a.q;
+  a.v = a.q;
+  a.k_stride = a.q_stride;
+  a.v_stride = a.q_stride;
+  a.num_kv_heads = pp.num_kv_heads;
+  a.seqlen_k = a.seqlen_q;
+  if (int64_t(pp.max_pages) * pp.page_size + pp.q_len >= kMaxKernelPosition) return false;
+  return forward_sm90_supports(a);
+}
+
+void paged_prefill_sm90(const PagedParams& pp) {
+  if (!paged_prefill_sm90_supports(pp)) {
+    throw Unsupported("the Hopper forward does not serve this paged prefill (pages, pattern or operands)");
+  }
+  if (pp.batch <= 0 || pp.total_q <= 0) return;
+  const AttentionParams p = paged_as_forward(pp);
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const CUtensorMapDataType dt =
+      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+
+  ForwardLaunchSm90 launch;
+  launch.device = pp.device;
+  launch.stream = static_cast<cudaStream_t>(p.stream);
+  DeviceGuard guard(launch.device);
+
+  ForwardParamsSm90 fp;
+  fp.p = p;
+  fp.tma_q = make_tensor_map_sm90(p.q, dt, varlen ? 1 : p.batch, varlen ? pp.total_q : p.seqlen_q, p.num_heads,
+                                  p.head_dim, p.q_stride);
+  fp.tma_k = page_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 64);
+  fp.tma_v = page_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 64);
+  fp.paged.tma_k_row = page_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 1);
+  fp.paged.tma_v_row = page_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 1);
+  fp.paged.block_table = pp.block_table;
+  fp.paged.bt_batch_stride = pp.bt_batch_stride;
+  fp.paged.bt_head_stride = pp.bt_head_stride;
+  fp.paged.bt_page_stride = pp.bt_page_stride;
+  fp.paged.context_lens = pp.context_lens;
+  fp.paged.page_shift = __builtin_ctz(static_cast<unsigned>(pp.page_size));
+  fp.paged.num_pages = pp.num_pages;
+  fp.paged.head_paged = pp.head_paged ? 1 : 0;
+
+  // Units: each sequence's queries are its context's last len_q positions, so its tiles depend on its own
+  // offset (counted on the device); the grid is sized from an upper bound, one tile more per sequence.
+  const int64_t tiles_ub = varlen ? int64_t(pp.total_q) / kBlockM + pp.batch
+                                  : int64_t(pp.batch) * ((int64_t(p.seqlen_q) + kBlockM - 1) / kBlockM + 1);
+  const int64_t units = tiles_ub * p.num_heads;
+  const int sms = sm_count_sm90(launch.device);
+  launch.grid = static_cast<int>(std::min<int64_t>(units, sms));
+  const int64_t tiles_per_seq = std::max<int64_t>(1, tiles_ub / pp.batch);
+  const int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
+  fp.head_group = static_cast<int>(std::clamp<int64_t>(hg, 1, p.num_heads));
+  if (launch.grid <= 0) return;
+  std::optional<StreamScratch> counter;
+  if (units >= 4 * int64_t(launch.grid) && !static_schedule_forced_sm90()) {
+    counter.emplace(sizeof(int), launch.stream);
+    S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
+    fp.unit_counter = static_cast<int*>(counter->get());
+  }
+  if (p.dtype == DType::bf16) {
+    if (p.head_dim == 128) {
+      run_if_built<cutlass::bfloat16_t, 128>(fp, launch);
+    } else {
+      run_if_built<cutlass::bfloat16_t, 64>(fp, launch);
+    }
+  } else {
+    if (p.head_dim == 128) {
+      run_if_built<cutlass::half_t, 128>(fp, launch);
+    } else {
+      run_if_built<cutlass::half_t, 64>(fp, launch);
+    }
+  }
 }
 
 void forward_sm90(const AttentionParams& p) {

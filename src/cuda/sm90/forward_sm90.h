@@ -8,6 +8,22 @@
 
 namespace s2attn::cuda {
 
+// Chunked prefill over a paged K/V cache (paged_prefill_sm90): the keys of sequence b are its context
+// (context_lens[b] tokens); key k sits in page table[b, KV head, k / page_size], row k % page_size. The forward's
+// K / V tensor maps then cover the pages ({D, KV heads or 1, page_size, pages}, the same 64 x 64 boxes), and the
+// one-row maps load the rows of a context's last, partial box (the rest of that page is not read: it may hold
+// anything). Null block_table: contiguous K / V.
+struct PagedKvSm90 {
+  CUtensorMap tma_k_row;  // boxes of one row
+  CUtensorMap tma_v_row;
+  const int32_t* block_table = nullptr;
+  int64_t bt_batch_stride = 0, bt_head_stride = 0, bt_page_stride = 1;
+  const int32_t* context_lens = nullptr;
+  int32_t page_shift = 0;  // log2(page_size); page_size is a power of two >= 64
+  int32_t num_pages = 0;
+  int32_t head_paged = 0;  // the maps have one head (each KV head has its own pages)
+};
+
 // Everything the kernel reads, passed by value as a __grid_constant__ parameter (the TMA descriptors must
 // live in parameter, constant or global memory).
 struct ForwardParamsSm90 {
@@ -19,6 +35,7 @@ struct ForwardParamsSm90 {
   // Dynamic scheduling (the forward, when set): a CTA takes its next unit from this counter (zero at launch)
   // instead of the static stride; null: static (the dQ kernel, and a grid of one wave).
   int* unit_counter = nullptr;
+  PagedKvSm90 paged;
 };
 
 struct ForwardLaunchSm90 {

@@ -47,8 +47,17 @@ struct TileSchedulerSm90 {
   int tile_last = 0;   // index (absolute position / kBlockM) of its last tile
   SeqGeometry g;
 
-  __device__ __forceinline__ void load(const AttentionParams& p) {
-    g = seq_geometry(p, b);
+  __device__ __forceinline__ void load(const ForwardParamsSm90& fp) {
+    const AttentionParams& p = fp.p;
+    if (fp.paged.context_lens != nullptr) {  // paged: keys are the context, queries its last len_q positions
+      g = SeqGeometry{};
+      g.q_begin = p.cu_seqlens_q != nullptr ? p.cu_seqlens_q[b] : 0;
+      g.len_q = p.cu_seqlens_q != nullptr ? p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b] : p.seqlen_q;
+      g.len_k = fp.paged.context_lens[b];
+      g.offset = g.len_k - g.len_q;
+    } else {
+      g = seq_geometry(p, b);
+    }
     if (g.len_q <= 0) {
       tiles = 0;
     } else {
@@ -64,12 +73,12 @@ struct TileSchedulerSm90 {
     const AttentionParams& p = fp.p;
     if (b < 0) {
       b = 0;
-      load(p);
+      load(fp);
     }
     while (u >= base + units) {
       base += units;
       if (++b >= p.batch) return false;
-      load(p);
+      load(fp);
     }
     const int v = u - base;
     const int hg = fp.head_group;

@@ -11,6 +11,7 @@
 #include "cuda/common/device.h"
 #include "cuda/common/launch.cuh"
 #include "cuda/common/tma_map.h"
+#include "cuda/cuda_backend.h"
 #include "inference/cuda/combine_kernel.cuh"
 #include "inference/cuda/paged_cuda.h"
 #include "inference/cuda/paged_decode_kernel.cuh"
@@ -270,6 +271,16 @@ int paged_auto_splits(const PagedParams& p) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, by_work, kMaxPagedSplits})));
 }
 
+#ifdef S2ATTN_WITH_SM90
+// Chunked prefill (more than 16 packed rows) through the Hopper forward over the pages, opt-in with
+// S2ATTN_PAGED_PREFILL_SM90=1 (read per call) while it is measured (docs/inference.md).
+static bool paged_prefill_on_sm90(const PagedParams& p) {
+  const char* env = std::getenv("S2ATTN_PAGED_PREFILL_SM90");
+  if (env == nullptr || env[0] != '1') return false;
+  return variant(p).rows > 16 && compute_capability(p.device) == 90 && paged_prefill_sm90_supports(p);
+}
+#endif
+
 void paged_forward(const PagedParams& p) {
   // Block masks: p.pattern.mask is the pattern's cached device copy (the front door's Pattern::mask_view);
   // the kernel walks its row lists (next_union_block<true>, mask_list_attends).
@@ -281,6 +292,9 @@ void paged_forward(const PagedParams& p) {
   check_aligned("k_pages", p.k_pages, {p.k_page_stride, p.k_token_stride, p.k_head_stride}, eb);
   check_aligned("v_pages", p.v_pages, {p.v_page_stride, p.v_token_stride, p.v_head_stride}, eb);
   DeviceGuard guard(p.device);
+#ifdef S2ATTN_WITH_SM90
+  if (paged_prefill_on_sm90(p)) return paged_prefill_sm90(p);
+#endif
   const bool tma = paged_tma_path(p, variant(p));
   PagedTmaMaps maps{};
   if (tma) maps = make_paged_tma_maps(p);
