@@ -164,6 +164,16 @@ def prefill(V, chunk=8192, total=128 * 1024):
     dense_flops = 4 * H * total * total * D / 2
     eff = dense_flops * p.density(total) / (ms * 1e-3) / 1e12
     r = {"vert_stride": V, "chunk": chunk, "context": total, "paged_ms": ms, "paged_effective_tflops": eff}
+    # the same chunks through the Hopper forward over the pages (opt-in while it is measured; the call falls
+    # back to the portable kernel where it does not apply, e.g. off sm_90)
+    os.environ["S2ATTN_PAGED_PREFILL_SM90"] = "1"
+    try:
+        ms90 = bench(run, reps=1)
+        r.update(paged_sm90_ms=ms90, paged_sm90_effective_tflops=dense_flops * p.density(total) / (ms90 * 1e-3) / 1e12)
+    except Exception as e:  # noqa: BLE001
+        r["paged_sm90_error"] = repr(e)[:200]
+    finally:
+        del os.environ["S2ATTN_PAGED_PREFILL_SM90"]
     try:
         k = kp.view(1, total, HKV, D)
         v = vp.view(1, total, HKV, D)
@@ -179,6 +189,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="batch {1, 32}, context {8k, 128k}, page 16, V 8")
+    ap.add_argument("--prefill-only", action="store_true", help="only the chunked-prefill rows")
     a = ap.parse_args()
     flex = None
     if os.environ.get("S2_BENCH_FLEX", "1") != "0":
@@ -189,12 +200,15 @@ def main():
         except Exception:  # noqa: BLE001
             flex = None
     res = {"env": env(), "shape": dict(H=H, Hkv=HKV, D=D, block=BS, local=L, dtype="bf16"),
-           "command": "python3 bench/gpu_decode.py" + (" --quick" if a.quick else "")}
+           "command": "python3 bench/gpu_decode.py" + (" --quick" if a.quick else "") +
+                      (" --prefill-only" if a.prefill_only else "")}
     res["copy_bandwidth_GBps"] = copy_bandwidth() / 1e9
     copy_bw = res["copy_bandwidth_GBps"] * 1e9
     batches, ctxs, pss, vs = ([1, 32], [8192, 131072], [16], [8]) if a.quick else \
         ([1, 8, 32, 64], [8192, 32768, 131072], [16, 64], [8, 16])
     res["decode"] = []
+    if a.prefill_only:
+        batches = []
     for V in vs:
         for ps in pss:
             for ctx in ctxs:
