@@ -265,12 +265,15 @@ def test_tma_decode_equals_cp_async_decode(c, splits, drop, gen, monkeypatch):
 # Chunked prefill through the Hopper forward over the pages (sm_90, opt-in: S2ATTN_PAGED_PREFILL_SM90=1, read
 # per call): power-of-two pages of >= 64 tokens, analytic patterns, one split. The pages' tails past each
 # context hold NaN (make_cache), unmapped pages are -1 with drop=True.
-SM90_PREFILL_CASES = [
+SM90_PREFILL_CASES = [  # >= 64 query rows a sequence (the path's gate)
     ("prefill_sm90_page64", [600, 180], 64, 64, 4, 2, 128, torch.bfloat16, "ls", 64, {}),
-    ("prefill_sm90_page128_bs128_varlen", [520, 130], [70, 3], 128, 4, 1, 64, torch.float16, "rules", 128,
+    ("prefill_sm90_page128_bs128_varlen", [520, 130], [140, 30], 128, 4, 1, 64, torch.float16, "rules", 128,
      {"varlen": True}),
-    ("prefill_sm90_head_paged", [250, 97], 20, 64, 8, 4, 64, torch.bfloat16, "ls_het", 64, {"head_paged": True}),
+    ("prefill_sm90_page64_bs128", [777, 300], 100, 64, 4, 2, 128, torch.bfloat16, "ls", 128, {}),
+    ("prefill_sm90_head_paged", [250, 97], 80, 64, 8, 4, 64, torch.bfloat16, "ls_het", 64, {"head_paged": True}),
     ("prefill_sm90_v8_page256", [4096 + 33, 700], 300, 256, 8, 2, 128, torch.bfloat16, "v8", 64, {}),
+    # 4 x 17 tiles x 16 heads = 1088 units: past four waves, the dynamic schedule's counter
+    ("prefill_sm90_dynamic", [2100, 2090, 2200, 2049], 2048, 64, 16, 4, 128, torch.bfloat16, "v8", 64, {}),
 ]
 
 

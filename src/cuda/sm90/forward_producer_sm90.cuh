@@ -67,7 +67,7 @@ __device__ __forceinline__ PagedStageSm90 paged_stage_sm90(const ForwardParamsSm
     }
     r.entry[i] = entry;
     r.row[i] = k & ((1 << pg.page_shift) - 1);
-    r.rows[i] = max(0, min(64, len_k - k));  // (block 128: a last block's second half may hold no key)
+    r.rows[i] = max(0, min(64, len_k - k));
   }
   return r;
 }
@@ -113,6 +113,10 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   }
   const bool varlen = p.cu_seqlens_q != nullptr;
   const bool paged = fp.paged.block_table != nullptr;
+  if (paged && lane == 0) {
+    prefetch_tensormap(&fp.paged.tma_k_row);
+    prefetch_tensormap(&fp.paged.tma_v_row);
+  }
   TileSchedulerSm90<T::kBlockM> sched;
   // K and V rings advance once per stage each; V lags K by one stage inside a unit (the consumers read
   // K(n) together with V(n - 1)), and catches up at the unit's end. Counted in stages loaded so far (slot

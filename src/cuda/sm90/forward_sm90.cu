@@ -115,7 +115,7 @@ AttentionParams paged_as_forward(const PagedParams& pp) {
   a.num_heads = pp.num_heads;
   a.num_kv_heads = pp.num_kv_heads;
   a.head_dim = pp.head_dim;
-  a.seqlen_q = pp.q_len;
+  a.seqlen_q = pp.cu_seqlens_q != nullptr ? pp.total_q : pp.q_len;  // varlen: the packed rows (TMA extent)
   a.seqlen_k = static_cast<int32_t>(std::min<int64_t>(int64_t(pp.max_pages) * pp.page_size, INT32_MAX));
   a.cu_seqlens_q = pp.cu_seqlens_q;
   a.scale = pp.scale;

@@ -1,5 +1,6 @@
 // Host side of the CUDA paged kernels: the split-KV heuristic, the variant dispatch (dtype -> tensor-core
-// or SIMT kernel, head dim, packed rows), the launches. No allocation, no synchronisation: graph-capturable.
+// or SIMT kernel, head dim, packed rows), the launches. No synchronisation: graph-capturable (no allocation
+// either, but for the opt-in Hopper prefill's 4-byte stream-ordered work counter).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -236,9 +237,28 @@ int resident_ctas(const PagedParams& p) {
   return std::max(1, n);
 }
 
+#ifdef S2ATTN_WITH_SM90
+// Chunked prefill through the Hopper forward over the pages, opt-in with S2ATTN_PAGED_PREFILL_SM90=1 (read per
+// call) while it is measured (docs/inference.md): prefill-shaped calls only (>= 64 query rows a sequence on
+// average: each (sequence, q head) is a 128-row unit there, where the packed decode kernel reads a KV
+// group's K / V once for all its heads), one split.
+bool paged_prefill_on_sm90(const PagedParams& p) {
+  const char* env = std::getenv("S2ATTN_PAGED_PREFILL_SM90");
+  if (env == nullptr || env[0] != '1') return false;
+  const int64_t rows_per_seq = p.cu_seqlens_q != nullptr ? int64_t(p.total_q) / std::max(1, p.batch) : p.q_len;
+  if (rows_per_seq < 64 || p.dtype == DType::f32 || compute_capability(p.device) != 90) return false;
+  PagedParams one = p;
+  one.num_splits = 1;  // the automatic split count asks before it is set (paged_auto_splits)
+  return p.num_splits <= 1 && paged_prefill_sm90_supports(one);
+}
+#endif
+
 }  // namespace
 
 int paged_auto_splits(const PagedParams& p) {
+#ifdef S2ATTN_WITH_SM90
+  if (paged_prefill_on_sm90(p)) return 1;  // the Hopper forward takes the call whole
+#endif
   const Variant v = variant(p);
   const Geometry g = geometry(p, v.rows);
   const int64_t units = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * std::min(g.q_tiles, 65535);
@@ -271,15 +291,6 @@ int paged_auto_splits(const PagedParams& p) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, by_work, kMaxPagedSplits})));
 }
 
-#ifdef S2ATTN_WITH_SM90
-// Chunked prefill (more than 16 packed rows) through the Hopper forward over the pages, opt-in with
-// S2ATTN_PAGED_PREFILL_SM90=1 (read per call) while it is measured (docs/inference.md).
-static bool paged_prefill_on_sm90(const PagedParams& p) {
-  const char* env = std::getenv("S2ATTN_PAGED_PREFILL_SM90");
-  if (env == nullptr || env[0] != '1') return false;
-  return variant(p).rows > 16 && compute_capability(p.device) == 90 && paged_prefill_sm90_supports(p);
-}
-#endif
 
 void paged_forward(const PagedParams& p) {
   // Block masks: p.pattern.mask is the pattern's cached device copy (the front door's Pattern::mask_view);
