@@ -53,6 +53,12 @@ def main():
         ok &= run("tma-head-paged-unmapped", gen, [300, 45], 1, 16, 4, 2, 128, 16, bf, 2, head_paged=True,
                   drop_unneeded=True)
         del os.environ["S2ATTN_PAGED_TMA"]
+    if torch.cuda.get_device_capability() == (9, 0) and s2attn.backend_available("cuda_sm90"):
+        # chunked prefill through the Hopper forward over the pages (opt-in): partial last boxes, varlen
+        os.environ["S2ATTN_PAGED_PREFILL_SM90"] = "1"
+        ok &= run("sm90-prefill-page64", gen, [300, 150], 70, 64, 4, 2, 128, 64, bf, 1)
+        ok &= run("sm90-prefill-varlen-bs128", gen, [400, 200], [130, 70], 128, 4, 1, 64, 128, fp, 1, varlen=True)
+        del os.environ["S2ATTN_PAGED_PREFILL_SM90"]
     outs = [torch.randn(2, 3, 4, 64, generator=gen).to(bf).to(DEV) for _ in range(3)]
     lses = [torch.randn(2, 4, 3, generator=gen).to(DEV) for _ in range(3)]
     lses[0][0, 0, 0] = -float("inf")
