@@ -209,15 +209,18 @@ def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv
 
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
-    # starts from zero
-    pattern = make_pattern("paper", 16, 4, 64, True)
-    q = randn(gen, (1, 4096, 16, 128), "bf16")
-    k, v = (randn(gen, (1, 4096, 4, 128), "bf16") for _ in range(2))
+    # starts from zero. 32 key tiles x 8 KV heads = 256 units: past the 132 CTAs, so the counter is used.
+    H, Hkv, S = 32, 8, 4096
+    pattern = make_pattern("paper", H, Hkv, 64, True)
+    q = randn(gen, (1, S, H, 128), "bf16")
+    k, v = (randn(gen, (1, S, Hkv, 128), "bf16") for _ in range(2))
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
     want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
     ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, backend=SM90), dtype=torch.uint8, device=DEV)
-    ws.fill_(0xFF)  # a stale counter must not survive into the launch
+    # a stale counter must not survive into the launch: 0x7F7F7F7F would hand out no unit past the first
+    # wave, and the NaN-poisoned gradients below would show it
+    ws.fill_(0x7F)
     grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
     run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
                                             dq=grads[0], dk=grads[1], dv=grads[2])
@@ -236,3 +239,8 @@ def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
         torch.cuda.synchronize()
         for x, y in zip(grads, want):
             assert torch.equal(x, y)
+    # the dynamic path ran: the counter (the workspace's word after its lse2 and dsum sections: the Hopper
+    # backward's layout has no dQ accumulator) counted one fetch per dynamic unit and one per CTA at the end
+    stats = (H * S * 4 + 255) // 256 * 256
+    counter = int(ws[2 * stats:2 * stats + 4].view(torch.int32).item())
+    assert counter > 132, counter

@@ -23,7 +23,8 @@
 //     no vertical block (a stride >= 2 puts at most one vertical block in a 128-key tile).
 // Without the vertical pass: every 128-key tile, adjacent blocks. The passes partition the key blocks
 // whatever the pattern, so the classification affects speed only, never which keys get dK and dV.
-// Everything is closed form in the unit index: no host-side plan, no workspace, CUDA-graph safe. Skipped
+// Everything is closed form in the unit index: no host-side plan, CUDA-graph safe (the dynamic order's
+// counter is a word of the backward's workspace, zeroed in stream order by each call). Skipped
 // units (pass 1 past a head's last vertical block, pass 2 past its last pair) cost the CTA a few instructions.
 // NOTE: sequences are visited in order, each with its two passes: a varlen batch of one long and many short
 // sequences would want a global order.

@@ -8,7 +8,8 @@
 // No atomics anywhere: every pattern and mode is bitwise repeatable (the `deterministic` flag changes
 // nothing here). Fusing dQ into the KV kernel (FA3's way: an fp32 accumulator, reduced from each step)
 // measured slower for every pattern, dense included (backward_consumer_sm90.cuh says by how much).
-// The workspace is the portable backward's (BackwardWorkspace); its dQ section is unused here.
+// The workspace is the portable backward's (BackwardWorkspace); its dQ section is unused here, its counter
+// word holds the KV kernel's dynamic schedule (zeroed by a memset before the pre-pass).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
