@@ -23,6 +23,7 @@
 #include "cuda/common/device.h"
 #include "cuda/common/host_math.h"  // kMaxKernelPosition
 #include "cuda/common/stream_scratch.h"
+#include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
 #include "cuda/sm90/backward_sm90.h"
@@ -103,8 +104,7 @@ void backward_sm90(const AttentionBwdParams& params) {
   }
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t batch = varlen ? 1 : p.batch;  // varlen: one packed sequence of seqlen_q (= total) tokens
-  const CUtensorMapDataType dt =
-      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType dt = tma_dtype_16bit(p.dtype);
 
   BackwardLaunchSm90 launch;
   launch.device = device_of(p.q, "q");
@@ -136,7 +136,7 @@ void backward_sm90(const AttentionBwdParams& params) {
   // total, an upper bound used only to size the grid.
   const int64_t tiles = (int64_t(p.seqlen_k) + kBlockN - 1) / kBlockN;
   const int64_t units = tiles * p.num_kv_heads * (varlen ? 1 : p.batch);
-  const int sms = sm_count_sm90(launch.device);
+  const int sms = sm_count(launch.device);
   launch.grid = static_cast<int>(units < sms ? units : sms);
   // More units than CTAs: the producer takes each next unit from the workspace's counter, zeroed here in
   // stream order (backward_producer_sm90.cuh)

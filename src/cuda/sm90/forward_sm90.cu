@@ -19,9 +19,10 @@
 #include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm90/forward_sm90.h"
-#include "inference/paged_params.h"
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "cuda/sm90/variants_sm90.h"
+#include "inference/cuda/paged_tma.h"
+#include "inference/paged_params.h"
 #include "s2attn/errors.h"
 
 namespace s2attn::cuda {
@@ -38,6 +39,47 @@ void run_if_built(const ForwardParamsSm90& fp, const ForwardLaunchSm90& launch) 
     (void)fp;
     (void)launch;
     throw Unsupported("this Hopper forward variant is not built (S2ATTN_SM90_VARIANTS)");
+  }
+}
+
+// The persistent grid over `tiles` query tiles (all sequences; exact or an upper bound) of `heads` heads, and
+// the heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
+QueryTileGridSm90 query_tile_grid_of(int64_t tiles, int batch, int heads, int sms) {
+  QueryTileGridSm90 tg;
+  tg.units = tiles * heads;
+  tg.grid = static_cast<int>(tg.units < sms ? tg.units : sms);
+  const int64_t tiles_per_seq = std::max<int64_t>(1, (tiles + batch - 1) / batch);
+  int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
+  // S2ATTN_SM90_HEAD_GROUP=n (read per call): n heads per group instead, to A/B the group size
+  // (tools/env_ab.py); the 8k forward's tail depends on the last group's size
+  if (const char* v = std::getenv("S2ATTN_SM90_HEAD_GROUP")) {
+    const long n = std::strtol(v, nullptr, 10);
+    if (n > 0) hg = n;
+  }
+  tg.head_group = static_cast<int>(hg < 1 ? 1 : (hg > heads ? heads : hg));
+  return tg;
+}
+
+// Sets fp's persistent grid and schedule from tg and launches the (dtype, head dim) variant. Four waves of
+// units or more: each CTA takes its next unit from a counter when it starts one (tile_scheduler_sm90.cuh);
+// 4 bytes of stream-ordered scratch, zeroed before the launch. Measured at 15+ waves (8k: -1.5 to -1.9%);
+// below four waves the allocation and the memset (~2 us in the stream) would weigh more against a short
+// kernel, for a tail that a few units cannot make long.
+void launch_forward(ForwardParamsSm90& fp, ForwardLaunchSm90& launch, const QueryTileGridSm90& tg) {
+  launch.grid = tg.grid;
+  fp.head_group = tg.head_group;
+  if (launch.grid <= 0) return;
+  std::optional<StreamScratch> counter;
+  if (tg.units >= 4 * int64_t(tg.grid) && !static_schedule_forced_sm90()) {
+    counter.emplace(sizeof(int), launch.stream);
+    S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
+    fp.unit_counter = static_cast<int*>(counter->get());
+  }
+  const bool d128 = fp.p.head_dim == 128;
+  if (fp.p.dtype == DType::bf16) {
+    d128 ? run_if_built<cutlass::bfloat16_t, 128>(fp, launch) : run_if_built<cutlass::bfloat16_t, 64>(fp, launch);
+  } else {
+    d128 ? run_if_built<cutlass::half_t, 128>(fp, launch) : run_if_built<cutlass::half_t, 64>(fp, launch);
   }
 }
 
@@ -79,21 +121,7 @@ QueryTileGridSm90 query_tile_grid_sm90(const AttentionParams& p, int sms) {
     const int64_t off = p.q_offset >= 0 ? p.q_offset : int64_t(p.seqlen_k) - p.seqlen_q;
     tiles = p.batch * (floor_div64(off + p.seqlen_q - 1, kBlockM) - floor_div64(off, kBlockM) + 1);
   }
-  const int64_t units = tiles * p.num_heads;
-  QueryTileGridSm90 tg;
-  tg.units = units;
-  tg.grid = static_cast<int>(units < sms ? units : sms);
-  // Heads per scheduling group: about two waves of units per group (tile_scheduler_sm90.cuh).
-  const int64_t tiles_per_seq = (tiles + p.batch - 1) / p.batch;
-  int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
-  // S2ATTN_SM90_HEAD_GROUP=n (read per call): n heads per group instead, to A/B the group size
-  // (tools/env_ab.py); the 8k forward's tail depends on the last group's size
-  if (const char* v = std::getenv("S2ATTN_SM90_HEAD_GROUP")) {
-    const long n = std::strtol(v, nullptr, 10);
-    if (n > 0) hg = n;
-  }
-  tg.head_group = static_cast<int>(hg < 1 ? 1 : (hg > p.num_heads ? p.num_heads : hg));
-  return tg;
+  return query_tile_grid_of(tiles, p.batch, p.num_heads, sms);
 }
 
 namespace {
@@ -122,23 +150,6 @@ AttentionParams paged_as_forward(const PagedParams& pp) {
   a.pattern = pp.pattern;
   a.stream = pp.stream;
   return a;
-}
-
-// Pages as 4-D tensor maps {D, KV heads (1 head-paged), page_size, pages}: boxes of `rows` x 64 elements.
-CUtensorMap page_map(const PagedParams& pp, const void* base, int64_t page_stride, int64_t token_stride,
-                     int64_t head_stride, uint32_t rows) {
-  const CUtensorMapDataType dt =
-      pp.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  const int64_t heads = pp.head_paged ? 1 : pp.num_kv_heads;
-  auto bytes = [&](int64_t stride, int64_t extent) {  // an extent of 1 is never stepped along
-    return static_cast<uint64_t>(extent <= 1 ? int64_t(pp.head_dim) * 2 : stride * 2);
-  };
-  const uint64_t dims[4] = {static_cast<uint64_t>(pp.head_dim), static_cast<uint64_t>(heads),
-                            static_cast<uint64_t>(pp.page_size), static_cast<uint64_t>(pp.num_pages)};
-  const uint64_t strides[3] = {bytes(head_stride, heads), bytes(token_stride, pp.page_size),
-                               bytes(page_stride, pp.num_pages)};
-  const uint32_t box[4] = {64, 1, rows, 1};
-  return make_tma_map(base, dt, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 bool page_strides_ok(const void* base, int64_t page_stride, int64_t token_stride, int64_t head_stride) {
@@ -176,8 +187,7 @@ void paged_prefill_sm90(const PagedParams& pp) {
   if (pp.batch <= 0 || pp.total_q <= 0) return;
   const AttentionParams p = paged_as_forward(pp);
   const bool varlen = p.cu_seqlens_q != nullptr;
-  const CUtensorMapDataType dt =
-      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType dt = tma_dtype_16bit(p.dtype);
 
   ForwardLaunchSm90 launch;
   launch.device = pp.device;
@@ -188,10 +198,10 @@ void paged_prefill_sm90(const PagedParams& pp) {
   fp.p = p;
   fp.tma_q = make_tensor_map_sm90(p.q, dt, varlen ? 1 : p.batch, varlen ? pp.total_q : p.seqlen_q, p.num_heads,
                                   p.head_dim, p.q_stride);
-  fp.tma_k = page_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 64);
-  fp.tma_v = page_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 64);
-  fp.paged.tma_k_row = page_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 1);
-  fp.paged.tma_v_row = page_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 1);
+  fp.tma_k = paged_kv_tma_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 64);
+  fp.tma_v = paged_kv_tma_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 64);
+  fp.paged.tma_k_row = paged_kv_tma_map(pp, pp.k_pages, pp.k_page_stride, pp.k_token_stride, pp.k_head_stride, 1);
+  fp.paged.tma_v_row = paged_kv_tma_map(pp, pp.v_pages, pp.v_page_stride, pp.v_token_stride, pp.v_head_stride, 1);
   fp.paged.block_table = pp.block_table;
   fp.paged.bt_batch_stride = pp.bt_batch_stride;
   fp.paged.bt_head_stride = pp.bt_head_stride;
@@ -205,32 +215,7 @@ void paged_prefill_sm90(const PagedParams& pp) {
   // offset (counted on the device); the grid is sized from an upper bound, one tile more per sequence.
   const int64_t tiles_ub = varlen ? int64_t(pp.total_q) / kBlockM + pp.batch
                                   : int64_t(pp.batch) * ((int64_t(p.seqlen_q) + kBlockM - 1) / kBlockM + 1);
-  const int64_t units = tiles_ub * p.num_heads;
-  const int sms = sm_count_sm90(launch.device);
-  launch.grid = static_cast<int>(std::min<int64_t>(units, sms));
-  const int64_t tiles_per_seq = std::max<int64_t>(1, tiles_ub / pp.batch);
-  const int64_t hg = (2 * int64_t(sms) + tiles_per_seq - 1) / tiles_per_seq;
-  fp.head_group = static_cast<int>(std::clamp<int64_t>(hg, 1, p.num_heads));
-  if (launch.grid <= 0) return;
-  std::optional<StreamScratch> counter;
-  if (units >= 4 * int64_t(launch.grid) && !static_schedule_forced_sm90()) {
-    counter.emplace(sizeof(int), launch.stream);
-    S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
-    fp.unit_counter = static_cast<int*>(counter->get());
-  }
-  if (p.dtype == DType::bf16) {
-    if (p.head_dim == 128) {
-      run_if_built<cutlass::bfloat16_t, 128>(fp, launch);
-    } else {
-      run_if_built<cutlass::bfloat16_t, 64>(fp, launch);
-    }
-  } else {
-    if (p.head_dim == 128) {
-      run_if_built<cutlass::half_t, 128>(fp, launch);
-    } else {
-      run_if_built<cutlass::half_t, 64>(fp, launch);
-    }
-  }
+  launch_forward(fp, launch, query_tile_grid_of(tiles_ub, pp.batch, p.num_heads, sm_count(launch.device)));
 }
 
 void forward_sm90(const AttentionParams& p) {
@@ -240,8 +225,7 @@ void forward_sm90(const AttentionParams& p) {
   if (p.batch <= 0 || p.seqlen_q <= 0) return;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t batch = varlen ? 1 : p.batch;  // varlen: one packed sequence of seqlen_q (= total) tokens
-  const CUtensorMapDataType dt =
-      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType dt = tma_dtype_16bit(p.dtype);
 
   ForwardLaunchSm90 launch;
   launch.device = device_of(p.q, "q");
@@ -254,34 +238,7 @@ void forward_sm90(const AttentionParams& p) {
   fp.tma_k = make_tensor_map_sm90(p.k, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.k_stride);
   fp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
 
-  const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sm_count_sm90(launch.device));
-  launch.grid = tg.grid;
-  fp.head_group = tg.head_group;
-  if (launch.grid <= 0) return;
-  // Four waves of units or more: each CTA takes its next unit from a counter when it starts one
-  // (tile_scheduler_sm90.cuh); 4 bytes of stream-ordered scratch, zeroed before the launch. Measured at 15+
-  // waves (8k: -1.5 to -1.9%); below four waves the allocation and the memset (~2 us in the stream) would
-  // weigh more against a short kernel, for a tail that a few units cannot make long.
-  std::optional<StreamScratch> counter;
-  if (tg.units >= 4 * int64_t(tg.grid) && !static_schedule_forced_sm90()) {
-    counter.emplace(sizeof(int), launch.stream);
-    S2_CUDA_CHECK(cudaMemsetAsync(counter->get(), 0, sizeof(int), launch.stream));
-    fp.unit_counter = static_cast<int*>(counter->get());
-  }
-
-  if (p.dtype == DType::bf16) {
-    if (p.head_dim == 128) {
-      run_if_built<cutlass::bfloat16_t, 128>(fp, launch);
-    } else {
-      run_if_built<cutlass::bfloat16_t, 64>(fp, launch);
-    }
-  } else {
-    if (p.head_dim == 128) {
-      run_if_built<cutlass::half_t, 128>(fp, launch);
-    } else {
-      run_if_built<cutlass::half_t, 64>(fp, launch);
-    }
-  }
+  launch_forward(fp, launch, query_tile_grid_sm90(p, sm_count(launch.device)));
 }
 
 }  // namespace s2attn::cuda

@@ -1,15 +1,9 @@
 // Host helpers shared by the Hopper forward and backward fronts: their TMA descriptors (tma_map.h), the
-// alignment rules TMA and the epilogues need, the SM count, and which (dtype, head dim) kernels this build has.
+// alignment rules TMA and the epilogues need, and which (dtype, head dim) kernels this build has.
 #include "cuda/sm90/tensor_map_sm90.h"
 
-#include <array>
-#include <atomic>
-#include <string>
-
-#include "cuda/common/cuda_check.h"
 #include "cuda/common/tma_map.h"
 #include "cuda/sm90/variants_sm90.h"
-#include "s2attn/errors.h"
 
 namespace s2attn::cuda {
 
@@ -39,18 +33,6 @@ CUtensorMap make_tensor_map_sm90(const void* base, CUtensorMapDataType dtype, in
   const uint64_t strides[3] = {stride_bytes(s.seq, seq), stride_bytes(s.head, heads), stride_bytes(s.batch, batch)};
   const uint32_t box[4] = {64, 64, 1, 1};
   return make_tma_map(base, dtype, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
-}
-
-int sm_count_sm90(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  if (device >= 0 && device < 64) {
-    const int n = cache[device].load(std::memory_order_relaxed);
-    if (n != 0) return n;
-  }
-  int n = 0;
-  S2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  if (device >= 0 && device < 64) cache[device].store(n, std::memory_order_relaxed);
-  return n;
 }
 
 // Which kernels this build has (S2ATTN_SM90_VARIANTS in sm90.cmake).

@@ -19,9 +19,6 @@ bool rows_ok_sm90(const void* ptr, const SeqStrides& s, int64_t batch, int64_t s
 CUtensorMap make_tensor_map_sm90(const void* base, CUtensorMapDataType dtype, int64_t batch, int64_t seq,
                                  int64_t heads, int64_t dim, const SeqStrides& s);
 
-// Multiprocessors of `device` (cached).
-int sm_count_sm90(int device);
-
 // Whether this build has the Hopper kernels of (dtype, head dim) (S2ATTN_SM90_VARIANTS in sm90.cmake).
 bool variant_built_sm90(DType dtype, int head_dim);
 

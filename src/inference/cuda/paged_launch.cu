@@ -11,7 +11,6 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
 #include "cuda/common/launch.cuh"
-#include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "inference/cuda/combine_kernel.cuh"
 #include "inference/cuda/paged_cuda.h"
@@ -72,27 +71,14 @@ bool paged_tma_path(const PagedParams& p, const Variant& v) {
   return kernel_has_grid_dependency_control(k, p.device);
 }
 
-// K and V pages as 4-D tensor maps {D, KV heads, page_size, num_pages} (one head when head-paged), boxes of
-// {64, 1, rows, 1}, 128-byte swizzle. The strides are 16-byte multiples (check_aligned, paged_forward).
+// The decode kernel's K and V maps: boxes of tma_box_rows rows (paged_kv_tma_map). The strides are 16-byte
+// multiples (check_aligned, paged_forward).
 PagedTmaMaps make_paged_tma_maps(const PagedParams& p) {
-  const CUtensorMapDataType dt =
-      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  const int64_t heads = p.head_paged ? 1 : p.num_kv_heads;
   PagedTmaMaps m;
   m.rows = tma_box_rows(p);
-  auto map = [&](const void* base, int64_t page_stride, int64_t token_stride, int64_t head_stride) {
-    auto bytes = [&](int64_t stride, int64_t extent) {  // an extent of 1 is never stepped along
-      return static_cast<uint64_t>(extent <= 1 ? int64_t(p.head_dim) * 2 : stride * 2);
-    };
-    const uint64_t dims[4] = {static_cast<uint64_t>(p.head_dim), static_cast<uint64_t>(heads),
-                              static_cast<uint64_t>(p.page_size), static_cast<uint64_t>(p.num_pages)};
-    const uint64_t strides[3] = {bytes(head_stride, heads), bytes(token_stride, p.page_size),
-                                 bytes(page_stride, p.num_pages)};
-    const uint32_t box[4] = {64, 1, static_cast<uint32_t>(m.rows), 1};
-    return make_tma_map(base, dt, 4, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
-  };
-  m.k = map(p.k_pages, p.k_page_stride, p.k_token_stride, p.k_head_stride);
-  m.v = map(p.v_pages, p.v_page_stride, p.v_token_stride, p.v_head_stride);
+  const auto rows = static_cast<uint32_t>(m.rows);
+  m.k = paged_kv_tma_map(p, p.k_pages, p.k_page_stride, p.k_token_stride, p.k_head_stride, rows);
+  m.v = paged_kv_tma_map(p, p.v_pages, p.v_page_stride, p.v_token_stride, p.v_head_stride, rows);
   return m;
 }
 
