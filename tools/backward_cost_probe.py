@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from forward_cost_probe import CONFIGS  # tools/ is the script's directory
+from forward_cost_probe import CONFIGS, gpu_report, refit  # tools/ is the script's directory
 from forward_stage_counts import stage_counts
 from kv_schedule_model import kv_units
 
@@ -44,17 +44,12 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     a = ap.parse_args()
     if a.fit:
-        with open(a.fit) as f:
-            report = json.load(f)
-        fit(report["cases"], report["sms"])
-        return 0
+        return refit(a.fit, fit)
     import torch
     import s2attn
     from profile_kernels import kernel_times
     dev = "cuda"
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), sms=sms,
-                  shape=dict(B=1, H=a.H, D=128, block=64, dtype="bf16", causal=True), cases=[])
+    report, sms = gpu_report(shape=dict(B=1, H=a.H, D=128, block=64, dtype="bf16", causal=True))
     for S, L, V, vp in CONFIGS:
         g = torch.Generator(device=dev).manual_seed(0)
         q, k, v, do = (torch.randn((1, S, a.H, 128), device=dev, dtype=torch.bfloat16, generator=g)

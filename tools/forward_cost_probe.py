@@ -44,6 +44,23 @@ def fit(cases, sms):
     return out
 
 
+def refit(path, fit_fn):
+    """--fit: the fit again from a probe file (no GPU needed)."""
+    with open(path) as f:
+        report = json.load(f)
+    fit_fn(report["cases"], report["sms"])
+    return 0
+
+
+def gpu_report(**fields):
+    """The probe's JSON header on the GPU it runs on (name, torch, command, SM count) and its SM count."""
+    import torch
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), sms=sms,
+                  **fields, cases=[])
+    return report, sms
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="forward_cost_probe.json")
@@ -55,17 +72,12 @@ def main():
                     help="cuda_sm80: the portable kernel (one 64-key tile a step of its 128-row CTAs)")
     a = ap.parse_args()
     if a.fit:
-        with open(a.fit) as f:
-            report = json.load(f)
-        fit(report["cases"], report["sms"])
-        return 0
+        return refit(a.fit, fit)
     import torch
     import s2attn
     from profile_kernels import kernel_times
     dev = "cuda"
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), sms=sms,
-                  backend=a.backend, shape=dict(B=1, D=128, block=64, dtype="bf16", causal=True), cases=[])
+    report, sms = gpu_report(backend=a.backend, shape=dict(B=1, D=128, block=64, dtype="bf16", causal=True))
     configs = [(S, L, V, vp, a.H) for S, L, V, vp in CONFIGS]
     if a.configs:
         configs = []
