@@ -42,6 +42,9 @@ peers:
 	git clone -q https://github.com/linxihui/dkernel .deps/peers/dkernel.git
 	git -C .deps/peers/dkernel.git archive $(DKERNEL_COMMIT) dkernel pyproject.toml LICENSE | 	  (mkdir -p .deps/peers/dkernel && tar -x -C .deps/peers/dkernel)
 	rm -rf .deps/peers/dkernel.git
+	# dkernel reads its own version from package metadata at import: a dist-info beside the package gives it that
+	mkdir -p .deps/peers/dkernel/dkernel-0.0.2.dist-info && printf 'Metadata-Version: 2.1\nName: dkernel\nVersion: 0.0.2\n' \
+	  > .deps/peers/dkernel/dkernel-0.0.2.dist-info/METADATA
 CUDA_DEPS := $(if $(filter ON,$(HAVE_NVCC)),cutlass,)
 
 install: venv $(if $(filter ON,$(HAVE_GPU)),cutlass,)

@@ -39,9 +39,8 @@ def dense_tflops(B, H, S, D, ms, mode):
 def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
     """fwd+bwd of the paper's Triton library (dkernel) on the same pattern, when importable (see
     gpu_forward.dkernel_row); it reads the [B, H, S, D] storage with seq_dim=2."""
-    try:
-        from dkernel import LocalStrideSparseAttention
-    except ImportError:
+    LocalStrideSparseAttention = fwd.import_dkernel(errors)
+    if LocalStrideSparseAttention is None:
         return
     if cfg["Hkv"] != cfg["H"]:
         # measured on the H100 (2026-11-24, H 32 : Hkv 8, D 64, block 128): NaN gradients at 8k and an illegal

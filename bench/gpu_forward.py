@@ -200,13 +200,26 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
     torch.cuda.empty_cache()
 
 
+def import_dkernel(errors):
+    """dkernel's LocalStrideSparseAttention, or None: silently where no checkout is on the path, with the reason
+    in `errors` where one is but does not import (session 12's bench lost its dkernel rows to a silent
+    PackageNotFoundError: the checkout had no package metadata)."""
+    try:
+        from dkernel import LocalStrideSparseAttention
+        return LocalStrideSparseAttention
+    except ImportError as e:
+        if getattr(e, "name", None) != "dkernel":
+            errors.append(f"dkernel: not importable: {type(e).__name__}: {str(e)[:300]}")
+            print(f"  dkernel: not importable ({type(e).__name__}: {str(e)[:300]})", flush=True)
+        return None
+
+
 def dkernel_row(S, V, qc, kc, vc, ref, density, add, errors):
     """The paper's own Triton library (dkernel), same pattern and storage, when it is importable: not on PyPI,
     so a checkout of github.com/linxihui/dkernel is put on PYTHONPATH by hand (tools/gpu-check adds
     .deps/peers/dkernel when that folder exists). Skipped silently otherwise."""
-    try:
-        from dkernel import LocalStrideSparseAttention
-    except ImportError:
+    LocalStrideSparseAttention = import_dkernel(errors)
+    if LocalStrideSparseAttention is None:
         return
     try:
         attn = LocalStrideSparseAttention(H, S, BS, L, V)  # dkernel's defaults: causal, seq_dim 1 (bshd)

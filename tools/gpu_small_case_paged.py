@@ -54,10 +54,12 @@ def main():
                   drop_unneeded=True)
         del os.environ["S2ATTN_PAGED_TMA"]
     if torch.cuda.get_device_capability() == (9, 0) and s2attn.backend_available("cuda_sm90"):
-        # chunked prefill through the Hopper forward over the pages (opt-in): partial last boxes, varlen
-        os.environ["S2ATTN_PAGED_PREFILL_SM90"] = "1"
+        # chunked prefill through the Hopper forward over the pages (the default there): partial last boxes,
+        # varlen; and the packed kernel on the same shape (S2ATTN_PAGED_PREFILL_SM90=0)
         ok &= run("sm90-prefill-page64", gen, [300, 150], 70, 64, 4, 2, 128, 64, bf, 1)
         ok &= run("sm90-prefill-varlen-bs128", gen, [400, 200], [130, 70], 128, 4, 1, 64, 128, fp, 1, varlen=True)
+        os.environ["S2ATTN_PAGED_PREFILL_SM90"] = "0"
+        ok &= run("packed-prefill-page64", gen, [300, 150], 70, 64, 4, 2, 128, 64, bf, 1)
         del os.environ["S2ATTN_PAGED_PREFILL_SM90"]
     outs = [torch.randn(2, 3, 4, 64, generator=gen).to(bf).to(DEV) for _ in range(3)]
     lses = [torch.randn(2, 4, 3, generator=gen).to(DEV) for _ in range(3)]

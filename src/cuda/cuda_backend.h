@@ -30,7 +30,7 @@ void backward_sm90(const AttentionBwdParams& params);
 // Chunked prefill over a paged K/V cache through the Hopper forward (forward_sm90.h, PagedKvSm90): whether it
 // serves the call (bf16 / fp16, D 64 / 128, block 64 / 128, analytic pattern, power-of-two pages of >= 64
 // tokens, TMA-aligned operands, one split), and the call. The paged dispatcher (paged_launch.cu) takes it
-// on compute capability 9.0 where S2ATTN_PAGED_PREFILL_SM90=1, while it is measured.
+// on compute capability 9.0 (S2ATTN_PAGED_PREFILL_SM90=0: never).
 bool paged_prefill_sm90_supports(const PagedParams& params);
 void paged_prefill_sm90(const PagedParams& params);
 #endif

@@ -262,8 +262,8 @@ def test_tma_decode_equals_cp_async_decode(c, splits, drop, gen, monkeypatch):
     assert tma_ran == (c[0] != "decode_page24_bs16_het"), names  # page 24: not a power of two
 
 
-# Chunked prefill through the Hopper forward over the pages (sm_90, opt-in: S2ATTN_PAGED_PREFILL_SM90=1, read
-# per call): power-of-two pages of >= 64 tokens, analytic patterns, one split. The pages' tails past each
+# Chunked prefill through the Hopper forward over the pages (sm_90, the default; S2ATTN_PAGED_PREFILL_SM90=0,
+# read per call, keeps the packed kernel): power-of-two pages of >= 64 tokens, analytic patterns, one split. The pages' tails past each
 # context hold NaN (make_cache), unmapped pages are -1 with drop=True.
 SM90_PREFILL_CASES = [  # >= 64 query rows a sequence (the path's gate)
     ("prefill_sm90_page64", [600, 180], 64, 64, 4, 2, 128, torch.bfloat16, "ls", 64, {}),
@@ -283,7 +283,7 @@ SM90_PREFILL_CASES = [  # >= 64 query rows a sequence (the path's gate)
 def test_paged_prefill_through_the_hopper_forward(c, drop, gen, monkeypatch):
     if not s2attn.backend_available("cuda_sm90"):
         pytest.skip("this build has no Hopper kernels")
-    monkeypatch.setenv("S2ATTN_PAGED_PREFILL_SM90", "1")
+    monkeypatch.delenv("S2ATTN_PAGED_PREFILL_SM90", raising=False)
     result = {}
 
     def run():
@@ -294,5 +294,22 @@ def test_paged_prefill_through_the_hopper_forward(c, drop, gen, monkeypatch):
     assert any("forward_kernel_sm90" in n for n in names), names
     assert not any("paged_mma_kernel" in n for n in names), names
     assert not torch.isnan(out).any() and not torch.isnan(lse).any()
+    assert rel_err(out, ro) <= TOL[dtype], rel_err(out, ro)
+    assert rel_err(lse, rl) <= LSE_TOL[dtype], rel_err(lse, rl)
+
+
+@pytest.mark.skipif(torch.cuda.get_device_capability() != (9, 0), reason="the Hopper forward: sm_90")
+@pytest.mark.parametrize("c", SM90_PREFILL_CASES[:3], ids=[c[0] for c in SM90_PREFILL_CASES[:3]])
+def test_paged_prefill_opt_out_keeps_the_packed_kernel(c, gen, monkeypatch):
+    monkeypatch.setenv("S2ATTN_PAGED_PREFILL_SM90", "0")
+    result = {}
+
+    def run():
+        result["r"] = run_case(c, gen, num_splits=1)
+
+    names = _kernel_names(run)
+    out, lse, ro, rl, dtype, _, _ = result["r"]
+    assert any("paged_mma_kernel" in n for n in names), names
+    assert not any("forward_kernel_sm90" in n for n in names), names
     assert rel_err(out, ro) <= TOL[dtype], rel_err(out, ro)
     assert rel_err(lse, rl) <= LSE_TOL[dtype], rel_err(lse, rl)

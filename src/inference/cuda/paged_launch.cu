@@ -224,13 +224,14 @@ int resident_ctas(const PagedParams& p) {
 }
 
 #ifdef S2ATTN_WITH_SM90
-// Chunked prefill through the Hopper forward over the pages, opt-in with S2ATTN_PAGED_PREFILL_SM90=1 (read per
-// call) while it is measured (docs/inference.md): prefill-shaped calls only (>= 64 query rows a sequence on
+// Chunked prefill through the Hopper forward over the pages (docs/inference.md; 128k in 8k chunks on the H100:
+// 514 effective TFLOP/s against 191 for the packed kernel, gpu_prefill_2026-12-06_s12.json); off with
+// S2ATTN_PAGED_PREFILL_SM90=0 (read per call). Prefill-shaped calls only (>= 64 query rows a sequence on
 // average: each (sequence, q head) is a 128-row unit there, where the packed decode kernel reads a KV
 // group's K / V once for all its heads), one split.
 bool paged_prefill_on_sm90(const PagedParams& p) {
   const char* env = std::getenv("S2ATTN_PAGED_PREFILL_SM90");
-  if (env == nullptr || env[0] != '1') return false;
+  if (env != nullptr && env[0] == '0') return false;
   const int64_t rows_per_seq = p.cu_seqlens_q != nullptr ? int64_t(p.total_q) / std::max(1, p.batch) : p.q_len;
   if (rows_per_seq < 64 || p.dtype == DType::f32 || compute_capability(p.device) != 90) return false;
   PagedParams one = p;
