@@ -60,6 +60,13 @@ def main():
     ok &= run("d64-varlen-bs64", [1, 17, 0, 40, 190], [1, 30, 5, 40, 260], 4, 2, 64, True, torch.bfloat16, gen,
               D=64)
     ok &= run("d64-many-units-bs64", [4096], [4096], 4, 4, 64, True, torch.bfloat16, gen, local=4, stride=8, D=64)
+    # the dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, opt-in while measured): turns on named barriers
+    os.environ["S2ATTN_SM90_DQ_PINGPONG"] = "1"
+    ok &= run("pingpong-varlen-bs64", [1, 17, 0, 40, 190], [1, 30, 5, 40, 260], 4, 2, 64, True, torch.bfloat16, gen)
+    ok &= run("pingpong-sq-gt-sk-bs128-fp16", [300], [130], 2, 1, 128, True, torch.float16, gen)
+    ok &= run("pingpong-d64-many-units", [4096], [4096], 4, 4, 64, True, torch.bfloat16, gen, local=4, stride=8,
+              D=64)
+    del os.environ["S2ATTN_SM90_DQ_PINGPONG"]
     print("small cases (sm90 backward):", "all ok" if ok else "MISMATCH")
     return 0 if ok else 1
 

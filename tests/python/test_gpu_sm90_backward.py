@@ -207,6 +207,36 @@ def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv
     check_grads([g[:1] for g in dynamic], ref)
 
 
+# The dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, read per call): the consumer warpgroups take turns on
+# their GEMMs; each issues the same GEMMs in the same order, so dQ must keep its bits. GQA, fp16, D 64 and
+# block 128 among the cases.
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind,dtype,bs", [(2, 3001, 8, 4, 128, "paper", "bf16", 64),
+                                                       (1, 2049, 6, 6, 64, "ls_het", "fp16", 64),
+                                                       (2, 1500, 8, 2, 128, "paper", "bf16", 128),
+                                                       (3, 900, 16, 16, 128, "dense", "bf16", 64)])
+def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtype, bs, gen, monkeypatch):
+    pattern = make_pattern(kind, H, Hkv, bs, True)
+    q = randn(gen, (B, S, H, D), dtype)
+    k, v = (randn(gen, (B, S, Hkv, D), dtype) for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+
+    def grads():
+        poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
+                                         dk=poisoned[1], dv=poisoned[2])
+
+    monkeypatch.delenv("S2ATTN_SM90_DQ_PINGPONG", raising=False)
+    plain = grads()
+    monkeypatch.setenv("S2ATTN_SM90_DQ_PINGPONG", "1")
+    turns = grads()
+    torch.cuda.synchronize()
+    for x, y in zip(plain, turns):
+        assert torch.equal(x, y)
+    ref = ref_backward(q[:1], k[:1], v[:1], dout[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
+    check_grads([g[:1] for g in turns], ref)
+
+
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
     # starts from zero. 32 key tiles x 8 KV heads = 256 units: past the 132 CTAs, so the counter is used.

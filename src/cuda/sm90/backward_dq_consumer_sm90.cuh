@@ -8,8 +8,11 @@
 // output is written by exactly one warpgroup: no accumulator, no atomics, deterministic.
 // The rows' statistics are loaded once per unit (global, 2 rows per thread). dS uses the rounded P, as the
 // KV kernel does (the error is of the order of dS's own rounding).
-// NOTE (performance, first version): the GEMMs of a stage run one after another with the math between; the
-// two warpgroups interleave on the tensor cores but do not ping-pong (the forward does).
+// Ping-pong (dp.pingpong; S2ATTN_SM90_DQ_PINGPONG, read per call, while it is measured): the two warpgroups
+// take turns on named barriers, as the forward's do, twice a stage: [dQ GEMM of the last stage, S] and
+// [dP]. One warpgroup's exp2 and dS math then runs under the other's GEMMs instead of both warpgroups
+// waiting in phase on the same stage. Both walk the same stages (a stage without boxes takes no turn on
+// either), so the turns stay paired.
 #pragma once
 #include <cstdint>
 
@@ -42,6 +45,11 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
   const bool causal = p.pattern.causal != 0;
   const float scale_log2 = p.scale * kLog2e;
   const bool varlen = p.cu_seqlens_q != nullptr;
+  const bool pingpong = dp.pingpong != 0;
+  constexpr int kMmaThreads = 128 * T::kConsumerWarpgroups;
+  const int turn_mine = static_cast<int>(NamedBarrierSm90::wg_turn) + wg;
+  const int turn_other = static_cast<int>(NamedBarrierSm90::wg_turn) + (1 - wg);
+  if (pingpong && wg == 1) named_barrier_arrive(turn_other, kMmaThreads);  // warpgroup 0 takes the first turn
 
   typename T::MmaS mma_s;
   typename T::MmaO mma_o;
@@ -85,51 +93,46 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
     mbar_wait(&ss.q_full, unit_count & 1);
     ++unit_count;
     StageSm90 st;
-    // A stage's dQ GEMM is not waited for: the next stage's S GEMM queues behind it on the tensor cores, and
-    // its wait (groups complete in order) completes both; only then is the K it read released.
+    // A stage's dQ GEMM is issued with the next stage's S (on the next turn) and not waited for alone: S's
+    // wait (groups complete in order) completes both; only then is the K it read released. The unit's last
+    // dQ GEMM is issued after its stage.
     int pending_k = -1;
+    auto issue_dq = [&]() {  // dQ += dS K of the pending stage
+      Tensor sKt = make_tensor(make_smem_ptr(ss.k[pending_k]), typename T::SmemLayoutVt{});  // (D, 128)
+      wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sKt), tOrdQ);
+    };
     while (seq.next(st)) {
       mbar_wait(&ss.k_full[stage], phase);
       if (st.boxes > 0) {
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sV = make_tensor(make_smem_ptr(ss.v[stage]), typename T::SmemLayoutKV{});
-        Tensor sKt = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutVt{});  // (D, 128)
+        if (pingpong) named_barrier_sync(turn_mine, kMmaThreads);
+        if (pending_k >= 0) issue_dq();  // warp-uniform; waited for below, under the same wait as S
         wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
+        if (pingpong) named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<0>();  // S, and the previous stage's dQ
         warpgroup_fence_operand(tSrS);
         warpgroup_fence_operand(tOrdQ);
         if (pending_k >= 0) C::release(&ss.k_empty[pending_k]);
         pending_k = -1;
 
-        // P, masked where the stage needs it. Element e = c + 2 r + 4 t of the accumulator; its 16-bit
-        // pair (c = 0, 1) is A-fragment register r + 2 t.
+        // P, then 0 where the stage needs the mask (the forward's branch-free mask, one compare and select per
+        // element, applied to P: it holds for a negative scale too, and replaces whatever exp2 gave there).
+        // Element e = c + 2 r + 4 t of the accumulator; its 16-bit pair (c = 0, 1) is A-fragment register
+        // r + 2 t.
         const uint32_t seen = ((st.vis[0] >> wg) & 1u) | (((st.vis[1] >> wg) & 1u) << 1);
         const int k_hi = max(st.k0[0], st.k0[1]) + T::kSubTile;  // one past the last key of the stage
         const bool full = seen == 3u && k_hi <= len_k && (!causal || k_hi - 1 <= pos_min);
         CUTE_UNROLL
-        for (int t = 0; t < kSN8; ++t) {
-          const int box = t / (kSN8 / 2);
-          const int kbase = st.k0[box] + (t % (kSN8 / 2)) * 8 + 2 * (lane % 4);
-          const bool box_seen = (seen >> box) & 1u;
-          CUTE_UNROLL
-          for (int r = 0; r < 2; ++r) {
-            float pv[2];
-            CUTE_UNROLL
-            for (int c = 0; c < 2; ++c) {
-              float pr = fast_exp2(fmaf(tSrS(c + 2 * r + 4 * t), scale_log2, -lse2[r]));
-              if (!full) {
-                const int key = kbase + c;
-                const bool ok = box_seen && key < len_k && (!causal || key <= pos[r]);
-                if (!ok) pr = 0.f;
-              }
-              pv[c] = pr;
-            }
-            tOrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
-          }
-        }
+        for (int e = 0; e < size(tSrS); ++e) tSrS(e) = fast_exp2(fmaf(tSrS(e), scale_log2, -lse2[(e >> 1) & 1]));
+        if (!full) C::mask(tSrS, st, seen, len_k, causal, pos, 0.f);
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrP32); ++i) tOrP32(i) = pack2<CElem>(tSrS(2 * i), tSrS(2 * i + 1));
 
         mbar_wait(&ss.v_full[stage], phase);
+        if (pingpong) named_barrier_sync(turn_mine, kMmaThreads);
         wgmma_issue<true, false>(mma_s, tSrdO, thr_s.partition_fragment_B(sV), tSrS);  // dP
+        if (pingpong) named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
         C::release(&ss.v_empty[stage]);
@@ -143,8 +146,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
             const int e = 2 * r + 4 * t;
             tOrP32(r + 2 * t) = pack2<CElem>(pv.x * (tSrS(e) - dsum[r]), pv.y * (tSrS(e + 1) - dsum[r]));
           }
-        wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sKt), tOrdQ);  // dQ += dS K
-        pending_k = stage;
+        pending_k = stage;  // its dQ GEMM: with the next stage's S, or after the unit's last stage
       } else {  // a unit that sees nothing: pass the (empty) stage through
         mbar_wait(&ss.v_full[stage], phase);
         C::release(&ss.k_empty[stage]);
@@ -157,7 +159,8 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
       }
     }
 
-    warpgroup_wait<0>();  // the unit's last dQ GEMM
+    if (pending_k >= 0) issue_dq();  // the unit's last dQ GEMM (outside the turns)
+    warpgroup_wait<0>();
     warpgroup_fence_operand(tOrdQ);
     if (pending_k >= 0) C::release(&ss.k_empty[pending_k]);
     // Epilogue: dQ * scale as 16-bit rows of the sequence (16-byte stores after the quad transpose).

@@ -10,6 +10,7 @@
 // measured slower for every pattern, dense included (backward_consumer_sm90.cuh says by how much).
 // The workspace is the portable backward's (BackwardWorkspace); its dQ section is unused here, its counter
 // word holds the KV kernel's dynamic schedule (zeroed by a memset before the pre-pass).
+#include <cstdlib>
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -158,6 +159,9 @@ void backward_sm90(const AttentionBwdParams& params) {
   dqp.total_q = p.total_q;
   dqp.dq = p.dq;
   dqp.dq_stride = p.dq_stride;
+  // S2ATTN_SM90_DQ_PINGPONG=1 (read per call): the consumers' turns, while they are measured (tools/env_ab.py)
+  const char* pingpong = std::getenv("S2ATTN_SM90_DQ_PINGPONG");
+  dqp.pingpong = pingpong != nullptr && pingpong[0] == '1' ? 1 : 0;
   const QueryTileGridSm90 tg = query_tile_grid_sm90(p, sms);
   dq_launch.grid = tg.grid;
   dqp.f.head_group = tg.head_group;

@@ -44,6 +44,7 @@ struct BackwardDqParamsSm90 {
   int64_t total_q = 0;
   void* dq = nullptr;
   SeqStrides dq_stride;
+  int pingpong = 0;  // consumer warpgroups take turns on the GEMMs (backward_dq_consumer_sm90.cuh)
 };
 
 // Elem: cutlass::bfloat16_t or cutlass::half_t.

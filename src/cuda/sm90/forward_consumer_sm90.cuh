@@ -45,9 +45,10 @@ struct ConsumerSm90 {
   // element (t, c) is then visible iff its compile-time column offset is <= that bound (one compare and one
   // select each). The boolean chain this replaces compiled to a branch per element (BSSY / BRA / BSYNC):
   // a masked warpgroup-stage cost +0.83 us against a whole stage's 1.7 us (tools/forward_cost_probe.py).
+  // `fill`: what an invisible element becomes (-inf on S; the dQ kernel masks P, with 0).
   template <class TS>
   __device__ __forceinline__ static void mask(TS& s, const StageSm90& st, uint32_t seen, int len_k, bool causal,
-                                              const int (&pos)[2]) {
+                                              const int (&pos)[2], float fill = -INFINITY) {
     constexpr int kBoxN8 = kSN8 / 2;  // n8 tiles per box
     const int col0 = 2 * (threadIdx.x % 4);
     int lim[2][2];
@@ -64,7 +65,7 @@ struct ConsumerSm90 {
       for (int r = 0; r < 2; ++r)
         CUTE_UNROLL
         for (int c = 0; c < 2; ++c) {
-          if ((t % kBoxN8) * 8 + c > lim[h][r]) s(c + 2 * r + 4 * t) = -INFINITY;
+          if ((t % kBoxN8) * 8 + c > lim[h][r]) s(c + 2 * r + 4 * t) = fill;
         }
     }
   }
