@@ -93,10 +93,12 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
     mbar_wait(&ss.q_full, unit_count & 1);
     ++unit_count;
     StageSm90 st;
-    // A stage's dQ GEMM is issued with the next stage's S (on the next turn) and not waited for alone: S's
-    // wait (groups complete in order) completes both; only then is the K it read released. The unit's last
-    // dQ GEMM is issued after its stage.
+    // A stage's dQ GEMM is not waited for alone: the next stage's S GEMM queues behind it on the tensor cores,
+    // and S's wait (groups complete in order) completes both; only then is the K it read released. Issued
+    // at the stage's end, or with ping-pong on the next stage's turn (after the unit's last stage for the
+    // last one).
     int pending_k = -1;
+    bool dq_issued = true;
     auto issue_dq = [&]() {  // dQ += dS K of the pending stage
       Tensor sKt = make_tensor(make_smem_ptr(ss.k[pending_k]), typename T::SmemLayoutVt{});  // (D, 128)
       wgmma_issue<false, true>(mma_o, tOrP, thr_o.partition_fragment_B(sKt), tOrdQ);
@@ -107,7 +109,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
         Tensor sK = make_tensor(make_smem_ptr(ss.k[stage]), typename T::SmemLayoutKV{});   // (128, D)
         Tensor sV = make_tensor(make_smem_ptr(ss.v[stage]), typename T::SmemLayoutKV{});
         if (pingpong) named_barrier_sync(turn_mine, kMmaThreads);
-        if (pending_k >= 0) issue_dq();  // warp-uniform; waited for below, under the same wait as S
+        if (!dq_issued) issue_dq();  // ping-pong: on this turn; waited for below, under the same wait as S
         wgmma_issue<true, false>(mma_s, tSrQ, thr_s.partition_fragment_B(sK), tSrS);
         if (pingpong) named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<0>();  // S, and the previous stage's dQ
@@ -146,7 +148,9 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
             const int e = 2 * r + 4 * t;
             tOrP32(r + 2 * t) = pack2<CElem>(pv.x * (tSrS(e) - dsum[r]), pv.y * (tSrS(e + 1) - dsum[r]));
           }
-        pending_k = stage;  // its dQ GEMM: with the next stage's S, or after the unit's last stage
+        pending_k = stage;
+        dq_issued = !pingpong;
+        if (dq_issued) issue_dq();
       } else {  // a unit that sees nothing: pass the (empty) stage through
         mbar_wait(&ss.v_full[stage], phase);
         C::release(&ss.k_empty[stage]);
@@ -159,7 +163,7 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
       }
     }
 
-    if (pending_k >= 0) issue_dq();  // the unit's last dQ GEMM (outside the turns)
+    if (!dq_issued) issue_dq();  // ping-pong: the unit's last dQ GEMM (outside the turns)
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrdQ);
     if (pending_k >= 0) C::release(&ss.k_empty[pending_k]);
