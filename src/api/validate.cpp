@@ -196,6 +196,11 @@ AttentionParams make_forward_params(const Pattern& pattern, const TensorView& q,
   if (o.q_offset && *o.q_offset < 0) {
     throw InvalidArgument("q_offset", ">= 0, got " + std::to_string(*o.q_offset));
   }
+  // query positions are 32-bit in the kernels (seq_geometry.cuh), as the lengths are
+  if (o.q_offset && *o.q_offset > (int64_t(1) << 30) - Sq) {
+    throw InvalidArgument("q_offset", "q_offset + seqlen_q <= 2^30, got " + std::to_string(*o.q_offset) + " + " +
+                                          std::to_string(Sq));
+  }
   p.q_offset = o.q_offset.value_or(-1);
   if (r.use_mask) {
     const int64_t bs = r.block_size;

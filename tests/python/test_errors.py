@@ -272,3 +272,11 @@ def test_backward_bad_arguments():
     expect(IAE, "dk", s2attn.attention_backward, dout, q, k, v, out, lse, p, dk=np.empty((B, S, H, D), np.float32))
     expect(DTE, "dv", s2attn.attention_backward, dout, q, k, v, out, lse, p, dv=np.empty(v.shape, np.float16))
     expect(IAE, ("q", "pattern"), s2attn.attention_backward, dout, q, k, v, out, lse, pat(h=8, hkv=2))
+
+
+def test_q_offset_range():
+    q, k, v = inputs()
+    expect(IAE, "q_offset", s2attn.attention, q, k, v, pat(), q_offset=-1)
+    expect(IAE, "q_offset", s2attn.attention, q, k, v, pat(), q_offset=2**31)  # positions are 32-bit in the kernels
+    expect(IAE, "q_offset", s2attn.attention, q, k, v, pat(), q_offset=2**30 - S + 1)
+    assert s2attn.attention(q, k, v, pat(), q_offset=2**30 - S).shape == q.shape  # the largest allowed

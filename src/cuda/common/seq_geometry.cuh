@@ -25,7 +25,7 @@ __device__ __forceinline__ SeqGeometry seq_geometry(const AttentionParams& p, in
     g.len_q = p.seqlen_q;
     g.len_k = p.seqlen_k;
   }
-  // the host checks q_offset + seqlen_q < 2^30, so positions fit an int
+  // the host checks q_offset + seqlen_q <= 2^30 (validate.cpp), so positions fit an int
   g.offset = p.q_offset >= 0 ? static_cast<int>(p.q_offset) : g.len_k - g.len_q;
   return g;
 }
