@@ -177,44 +177,10 @@ def test_sm90_backward_runs_the_hopper_kernels(D, kind, gen):
     assert not any("postprocess" in n for n in names), names
 
 
-# The KV kernel's schedule: with more units than CTAs its producer takes each next unit from a counter in the
-# workspace; S2ATTN_SM90_STATIC_SCHEDULE=1 (read per call) keeps the static stride. A unit's dK / dV are one
-# CTA's work either way: the two schedules must give the same bits, and the reference's values.
-@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 8, 4, 128, "paper"), (1, 4099, 6, 6, 64, "ls_het"),
-                                              (3, 900, 16, 16, 128, "dense")])
-def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv, D, kind, gen, monkeypatch):
-    pattern = make_pattern(kind, H, Hkv, 64, True)
-    q = randn(gen, (B, S, H, D), "bf16")
-    k, v = (randn(gen, (B, S, Hkv, D), "bf16") for _ in range(2))
-    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
-    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
-
-    def grads():
-        poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
-        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
-                                         dk=poisoned[1], dv=poisoned[2])
-
-    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE", raising=False)
-    dynamic = grads()
-    monkeypatch.setenv("S2ATTN_SM90_STATIC_SCHEDULE", "1")
-    static = grads()
-    monkeypatch.delenv("S2ATTN_SM90_STATIC_SCHEDULE")
-    dynamic_again = grads()
-    torch.cuda.synchronize()
-    for x, y, z in zip(dynamic, static, dynamic_again):
-        assert torch.equal(x, y) and torch.equal(x, z)
-    ref = ref_backward(q[:1], k[:1], v[:1], dout[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
-    check_grads([g[:1] for g in dynamic], ref)
-
-
-# The dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, read per call): the consumer warpgroups take turns on
-# their GEMMs; each issues the same GEMMs in the same order, so dQ must keep its bits. GQA, fp16, D 64 and
-# block 128 among the cases.
-@pytest.mark.parametrize("B,S,H,Hkv,D,kind,dtype,bs", [(2, 3001, 8, 4, 128, "paper", "bf16", 64),
-                                                       (1, 2049, 6, 6, 64, "ls_het", "fp16", 64),
-                                                       (2, 1500, 8, 2, 128, "paper", "bf16", 128),
-                                                       (3, 900, 16, 16, 128, "dense", "bf16", 64)])
-def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtype, bs, gen, monkeypatch):
+def check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, dtype="bf16", bs=64):
+    """The Hopper backward with the run-time switch NAME=VALUE unset, set, and unset again: NaN-poisoned
+    gradients, the same bits all three times, and the float64 reference's values."""
+    name, _, value = switch.partition("=")
     pattern = make_pattern(kind, H, Hkv, bs, True)
     q = randn(gen, (B, S, H, D), dtype)
     k, v = (randn(gen, (B, S, Hkv, D), dtype) for _ in range(2))
@@ -226,15 +192,37 @@ def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtyp
         return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
                                          dk=poisoned[1], dv=poisoned[2])
 
-    monkeypatch.delenv("S2ATTN_SM90_DQ_PINGPONG", raising=False)
-    plain = grads()
-    monkeypatch.setenv("S2ATTN_SM90_DQ_PINGPONG", "1")
-    turns = grads()
+    monkeypatch.delenv(name, raising=False)
+    unset = grads()
+    monkeypatch.setenv(name, value)
+    switched = grads()
+    monkeypatch.delenv(name)
+    unset_again = grads()
     torch.cuda.synchronize()
-    for x, y in zip(plain, turns):
-        assert torch.equal(x, y)
+    for x, y, z in zip(unset, switched, unset_again):
+        assert torch.equal(x, y) and torch.equal(x, z)
     ref = ref_backward(q[:1], k[:1], v[:1], dout[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
-    check_grads([g[:1] for g in turns], ref)
+    check_grads([g[:1] for g in unset], ref)
+
+
+# The KV kernel's schedule: with more units than CTAs its producer takes each next unit from a counter in the
+# workspace; S2ATTN_SM90_STATIC_SCHEDULE=1 (read per call) keeps the static stride. A unit's dK / dV are one
+# CTA's work either way: the two schedules must give the same bits, and the reference's values.
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 8, 4, 128, "paper"), (1, 4099, 6, 6, 64, "ls_het"),
+                                              (3, 900, 16, 16, 128, "dense")])
+def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv, D, kind, gen, monkeypatch):
+    check_switch_keeps_bits("S2ATTN_SM90_STATIC_SCHEDULE=1", B, S, H, Hkv, D, kind, gen, monkeypatch)
+
+
+# The dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, read per call): the consumer warpgroups take turns on
+# their GEMMs; each issues the same GEMMs in the same order, so dQ must keep its bits. GQA, fp16, D 64 and
+# block 128 among the cases.
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind,dtype,bs", [(2, 3001, 8, 4, 128, "paper", "bf16", 64),
+                                                       (1, 2049, 6, 6, 64, "ls_het", "fp16", 64),
+                                                       (2, 1500, 8, 2, 128, "paper", "bf16", 128),
+                                                       (3, 900, 16, 16, 128, "dense", "bf16", 64)])
+def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtype, bs, gen, monkeypatch):
+    check_switch_keeps_bits("S2ATTN_SM90_DQ_PINGPONG=1", B, S, H, Hkv, D, kind, gen, monkeypatch, dtype, bs)
 
 
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
