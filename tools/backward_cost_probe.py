@@ -10,11 +10,9 @@ H = Hkv = 32, D = 128, bf16, causal, block 64), each fitted per CTA against the 
     python3 tools/backward_cost_probe.py --out probe.json     # on the GPU: times, counts, fits
     python3 tools/backward_cost_probe.py --fit probe.json     # anywhere: the fits again from the file
 """
-import argparse
-import json
 import sys
 
-from forward_cost_probe import CONFIGS, gpu_report, refit  # tools/ is the script's directory
+from forward_cost_probe import CONFIGS, gpu_report, probe_parser, refit, save_fitted  # tools/ (script dir)
 from forward_stage_counts import stage_counts
 from kv_schedule_model import kv_units
 
@@ -37,12 +35,7 @@ def fit(cases, sms):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="backward_cost_probe.json")
-    ap.add_argument("--fit", help="a probe file to fit again (no GPU needed)")
-    ap.add_argument("--H", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=3)
-    a = ap.parse_args()
+    a = probe_parser(__doc__, "backward_cost_probe.json", iters=3).parse_args()
     if a.fit:
         return refit(a.fit, fit)
     import torch
@@ -69,10 +62,7 @@ def main():
         report["cases"].append(dict(S=S, L=L, V=V, vert_position=vp, kv=kv, dq=dq))
         print(f"S={S} L={L} V={V} {vp}: KV {kv_ms:.4f} ms {kv}; dQ {dq_ms:.4f} ms", flush=True)
         del q, k, v, do, out, lse, grads, ws
-    report["fit"] = fit(report["cases"], sms)
-    with open(a.out, "w") as f:
-        json.dump(report, f, indent=1)
-    return 0
+    return save_fitted(report, fit, sms, a.out)
 
 
 if __name__ == "__main__":

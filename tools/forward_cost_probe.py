@@ -52,6 +52,24 @@ def refit(path, fit_fn):
     return 0
 
 
+def probe_parser(doc, out, iters):
+    """The arguments both probes take: --out, --fit (a probe file to fit again), --H, --iters."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--fit", help="a probe file to fit again (no GPU needed)")
+    ap.add_argument("--H", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=iters)
+    return ap
+
+
+def save_fitted(report, fit_fn, sms, path):
+    """The fit of the report's cases into the report, and the report to `path` as JSON."""
+    report["fit"] = fit_fn(report["cases"], sms)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
 def gpu_report(**fields):
     """The probe's JSON header on the GPU it runs on (name, torch, command, SM count) and its SM count."""
     import torch
@@ -62,11 +80,7 @@ def gpu_report(**fields):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="forward_cost_probe.json")
-    ap.add_argument("--fit", help="a probe file to fit again (no GPU needed)")
-    ap.add_argument("--H", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=5)
+    ap = probe_parser(__doc__, "forward_cost_probe.json", iters=5)
     ap.add_argument("--configs", help="S:L:V:position[:H],... instead of the built-in grid (H defaults to --H)")
     ap.add_argument("--backend", choices=("cuda_sm90", "cuda_sm80"), default="cuda_sm90",
                     help="cuda_sm80: the portable kernel (one 64-key tile a step of its 128-row CTAs)")
@@ -97,10 +111,7 @@ def main():
         report["cases"].append(dict(S=S, L=L, V=V, vert_position=vp, H=H, kernel_ms=ms, **counts))
         print(f"S={S} L={L} V={V} {vp} H={H}: {ms:.4f} ms {counts}", flush=True)
         del q, k, v, out, lse
-    report["fit"] = fit(report["cases"], sms)
-    with open(a.out, "w") as f:
-        json.dump(report, f, indent=1)
-    return 0
+    return save_fitted(report, fit, sms, a.out)
 
 
 if __name__ == "__main__":
