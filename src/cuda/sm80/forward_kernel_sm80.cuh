@@ -42,6 +42,17 @@ __device__ __forceinline__ void load_rows(typename T::Elem* tile, const typename
   }
 }
 
+// The element mask of a key tile as one bound per row: the row's last visible key relative to `col`, this
+// thread's first column of the tile; the element at compile-time column offset c is visible iff c <= the
+// bound. >= -1 (all masked), so rows far before the keys do not overflow. The dQ kernel keeps its
+// per-element test: the same change there measured its kernel 2.8-4.3% slower (H100, session 13 A/B,
+// bench/results/ab_sm80_mask_2026-12-06_s13.txt), the forward 0.9-3.5% faster.
+__device__ __forceinline__ int row_mask_bound_sm80(bool row_sees_tile, int len_k, bool causal, int pos, int col) {
+  int last = row_sees_tile ? len_k - 1 : -1;
+  if (causal) last = min(last, pos);
+  return max(last, col - 1) - col;
+}
+
 // Per-thread state of the online softmax: each thread holds two rows (g and g + 8) of each m16 tile.
 template <class T>
 struct SoftmaxState {
@@ -94,7 +105,20 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
     }
   }
 
-  // Scale into the log2 domain, then mask (after scaling: a negative scale must not flip -inf).
+  // Scale into the log2 domain, then mask (after scaling: a negative scale must not flip -inf). A row's
+  // visible keys in the tile are a prefix: one bound per row, `last visible key - this thread's first
+  // column`, then one compare against a compile-time column and one select per element (the per-element
+  // three-term && cost the masked tile ~630 more SASS instructions, sm_90 build; the Hopper forward's mask
+  // measured +0.83 -> +0.04 us a masked warpgroup-stage with the same change, docs/hopper_notes.md).
+  int lim[T::kMTiles][2];
+  if constexpr (kMask) {
+    const int col = k0 + (lane & 3) * 2;
+#pragma unroll
+    for (int mi = 0; mi < T::kMTiles; ++mi)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf)
+        lim[mi][hf] = row_mask_bound_sm80((vis & rowbit[mi][hf]) != 0, len_k, causal, pos[mi][hf], col);
+  }
 #pragma unroll
   for (int mi = 0; mi < T::kMTiles; ++mi)
 #pragma unroll
@@ -102,12 +126,7 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float v = s[mi][nn][e] * scale_log2;
-        if constexpr (kMask) {
-          const int hf = e >> 1;
-          const int t = k0 + nn * 8 + (lane & 3) * 2 + (e & 1);
-          const bool visible = (vis & rowbit[mi][hf]) != 0 && t < len_k && (!causal || t <= pos[mi][hf]);
-          if (!visible) v = -INFINITY;
-        }
+        if constexpr (kMask) v = nn * 8 + (e & 1) <= lim[mi][e >> 1] ? v : -INFINITY;
         s[mi][nn][e] = v;
       }
 

@@ -118,29 +118,38 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
           const float* sl = ss.lse2[stage];
           const float* sd = ss.dsum[stage];
-          // P^T, masked where the step needs it. Element e = c + 2 r + 4 t; its 16-bit pair (c = 0, 1) is
+          // P^T (in S^T's registers), then 0 where the step needs the mask. Element e = c + 2 r + 4 t is key
+          // row r of this thread and query column 8 t + 2 (lane % 4) + c; its 16-bit pair (c = 0, 1) is
           // A-fragment register r + 2 t.
           CUTE_UNROLL
           for (int t = 0; t < 8; ++t) {
-            const int m0 = 8 * t + 2 * (lane % 4);  // this thread's query columns m0, m0 + 1
-            const float2 l2 = *reinterpret_cast<const float2*>(sl + m0);
+            const float2 l2 = *reinterpret_cast<const float2*>(sl + 8 * t + 2 * (lane % 4));
             CUTE_UNROLL
-            for (int r = 0; r < 2; ++r) {
-              float pv[2];
+            for (int r = 0; r < 2; ++r)
               CUTE_UNROLL
               for (int c = 0; c < 2; ++c) {
                 const int e = c + 2 * r + 4 * t;
-                float pr = fast_exp2(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
-                if (!full) {
-                  const int key = k0w + warp * 16 + r * 8 + lane / 4;
-                  const bool ok = key < len_k && (!causal || key <= meta.p0 + m0 + c);
-                  if (!ok) pr = 0.f;
-                }
-                pv[c] = pr;
+                tSrS(e) = fast_exp2(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
               }
-              tVrP32(r + 2 * t) = pack2<CElem>(pv[0], pv[1]);
+          }
+          // Branch-free (as the forward's mask; a per-element && chain had cost the dQ kernel 0.46 us a masked
+          // warpgroup-stage, and its selects were issued on every stage): per key row, the first visible
+          // query column relative to this thread's first column; a key past len_k sees none.
+          if (!full) {
+            CUTE_UNROLL
+            for (int r = 0; r < 2; ++r) {
+              const int key = k0w + warp * 16 + r * 8 + lane / 4;
+              const int first = key >= len_k ? (1 << 30) : (causal ? key - meta.p0 - 2 * (lane % 4) : -(1 << 30));
+              CUTE_UNROLL
+              for (int t = 0; t < 8; ++t)
+                CUTE_UNROLL
+                for (int c = 0; c < 2; ++c) {
+                  if (8 * t + c < first) tSrS(c + 2 * r + 4 * t) = 0.f;
+                }
             }
           }
+          CUTE_UNROLL
+          for (int i = 0; i < size(tVrP32); ++i) tVrP32(i) = pack2<CElem>(tSrS(2 * i), tSrS(2 * i + 1));
           // dP^T and dV += P^T dO together; dS^T needs only dP^T (groups complete in order: wait<1> leaves
           // the dV GEMM running)
           if constexpr (!kSdPTogether) {

@@ -28,7 +28,6 @@
 #include "cuda/sm90/gemm_sm90.cuh"
 #include "cuda/sm90/ptx_sm90.cuh"
 #include "cuda/sm90/stage_sequence_sm90.cuh"
-#include "cuda/sm90/tile_scheduler_sm90.cuh"
 
 namespace s2attn::cuda {
 
@@ -197,26 +196,23 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
 
   if (wg == 1) named_barrier_arrive(turn_other, kMmaThreads);  // warpgroup 0 takes the first turn
 
-  TileSchedulerSm90<T::kBlockM> sched;
   int stage = 0;
   uint32_t phase = 0;
   int unit_count = 0;
-  WorkUnitSm90 w;
   for (;;) {
-    // The unit of the next Q buffer (the producer's choice; -1: no more), read after the buffer's wait.
-    // Q is released after the S GEMM of the unit's last stage.
+    // The unit of the next Q buffer (the producer's choice and its geometry; -1: no more), read after the
+    // buffer's wait. Q is released after the S GEMM of the unit's last stage.
     const int q_slot = unit_count % T::kQStages;
     mbar_wait(&ss.q_full[q_slot], (unit_count / T::kQStages) & 1);
     ++unit_count;
-    const int u = load_unit_sm90(&ss.unit[q_slot]);
-    if (u < 0) break;
-    sched.get(fp, u, w);  // true: the producer checked
+    const UnitSm90 w = load_unit_sm90(&ss.unit[q_slot]);
+    if (w.u < 0) break;
     // this thread's rows: absolute positions
     int pos[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) pos[r] = w.t0 + wg * T::kWgRows + warp * 16 + r * 8 + lane / 4;
     const int pos_min = w.t0 + wg * T::kWgRows;  // first row of the warpgroup
-    const int len_k = w.g.len_k;
+    const int len_k = w.len_k;
 
     clear(tOrO);
     float m[2] = {-INFINITY, -INFINITY};
@@ -333,15 +329,15 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         tOrO(4 * t + 2 * r + 1) *= inv;
       }
     }
-    CElem* out = static_cast<CElem*>(p.out) + w.b * p.out_stride.batch + w.g.q_begin * p.out_stride.seq +
+    CElem* out = static_cast<CElem*>(p.out) + w.b * p.out_stride.batch + w.q_begin * p.out_stride.seq +
                  w.h * p.out_stride.head;
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int P = pos[r];
       const bool keep = P >= w.pos_lo && P < w.pos_hi;  // rows are 16-byte aligned (rows_ok, forward_sm90.cu)
-      C::store_row(tOrO, r, 1.f, keep ? out + int64_t(P - w.g.offset) * p.out_stride.seq : out, keep);
+      C::store_row(tOrO, r, 1.f, keep ? out + int64_t(P - w.offset) * p.out_stride.seq : out, keep);
       if (keep && p.lse != nullptr && lane % 4 == 0) {
-        p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.g.q_begin + P - w.g.offset) * p.lse_stride.seq] =
+        p.lse[w.b * p.lse_stride.batch + w.h * p.lse_stride.head + (w.q_begin + P - w.offset) * p.lse_stride.seq] =
             lse[r];
       }
     }

@@ -127,13 +127,14 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   for (int u = blockIdx.x; sched.get(fp, u, w);) {
     const int hk = w.h / (p.num_heads / p.num_kv_heads);
     const int qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
-    // Q of this unit, and the unit's index for the consumers. The buffer is released after the S GEMM of its
-    // previous unit's last stage, while the K ring's next slot frees two stages earlier: the next K load
-    // waits behind this one only briefly.
+    // Q of this unit, and the unit (index and geometry) for the consumers. The buffer is released after the
+    // S GEMM of its previous unit's last stage, while the K ring's next slot frees two stages earlier: the
+    // next K load waits behind this one only briefly.
     if (lane == 0) {
       const int slot = unit_count % T::kQStages;
       mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
-      ss.unit[slot] = u;  // released to the consumers by the arrive below
+      // released to the consumers by the arrive below
+      ss.unit[slot] = UnitSm90{u, w.b, w.h, w.t0, w.pos_lo, w.pos_hi, w.g.len_k, w.g.offset, w.g.q_begin};
       mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
       // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
       // out-of-range elements with zeros and still credits the whole box to the transaction count
@@ -205,7 +206,7 @@ __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, Shared
   if (lane == 0) {
     const int slot = unit_count % T::kQStages;
     mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
-    ss.unit[slot] = -1;
+    ss.unit[slot].u = -1;
     mbar_arrive(&ss.q_full[slot]);
   }
 }

@@ -114,9 +114,10 @@ struct SharedStorageSm90 {
   // consumers read it after their wait instead of enumerating the pattern themselves (~90 instructions per
   // stage and warp, on the path between P and the next GEMMs).
   StageSm90 stage[T::kStages];
-  // The unit of each Q buffer (its index in the scheduler's order), or -1: no more units. Written by the
-  // producer before the buffer's full barrier arrives; under dynamic scheduling only the producer knows it.
-  int32_t unit[T::kQStages];
+  // The unit of each Q buffer (its index in the scheduler's order and its geometry; index -1: no more units).
+  // Written by the producer before the buffer's full barrier arrives; under dynamic scheduling only the
+  // producer knows it.
+  UnitSm90 unit[T::kQStages];
 };
 
 }  // namespace s2attn::cuda

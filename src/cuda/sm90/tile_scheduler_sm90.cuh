@@ -6,7 +6,7 @@
 // the group's heads side by side. Which CTA takes which unit: CTA c starts with unit c; then, with a
 // counter (ForwardParamsSm90::unit_counter, the forward with four waves of units or more), the first unit no CTA
 // has taken yet (greedy list scheduling: a CTA that finishes early takes more), else c + grid, c + 2 grid,
-// ... (static). The forward's producer decides and passes each unit's index to its consumers with the unit's
+// ... (static). The forward's producer decides and passes each unit (UnitSm90) to its consumers with the unit's
 // Q buffer; the dQ kernel's roles each run the static order.
 //  - Longest first: the grid's last units are the shortest, so the tail is short (LPT). Under the S2
 //    patterns the work of a tile grows with its index (more vertical blocks below the window).
