@@ -6,7 +6,12 @@
 AB_DIR holds one folder per variant (base first), each with the p_*.json files that tools/profile_kernels.py
 wrote there. Prints, for every shape and pass, base's ms per call and each variant's change in percent; with
 --kernels also each kernel of the pass (named by its function, template arguments dropped).
+
+A run with rounds (AB_ROUNDS > 1: the files in <variant>/r<k>/) is compared round by round: a variant's change
+is the median over the rounds of its ratio to base in the same round, followed by the lowest and highest of
+those ratios; base's ms is its median.
 """
+import statistics
 import argparse
 import json
 import pathlib
@@ -19,14 +24,52 @@ def kernel_name(full):
     return m.group(1) if m else full[:40]
 
 
-def load(variant_dir):
+def load_dir(d):
     shapes = {}
-    for f in sorted(variant_dir.glob("p_*.json")):
+    for f in sorted(d.glob("p_*.json")):
         rep = json.loads(f.read_text())
         sh = rep["shape"]
         key = f"D{sh['D']} S{sh['S']} V{sh['V']}" + (f" {sh['layout']}" if "layout" in sh else "")
         shapes[key] = {name: rows for name, rows in rep["passes"].items()}
     return shapes
+
+
+def load(variant_dir):
+    """{round: {shape: {pass: rows}}}; one round ("") where the variant has no r<k> folders."""
+    rounds = sorted(p for p in variant_dir.glob("r*") if p.is_dir() and p.name[1:].isdigit())
+    if not rounds:
+        return {"": load_dir(variant_dir)}
+    return {p.name: load_dir(p) for p in rounds}
+
+
+def pass_ms(rows):
+    return sum(r["ms_per_call"] for r in rows)
+
+
+def kernel_ms(rows, name):
+    match = [x["ms_per_call"] for x in rows or [] if kernel_name(x["kernel"]) == name]
+    return match[0] if match else None
+
+
+def compare(base_by_round, var_by_round):
+    """base's median ms and the variant's change: median, lowest and highest per-round ratio (or None)."""
+    rounds = [r for r in base_by_round if base_by_round[r] is not None]
+    ratios = [var_by_round[r] / base_by_round[r] for r in rounds
+              if var_by_round.get(r) is not None and base_by_round[r] > 0]
+    base = statistics.median(base_by_round[r] for r in rounds)
+    if not ratios:
+        return base, None
+    return base, (statistics.median(ratios), min(ratios), max(ratios))
+
+
+def cell(change):
+    if change is None:
+        return f" {'-':>10}"
+    med, lo, hi = change
+    text = f" {100 * (med - 1):+9.1f}%"
+    if hi > lo:
+        text += f" [{100 * (lo - 1):+.1f},{100 * (hi - 1):+.1f}]"
+    return text
 
 
 def main():
@@ -41,25 +84,30 @@ def main():
     passes = a.passes.split(",")
     head = f"{'shape':23} {'pass / kernel':34} {'base ms':>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
     print(head)
-    for shape in sorted(data["base"]):
+    base_rounds = data["base"]
+    shapes = sorted({sh for rd in base_rounds.values() for sh in rd})
+    for shape in shapes:
         for p in passes:
-            rows = {v: data[v].get(shape, {}).get(p) for v in variants}
-            if rows["base"] is None:
+            # {variant: {round: rows}}
+            rows = {v: {r: data[v][r].get(shape, {}).get(p) for r in data[v]} for v in variants}
+            if all(x is None for x in rows["base"].values()):
                 continue
-            total = {v: sum(r["ms_per_call"] for r in rs) for v, rs in rows.items() if rs}
-            line = f"{shape:23} {p:34} {total['base']:9.3f}"
+            totals = {v: {r: pass_ms(x) if x else None for r, x in rows[v].items()} for v in variants}
+            base_ms, _ = compare(totals["base"], totals["base"])
+            line = f"{shape:23} {p:34} {base_ms:9.3f}"
             for v in variants[1:]:
-                line += f" {100 * (total[v] / total['base'] - 1):+9.1f}%" if v in total else f" {'-':>10}"
+                line += cell(compare(totals["base"], totals[v])[1])
             print(line)
             if not a.kernels:
                 continue
-            for r in rows["base"]:
+            first = next(x for x in rows["base"].values() if x)
+            for r in first:
                 name = kernel_name(r["kernel"])
-                line = f"{'':23}   {name[:32]:32} {r['ms_per_call']:9.3f}"
+                per = {v: {rd: kernel_ms(x, name) for rd, x in rows[v].items()} for v in variants}
+                base_ms, _ = compare(per["base"], per["base"])
+                line = f"{'':23}   {name[:32]:32} {base_ms:9.3f}"
                 for v in variants[1:]:
-                    match = [x for x in (rows[v] or []) if kernel_name(x["kernel"]) == name]
-                    line += (f" {100 * (match[0]['ms_per_call'] / r['ms_per_call'] - 1):+9.1f}%" if match
-                             else f" {'-':>10}")
+                    line += cell(compare(per["base"], per[v])[1])
                 print(line)
     return 0
 

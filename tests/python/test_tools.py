@@ -1,0 +1,43 @@
+"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def write_profile(folder, ms_kv, ms_dq):
+    folder.mkdir(parents=True, exist_ok=True)
+    rep = dict(shape=dict(D=128, S=8192, V=8, layout="bhsd"),
+               passes={"backward": [dict(kernel="void ns::kv_kernel<T>(P)", ms_per_call=ms_kv),
+                                    dict(kernel="void ns::dq_kernel<T>(P)", ms_per_call=ms_dq)]})
+    (folder / "p_8192_8.json").write_text(json.dumps(rep))
+
+
+def compare(ab_dir):
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "ab_compare.py"), str(ab_dir), "--kernels"],
+                         capture_output=True, text=True, check=True)
+    return run.stdout.splitlines()
+
+
+def test_ab_compare_one_round(tmp_path):
+    write_profile(tmp_path / "base", 2.0, 1.0)
+    write_profile(tmp_path / "x", 1.8, 1.0)
+    lines = compare(tmp_path)
+    assert lines[0].split()[-1] == "x"
+    assert "backward" in lines[1] and "3.000" in lines[1] and "-6.7%" in lines[1]
+    assert "kv_kernel" in lines[2] and "-10.0%" in lines[2]
+    assert "dq_kernel" in lines[3] and "+0.0%" in lines[3]
+
+
+def test_ab_compare_rounds_take_the_median_of_same_round_ratios(tmp_path):
+    # the clock drifts between rounds (base 2.0 -> 2.4 ms); the variant is 10%, 5% and 20% faster in its own
+    # rounds: median -10%, range [-20, -5], whatever the drift
+    for r, (base, ratio) in enumerate([(2.0, 0.9), (2.4, 0.95), (2.2, 0.8)]):
+        write_profile(tmp_path / "base" / f"r{r}", base, 1.0)
+        write_profile(tmp_path / "x" / f"r{r}", base * ratio, 1.0)
+    lines = compare(tmp_path)
+    kv = next(line for line in lines if "kv_kernel" in line)
+    assert "2.200" in kv  # base's median
+    assert "-10.0% [-20.0,-5.0]" in kv
