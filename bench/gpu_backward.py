@@ -80,13 +80,16 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         nonlocal ref_ms
         dense_eq = dense_tflops(B, H, S, D, ms, mode)
         row = dict(impl=name, mode=mode, S=S, V=V, B=B, H=H, Hkv=Hkv, D=D, block=BS, ms=ms,
-                   dense_equiv_tflops=dense_eq, density=density, effective_tflops=dense_eq * density, note=note)
+                   dense_equiv_tflops=dense_eq, density=density, effective_tflops=dense_eq * density, note=note,
+                   gpu_clock=fwd.do_bench.last_clock)
         if name == "sdpa_flash" and mode == "fwd+bwd":
             ref_ms = ms
         row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if (ref_ms and mode == "fwd+bwd") else None
         rows.append(row)
+        clock = fwd.do_bench.last_clock.get("sm_clock_mhz")
         print(f"  {name:<22} {mode:<8} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
-              f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} {note}", flush=True)
+              f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} "
+              f"{f'{clock:.0f} MHz ' if clock else ''}{note}", flush=True)
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

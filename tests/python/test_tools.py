@@ -1,10 +1,14 @@
-"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results."""
+"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, and the
+benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output."""
 import json
 import pathlib
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu_clock  # noqa: E402
 
 
 def write_profile(folder, ms_kv, ms_dq):
@@ -41,3 +45,18 @@ def test_ab_compare_rounds_take_the_median_of_same_round_ratios(tmp_path):
     kv = next(line for line in lines if "kv_kernel" in line)
     assert "2.200" in kv  # base's median
     assert "-10.0% [-20.0,-5.0]" in kv
+
+
+def test_clock_samples_parse_and_summarize():
+    text = "1755, 690.12\n1980, 410.00\n[N/A], [N/A]\n1620, 700.5\n17"  # a partial last line
+    samples = gpu_clock.parse_samples(text)
+    assert samples == [(1755.0, 690.12), (1980.0, 410.0), (1620.0, 700.5)]
+    assert gpu_clock.summarize(samples) == dict(sm_clock_mhz=1755.0, power_w=690.12, samples=3)
+    assert gpu_clock.summarize([]) == {}
+
+
+def test_clock_monitor_without_nvidia_smi_is_empty(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi to start: the benchmark still runs
+    with gpu_clock.ClockMonitor() as clock:
+        pass
+    assert clock.summary() == {}
