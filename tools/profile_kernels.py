@@ -2,6 +2,8 @@
 spends its time: e.g. the Hopper backward's KV kernel against its pre-pass, dQ kernel and post-process.
 
     python3 tools/profile_kernels.py [--S 32768] [--V 8] [--out profile.json]
+    python3 tools/profile_kernels.py --cases 8192:8,32768:32 --out-dir DIR   (DIR/p_S_V.json per case, one
+                                                                              process: tools/gpu-ab rounds)
 
 Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable), each
 kernel's total time over --iters calls divided by --iters, and writes them as JSON.
@@ -56,11 +58,32 @@ def main():
                     help="storage of q, k, v, dO (always passed as [B, S, H, D] views)")
     ap.add_argument("--passes", default=",".join(PASSES), help=f"comma-separated subset of {', '.join(PASSES)}")
     ap.add_argument("--out", default="profile.json")
+    ap.add_argument("--cases", default=None, help="S:V,S:V,...: several shapes in one process (with --out-dir)")
+    ap.add_argument("--out-dir", default=None, help="with --cases: writes OUT_DIR/p_S_V.json per case")
     a = ap.parse_args()
     wanted = a.passes.split(",")
     unknown = [n for n in wanted if n not in PASSES]
     if unknown:
         ap.error(f"--passes: unknown {unknown}; expected names from {PASSES}")
+    if a.cases is None:
+        return profile_case(a, wanted, a.out)
+    if a.out_dir is None:
+        ap.error("--cases needs --out-dir")
+    status = 0
+    for case in a.cases.split(","):
+        S, V = (int(x) for x in case.split(":"))
+        a.S, a.V = S, V
+        try:
+            profile_case(a, wanted, f"{a.out_dir}/p_{S}_{V}.json")
+        except Exception as e:  # noqa: BLE001 - one failed case must not lose the others
+            print(f"case {case}: failed ({type(e).__name__}: {e})", flush=True)
+            status = 1
+        torch.cuda.empty_cache()
+    return status
+
+
+def profile_case(a, wanted, out_path):
+    """Times the passes `wanted` at the shape in `a` and writes the report to out_path."""
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     if a.layout == "bhsd":
@@ -96,7 +119,7 @@ def main():
         print(f"== {name}: {sum(r['ms_per_call'] for r in rows):.3f} ms in kernels")
         for r in rows:
             print(f"   {r['ms_per_call']:8.3f} ms  x{r['launches']}  {r['kernel']}")
-    with open(a.out, "w") as f:
+    with open(out_path, "w") as f:
         json.dump(report, f, indent=1)
     return 0
 
