@@ -51,15 +51,17 @@ def kernel_ms(rows, name):
     return match[0] if match else None
 
 
-def compare(base_by_round, var_by_round):
-    """base's median ms and the variant's change: median, lowest and highest per-round ratio (or None)."""
-    rounds = [r for r in base_by_round if base_by_round[r] is not None]
-    ratios = [var_by_round[r] / base_by_round[r] for r in rounds
-              if var_by_round.get(r) is not None and base_by_round[r] > 0]
-    base = statistics.median(base_by_round[r] for r in rounds)
+def median_ms(by_round):
+    return statistics.median(x for x in by_round.values() if x is not None)
+
+
+def change(base_by_round, var_by_round):
+    """The variant's per-round ratio to base: (median, lowest, highest), or None where no round has both."""
+    ratios = [var_by_round[r] / ms for r, ms in base_by_round.items()
+              if ms is not None and ms > 0 and var_by_round.get(r) is not None]
     if not ratios:
-        return base, None
-    return base, (statistics.median(ratios), min(ratios), max(ratios))
+        return None
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def cell(change):
@@ -70,6 +72,11 @@ def cell(change):
     if hi > lo:
         text += f" [{100 * (lo - 1):+.1f},{100 * (hi - 1):+.1f}]"
     return text
+
+
+def table_line(label, ms, variants):
+    """label, base's median ms, then each variant's change; ms: {variant: {round: ms or None}}."""
+    return f"{label} {median_ms(ms['base']):9.3f}" + "".join(cell(change(ms["base"], ms[v])) for v in variants[1:])
 
 
 def main():
@@ -93,22 +100,14 @@ def main():
             if all(x is None for x in rows["base"].values()):
                 continue
             totals = {v: {r: pass_ms(x) if x else None for r, x in rows[v].items()} for v in variants}
-            base_ms, _ = compare(totals["base"], totals["base"])
-            line = f"{shape:23} {p:34} {base_ms:9.3f}"
-            for v in variants[1:]:
-                line += cell(compare(totals["base"], totals[v])[1])
-            print(line)
+            print(table_line(f"{shape:23} {p:34}", totals, variants))
             if not a.kernels:
                 continue
             first = next(x for x in rows["base"].values() if x)
             for r in first:
                 name = kernel_name(r["kernel"])
                 per = {v: {rd: kernel_ms(x, name) for rd, x in rows[v].items()} for v in variants}
-                base_ms, _ = compare(per["base"], per["base"])
-                line = f"{'':23}   {name[:32]:32} {base_ms:9.3f}"
-                for v in variants[1:]:
-                    line += cell(compare(per["base"], per[v])[1])
-                print(line)
+                print(table_line(f"{'':23}   {name[:32]:32}", per, variants))
     return 0
 
 
