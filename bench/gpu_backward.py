@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_clock  # noqa: E402
 import gpu_forward as fwd  # noqa: E402  (shape constants, do_bench, driver_version, flex_block_mask)
 
 import s2attn  # noqa: E402
@@ -86,10 +87,9 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
             ref_ms = ms
         row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if (ref_ms and mode == "fwd+bwd") else None
         rows.append(row)
-        clock = fwd.do_bench.last_clock.get("sm_clock_mhz")
         print(f"  {name:<22} {mode:<8} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
               f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} "
-              f"{f'{clock:.0f} MHz ' if clock else ''}{note}", flush=True)
+              f"{gpu_clock.label(fwd.do_bench.last_clock)}{note}", flush=True)
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

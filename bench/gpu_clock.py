@@ -37,6 +37,12 @@ def summarize(samples):
                 power_w=statistics.median(s[1] for s in samples), samples=len(samples))
 
 
+def label(summary):
+    """'1755 MHz ' for a printed benchmark row, '' without samples."""
+    clock = summary.get("sm_clock_mhz")
+    return f"{clock:.0f} MHz " if clock else ""
+
+
 class ClockMonitor:
     """Samples the clock every `period_ms` from entry to exit (one nvidia-smi process); never raises: without
     nvidia-smi, or if it fails, summary() is {}."""

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import s2attn
-from gpu_clock import ClockMonitor  # bench/: the script's directory
+import gpu_clock  # bench/: the script's directory
 
 B, H, D, BS, L = 1, 32, 128, 64, 16
 DTYPE = torch.bfloat16
@@ -36,7 +36,7 @@ def do_bench(fn):
     """Median ms of fn (triton do_bench); the SM clock and power it ran at are left in do_bench.last_clock."""
     from triton.testing import do_bench as tb
 
-    with ClockMonitor() as clock:
+    with gpu_clock.ClockMonitor() as clock:
         try:
             ms = float(tb(fn, warmup=25, rep=200, return_mode="median"))
         except TypeError:  # older triton: no return_mode
@@ -117,10 +117,9 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
             ref_ms = ms
         row["speedup_vs_sdpa_flash"] = (ref_ms / ms) if ref_ms else None
         rows.append(row)
-        clock = do_bench.last_clock.get("sm_clock_mhz")
         print(f"  {name:<18} S={S:<6} V={V if V else '-':<3} {ms:9.3f} ms  dense-eq {dense_eq:7.1f}  "
               f"effective {dense_eq * density:7.1f} TFLOP/s  density {density:.3f} "
-              f"{f'{clock:.0f} MHz ' if clock else ''}{note}", flush=True)
+              f"{gpu_clock.label(do_bench.last_clock)}{note}", flush=True)
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

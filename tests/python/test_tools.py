@@ -53,6 +53,8 @@ def test_clock_samples_parse_and_summarize():
     assert samples == [(1755.0, 690.12), (1980.0, 410.0), (1620.0, 700.5)]
     assert gpu_clock.summarize(samples) == dict(sm_clock_mhz=1755.0, power_w=690.12, samples=3)
     assert gpu_clock.summarize([]) == {}
+    assert gpu_clock.label(gpu_clock.summarize(samples)) == "1755 MHz "
+    assert gpu_clock.label({}) == ""
 
 
 def test_clock_monitor_without_nvidia_smi_is_empty(monkeypatch):
