@@ -34,9 +34,14 @@ struct BackwardTraitsSm80 {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kKeyRows = kBlockN / kWarps;  // keys per warp: one m16 tile
   // S^T and dP^T (16 keys x kQChunk queries per warp) are computed a chunk of queries at a time: at
-  // D = 128, dK and dV take 128 registers; whole 64-query S^T and dP^T tiles (64 more) spill, and so do
-  // 32-query chunks (ptxas, CUDA 13, --resource-usage); 16-query chunks do not.
-  static constexpr int kQChunk = kHeadDim >= 128 ? 16 : kBlockM;
+  // D = 128, dK and dV take 128 registers and whole 64-query S^T and dP^T tiles (64 more) spill. Each chunk
+  // re-reads the warp's K and V fragments: 16-query chunks issue 0.75 ldmatrix.x4 per mma (48 per 64),
+  // which at one x4 per 4 cycles of shared-memory bandwidth per SM is more than the mma pipe's 2 cycles:
+  // the step is bound by shared memory. 32-query chunks: 0.625 (80 per 128; SASS: 184 LDSM, 288 HMMA),
+  // and ptxas (CUDA 13.0, sm_90) keeps them within 255 registers at 64-row steps: spills 8 -> 12 bytes
+  // (analytic rules), 0 -> 4 (block-mask lists), reloaded once per step outside the MMA loops. 32-row steps
+  // keep 16-query chunks (32 spill 36 bytes with block-mask lists).
+  static constexpr int kQChunk = kHeadDim < 128 ? kBlockM : kBlockM >= 64 ? 32 : 16;
   static constexpr int kChunkTiles = kQChunk / 8;    // n8 tiles (queries) of a chunk
   static constexpr int kDTiles = kHeadDim / 8;       // n8 tiles of a warp's dK and dV
   static constexpr int kQkSteps = kHeadDim / 16;     // k16 steps of S^T = K Q^T and dP^T = V dO^T
@@ -64,6 +69,7 @@ struct BackwardTraitsSm80 {
   static constexpr int kMinBlocksPerSm = 2;
 
   static_assert(kBlockM % 16 == 0 && kBlockM <= 64, "whole m16 tiles, at most one per warp");
+  static_assert(kBlockM % kQChunk == 0, "whole query chunks per step");
   static_assert(kDqColGroups >= 1 && kDqCols % 16 == 0 && kDqPassTiles % 2 == 0, "whole x4 ldmatrix loads");
   static_assert(kChunks >= 8, "the XOR swizzle spans 8 chunks: head_dim >= 64");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
