@@ -19,6 +19,7 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/seq_geometry.cuh"
+#include "cuda/sm80/query_tile_sm80.cuh"
 #include "cuda/common/smem_swizzle.cuh"
 #include "cuda/sm80/forward_traits_sm80.h"
 #include "cuda/sm80/key_tiles_sm80.cuh"
@@ -201,37 +202,16 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   Elem* sQ = reinterpret_cast<Elem*>(smem_raw);
   Elem* sKV = sQ + T::kQElems;  // stage s: K at sKV + 2s * kTileElems, V right after
 
-  const int heads = params.num_heads;
-  const int group = heads / params.num_kv_heads;
-  int lin = static_cast<int>(blockIdx.x);
-  const int in_group = lin % group;
-  lin /= group;
-  const int x = lin % query_tiles;
-  lin /= query_tiles;
-  const int hk = lin % params.num_kv_heads;
-  const int b = lin / params.num_kv_heads;
-  const int h = hk * group + in_group;
-
-  const SeqGeometry g = seq_geometry(params, b);
-  if (g.len_q <= 0) return;
-  const int tile_first = floor_div(g.offset, kBlockM);
-  const int tile_last = floor_div(g.offset + g.len_q - 1, kBlockM);
-  if (x > tile_last - tile_first) return;
-  const int t0 = (tile_last - x) * kBlockM;              // absolute position of the CTA's row 0
-  const int pos_lo = max(t0, g.offset);                  // the sequence's rows: positions [pos_lo, pos_hi)
-  const int pos_hi = min(t0 + kBlockM, g.offset + g.len_q);
+  QueryTileSm80 qt;
+  if (!query_tile_sm80<kBlockM>(params, query_tiles, qt)) return;
+  const int b = qt.b, h = qt.h, hk = qt.hk;
+  const SeqGeometry& g = qt.g;
+  const int t0 = qt.t0, pos_lo = qt.pos_lo, pos_hi = qt.pos_hi;  // row 0's position; the sequence's rows
   const PatternRules& pattern = params.pattern;
-  const int bs = pattern.block_size;
   const bool causal = pattern.causal != 0;
-
   // Row-blocks: the CTA's rows fall in kBlockM / rb_rows sparse query blocks (host: at most 4).
-  const int rb_rows = min(bs, kBlockM);
-  const int first_block = floor_div(t0, bs);
-  uint32_t active = 0;
-  for (int r = 0; r * rb_rows < kBlockM; ++r) {
-    const int lo = t0 + r * rb_rows;
-    if (max(lo, pos_lo) < min(lo + rb_rows, pos_hi)) active |= 1u << r;
-  }
+  const int rb_rows = qt.rb_rows, first_block = qt.first_block;
+  const uint32_t active = qt.active;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch + g.q_begin * params.q_stride.seq +
