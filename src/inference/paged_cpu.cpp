@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/block_schedule.h"
+#include "cpu/forward_tile.h"
 #include "cpu/online_softmax.h"
 #include "cpu/scratch.h"
 #include "cpu/thread_pool.h"
@@ -78,63 +79,22 @@ void paged_tile(const PagedParams& p, const SeqBlocks& s, int32_t b, int32_t h0,
     return p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq;
   };
 
-  const int MG = nh * M;
-  const int W = pad_cols(MG);
   const int Dp = pad_cols(D);
-  const int bs = s.bs;
-  float *qt, *kb, *vb, *st, *o, *m, *l, *alpha, *m_use, *sum, *row;
-  scratch.carve({{&qt, size_t(D) * W},
-                 {&kb, size_t(bs) * D},
-                 {&vb, size_t(bs) * Dp},
-                 {&st, size_t(bs) * W},
-                 {&o, size_t(MG) * Dp},
-                 {&m, size_t(W)},
-                 {&l, size_t(W)},
-                 {&alpha, size_t(W)},
-                 {&m_use, size_t(W)},
-                 {&sum, size_t(W)},
-                 {&row, size_t(D)}});
-  std::fill(o, o + size_t(MG) * Dp, 0.f);
-  std::fill(m, m + W, -kInf);
-  std::fill(l, l + W, 0.f);
-
+  ForwardTileCpu tile(scratch, D, M, nh, s.bs);
   if (i >= 0) {  // rows before key position 0 see nothing
-    for (int g = 0; g < nh; ++g) {
-      const void* q = operand_row(p.q, dt, p.q_stride, b, row0, h0 + g);
-      load_tile_transposed(dt, q, p.q_stride.seq, M, D, p.scale * kLog2e, qt + g * M, W,
-                           g + 1 < nh ? M : W - g * M, row);
-    }
+    tile.load_q(dt, [&](int g) { return operand_row(p.q, dt, p.q_stride, b, row0, h0 + g); }, p.q_stride.seq,
+                p.scale);
     const int64_t pos0 = s.offset + r_lo;  // absolute position of row 0
     const bool causal = p.pattern.causal != 0;
     BlockIterator it = row_blocks(p.pattern, h0, i, s.nk);
     for (int32_t j = it.first(); j < it.end(); j = it.next(j)) {
-      const int64_t t0 = int64_t(j) * bs;
+      const int64_t t0 = int64_t(j) * s.bs;
       const int N = s.keys(j);
-      gather_keys(p, b, hk, t0, N, kb, vb, Dp);
-      gemm<false, false>(N, W, D, kb, D, qt, W, st, W);  // S^T = K Q^T
-      if (causal && t0 + N - 1 > pos0) {
-        for (int r = 0; r < N; ++r) {  // key t0 + r is hidden from the rows r' with pos0 + r' < t0 + r
-          const int hide = static_cast<int>(std::clamp<int64_t>(t0 + r - pos0, 0, M));
-          float* srow = st + int64_t(r) * W;
-          for (int g = 0; g < nh; ++g) {
-            for (int c = g * M; c < g * M + hide; ++c) srow[c] = -kInf;
-          }
-        }
-      }
-      online_softmax(st, N, W, m, l, alpha, m_use, sum);
-      rescale_rows(o, Dp, alpha, MG);
-      gemm<true, true>(MG, Dp, N, st, W, vb, Dp, o, Dp);  // O += P V
+      gather_keys(p, b, hk, t0, N, tile.kb, tile.vb, Dp);
+      tile.add_key_block(N, t0, pos0, causal);
     }
   }
-
-  finish_rows(m, l, alpha, MG);  // out = O / l, lse; rows that saw nothing: 0 and -inf
-  for (int g = 0; g < nh; ++g) {
-    if (p.lse) {
-      float* lse = lse_at(g);
-      for (int r = 0; r < M; ++r) lse[r * p.lse_stride.seq] = m[g * M + r];
-    }
-    store_tile(dt, o + int64_t(g) * M * Dp, Dp, M, D, 1.f, alpha + g * M, out_at(g), p.out_stride.seq);
-  }
+  tile.store(dt, out_at, p.out_stride.seq, [&](int g) { return p.lse ? lse_at(g) : nullptr; }, p.lse_stride.seq);
 }
 
 }  // namespace
