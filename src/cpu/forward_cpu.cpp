@@ -4,15 +4,12 @@
 // tile is transposed once per task, each key block is read row-major, and the softmax reductions over keys
 // run element-wise across rows (vectorized). Only a key block that crosses the causal diagonal is masked;
 // a partial last key block just has fewer rows.
-#include <algorithm>
-#include <cmath>
 #include <limits>
 #include <vector>
 
 #include "cpu/block_schedule.h"
 #include "cpu/cpu_backend.h"
 #include "cpu/forward_tile.h"
-#include "cpu/online_softmax.h"
 #include "cpu/scratch.h"
 #include "cpu/thread_pool.h"
 #include "cpu/tile_io.h"
@@ -36,14 +33,15 @@ void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32
   const int64_t row0 = s.q_begin + r_lo;  // token index of the tile's first row
   const int hk = h0 / p.group_size();
   auto out_at = [&](int g) { return operand_row(p.out, dt, p.out_stride, b, row0, h0 + g); };
-  auto lse_at = [&](int g) {
-    return p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq;
+  auto lse_at = [&](int g) -> float* {  // null: the caller asked for no LSE
+    return p.lse ? p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq
+                 : nullptr;
   };
   if (i < 0) {  // rows before key position 0 see nothing
     for (int g = 0; g < nh; ++g) {
       zero_rows(dt, out_at(g), p.out_stride.seq, M, D);
-      if (p.lse) {
-        for (int r = 0; r < M; ++r) lse_at(g)[r * p.lse_stride.seq] = -kInf;
+      if (float* lse = lse_at(g)) {
+        for (int r = 0; r < M; ++r) lse[r * p.lse_stride.seq] = -kInf;
       }
     }
     return;
@@ -56,14 +54,13 @@ void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32
   const void* v = operand_row(p.v, dt, p.v_stride, b, s.k_begin, hk);
   const int64_t pos0 = s.offset + r_lo;  // absolute position of row 0
   const bool causal = p.pattern.causal != 0;
-  const int Dp = pad_cols(D);
 
   BlockIterator it = row_blocks(p.pattern, h0, i, s.nk);
   for (int32_t j = it.first(), j_next; j < it.end(); j = j_next) {
     const int64_t t0 = int64_t(j) * bs;
     const int N = s.keys(j);
     load_tile(dt, element_ptr(k, dt, t0 * p.k_stride.seq), p.k_stride.seq, N, D, 1.f, tile.kb, D);
-    load_tile(dt, element_ptr(v, dt, t0 * p.v_stride.seq), p.v_stride.seq, N, D, 1.f, tile.vb, Dp);
+    load_tile(dt, element_ptr(v, dt, t0 * p.v_stride.seq), p.v_stride.seq, N, D, 1.f, tile.vb, tile.vb_ld());
     j_next = it.next(j);
     if (j_next < it.end()) {
       const int64_t t1 = int64_t(j_next) * bs;
@@ -72,7 +69,7 @@ void forward_tile(const AttentionParams& p, const SeqBlocks& s, int32_t b, int32
     }
     tile.add_key_block(N, t0, pos0, causal);
   }
-  tile.store(dt, out_at, p.out_stride.seq, [&](int g) { return p.lse ? lse_at(g) : nullptr; }, p.lse_stride.seq);
+  tile.store(dt, out_at, p.out_stride.seq, lse_at, p.lse_stride.seq);
 }
 
 }  // namespace

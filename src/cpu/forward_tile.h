@@ -45,7 +45,7 @@ class ForwardTileCpu {
     }
   }
 
-  // The key block of N keys at positions t0 .. t0 + N - 1, its K in kb (ld D) and V in vb (ld Dp); pos0: the
+  // The key block of N keys at positions t0 .. t0 + N - 1, its K in kb (ld D) and V in vb (ld vb_ld()); pos0: the
   // position of the block's query row 0. Only a key block that crosses the causal diagonal is masked.
   void add_key_block(int N, int64_t t0, int64_t pos0, bool causal) {
     gemm<false, false>(N, W_, D_, kb, D_, qt_, W_, st_, W_);  // S^T = K Q^T
@@ -76,8 +76,11 @@ class ForwardTileCpu {
     }
   }
 
+  // V's leading dimension in vb (the head dim padded to whole column groups)
+  int vb_ld() const { return Dp_; }
+
   float* kb = nullptr;  // the key block's K, filled by the caller (N x D)
-  float* vb = nullptr;  // its V (N x Dp)
+  float* vb = nullptr;  // its V (N x vb_ld())
 
  private:
   int D_, M_, nh_, MG_, W_, Dp_;

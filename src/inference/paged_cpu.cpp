@@ -1,16 +1,13 @@
-// CPU paged attention: the tiled online softmax of the CPU forward (cpu/online_softmax.h, cpu/tile_math.h),
+// CPU paged attention: the CPU forward's query-block tile (cpu/forward_tile.h: its online softmax and store),
 // with each visible key block gathered from the pages it spans through the block table. One task per
 // (sequence, query block, q heads of a GQA group that share the pattern): the packed heads share each key
 // block's gather and GEMMs. Only pages of visible key blocks are touched; their table entries are checked.
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
 #include "cpu/block_schedule.h"
 #include "cpu/forward_tile.h"
-#include "cpu/online_softmax.h"
 #include "cpu/scratch.h"
 #include "cpu/thread_pool.h"
 #include "cpu/tile_io.h"
@@ -20,8 +17,6 @@
 
 namespace s2attn::cpu {
 namespace {
-
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Sequence b of a paged call as the CPU kernels' block geometry: keys are the context_lens[b] cached tokens.
 SeqBlocks paged_seq_blocks(const PagedParams& p, int32_t b) {
@@ -75,11 +70,11 @@ void paged_tile(const PagedParams& p, const SeqBlocks& s, int32_t b, int32_t h0,
   const int64_t row0 = s.q_begin + r_lo;
   const int32_t hk = h0 / p.group_size();
   auto out_at = [&](int g) { return operand_row(p.out, dt, p.out_stride, b, row0, h0 + g); };
-  auto lse_at = [&](int g) {
-    return p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq;
+  auto lse_at = [&](int g) -> float* {  // null: the caller asked for no LSE
+    return p.lse ? p.lse + b * p.lse_stride.batch + (h0 + g) * p.lse_stride.head + row0 * p.lse_stride.seq
+                 : nullptr;
   };
 
-  const int Dp = pad_cols(D);
   ForwardTileCpu tile(scratch, D, M, nh, s.bs);
   if (i >= 0) {  // rows before key position 0 see nothing
     tile.load_q(dt, [&](int g) { return operand_row(p.q, dt, p.q_stride, b, row0, h0 + g); }, p.q_stride.seq,
@@ -90,11 +85,11 @@ void paged_tile(const PagedParams& p, const SeqBlocks& s, int32_t b, int32_t h0,
     for (int32_t j = it.first(); j < it.end(); j = it.next(j)) {
       const int64_t t0 = int64_t(j) * s.bs;
       const int N = s.keys(j);
-      gather_keys(p, b, hk, t0, N, tile.kb, tile.vb, Dp);
+      gather_keys(p, b, hk, t0, N, tile.kb, tile.vb, tile.vb_ld());
       tile.add_key_block(N, t0, pos0, causal);
     }
   }
-  tile.store(dt, out_at, p.out_stride.seq, [&](int g) { return p.lse ? lse_at(g) : nullptr; }, p.lse_stride.seq);
+  tile.store(dt, out_at, p.out_stride.seq, lse_at, p.lse_stride.seq);
 }
 
 }  // namespace

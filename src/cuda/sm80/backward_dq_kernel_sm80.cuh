@@ -17,10 +17,10 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/seq_geometry.cuh"
-#include "cuda/sm80/query_tile_sm80.cuh"
 #include "cuda/sm80/backward_traits_sm80.h"
 #include "cuda/sm80/forward_kernel_sm80.cuh"  // swizzle, load_rows, fast_exp2, kLog2e
 #include "cuda/sm80/key_tiles_sm80.cuh"
+#include "cuda/sm80/query_tile_sm80.cuh"
 
 namespace s2attn::cuda {
 

@@ -19,10 +19,10 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/seq_geometry.cuh"
-#include "cuda/sm80/query_tile_sm80.cuh"
 #include "cuda/common/smem_swizzle.cuh"
 #include "cuda/sm80/forward_traits_sm80.h"
 #include "cuda/sm80/key_tiles_sm80.cuh"
+#include "cuda/sm80/query_tile_sm80.cuh"
 
 namespace s2attn::cuda {
 
