@@ -79,7 +79,7 @@ void workspace(AttentionBwdParams& p, const AttentionOptions& o, const TensorVie
   if ((reinterpret_cast<uintptr_t>(w.data) & 15) != 0) {
     throw InvalidArgument("workspace", "a 16-byte aligned data pointer");
   }
-  const uint64_t need = BackwardWorkspace(p.num_heads, p.total_q, p.head_dim, p.deterministic).bytes();
+  const uint64_t need = BackwardWorkspace(p.num_heads, p.total_q, p.head_dim, p.batch, p.deterministic).bytes();
   if (static_cast<uint64_t>(w.numel()) < need) {
     throw InvalidArgument("workspace", "at least " + std::to_string(need) +
                                            " bytes (backward_workspace_size), got " + std::to_string(w.numel()));
@@ -265,7 +265,7 @@ size_t backward_workspace_size(const Pattern& pattern, const TensorView& q, cons
   const AttentionParams p = make_forward_params(pattern, q, k, v, q, TensorView{}, options);
   if (q.device.type != DeviceType::cuda) return 0;
   const int64_t rows = p.cu_seqlens_q ? q.shape[0] : q.shape[0] * q.shape[1];
-  return static_cast<size_t>(BackwardWorkspace(p.num_heads, rows, p.head_dim, options.deterministic).bytes());
+  return static_cast<size_t>(BackwardWorkspace(p.num_heads, rows, p.head_dim, p.batch, options.deterministic).bytes());
 }
 
 }  // namespace s2attn

@@ -71,7 +71,9 @@ struct AttentionBwdParams : AttentionParams {
 // (t = b * seqlen_q + r, or the varlen token index), fp32:
 //   lse2[h][t]   the forward's lse in the log2 domain, +inf for a row that saw nothing (P = exp2(s - lse2))
 //   dsum[h][t]   rowsum(dO * O)
-//   dq[h][t][D]  the dQ accumulator (atomics); absent in deterministic mode, where dQ has its own kernel
+//   dq[h][t][D]  the dQ accumulator (atomics); absent in deterministic mode, where dQ has its own kernel.
+//                Sized for the Hopper fused-dQ layout too (cuda/sm90/dq_accum_tiles_sm90.h: tiles of 64
+//                positions, up to 2 more per sequence than the rows fill), which is at least this
 //   counter      int32: the Hopper KV kernel's work counter (dynamic scheduling; zeroed by each call)
 // Each section starts on a 256-byte boundary.
 struct BackwardWorkspace {
@@ -81,9 +83,12 @@ struct BackwardWorkspace {
   uint64_t stats_floats = 0;  // heads * rows
   uint64_t dq_floats = 0;     // heads * rows * head_dim, or 0
 
-  BackwardWorkspace(int64_t heads, int64_t rows, int64_t head_dim, bool deterministic)
+  // sequences: batch, or the varlen sequence count
+  BackwardWorkspace(int64_t heads, int64_t rows, int64_t head_dim, int64_t sequences, bool deterministic)
       : stats_floats(uint64_t(heads) * uint64_t(rows)),
-        dq_floats(deterministic ? 0 : uint64_t(heads) * uint64_t(rows) * uint64_t(head_dim)) {}
+        dq_floats(deterministic ? 0
+                                : uint64_t(heads) * uint64_t(head_dim) *
+                                      uint64_t(rows / 64 * 64 + 128 * sequences)) {}
 
   uint64_t lse2_offset() const { return 0; }
   uint64_t dsum_offset() const { return round_up(stats_floats * 4); }

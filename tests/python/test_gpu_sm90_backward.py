@@ -225,6 +225,59 @@ def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtyp
     check_switch_keeps_bits("S2ATTN_SM90_DQ_PINGPONG=1", B, S, H, Hkv, D, kind, gen, monkeypatch, dtype, bs)
 
 
+# Fused dQ (S2ATTN_SM90_FUSED_DQ=1, read per call; opt-in while it is measured): in non-deterministic mode at
+# head dim 128 the KV kernel adds dQ into the workspace's fp32 accumulator (no dQ kernel). Its sums are
+# order-dependent: against the reference, not bitwise. D = 64 and deterministic mode ignore the switch.
+FUSED_CASES = [c for c in CASES if c["D"] == 128]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("c", FUSED_CASES, ids=[case_id(c) for c in FUSED_CASES])
+def test_sm90_fused_dq_matches_reference(c, dtype, gen, monkeypatch):
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
+    pattern, q, k, v, kw, scale, mask = case_inputs(c, dtype, gen)
+    dout, got = run_backward(q, k, v, pattern, c["layout"], backend=SM90, **kw)  # NaN-poisoned outputs
+    check_grads(got, ref_backward(q, k, v, dout, mask, scale))
+
+
+@pytest.mark.parametrize("vc", VARLEN_CASES, ids=[f"varlen{i}" for i in range(len(VARLEN_CASES))])
+def test_sm90_fused_dq_varlen_matches_reference(vc, gen, monkeypatch):
+    # packed sequences: each sequence has its own accumulator tiles (spare ones between sequences)
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
+    test_sm90_backward_varlen_matches_reference(vc, "bf16", False, 128, gen)
+
+
+def test_sm90_fused_dq_runs_the_fused_kernel_and_the_switch_is_ignored_where_it_does_not_apply(gen,
+                                                                                            monkeypatch):
+    pattern = make_pattern("paper", 4, 2, 64, True)
+    q = randn(gen, (1, 512, 4, 128), "bf16")
+    k, v = (randn(gen, (1, 512, 2, 128), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+
+    def grads(deterministic):
+        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90,
+                                         deterministic=deterministic)
+
+    monkeypatch.delenv("S2ATTN_SM90_FUSED_DQ", raising=False)
+    plain = grads(True)
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
+    names = cuda_kernels(lambda: grads(False))
+    assert sum("backward_kv_kernel_sm90" in n for n in names) == 1, names
+    assert not any("backward_dq_kernel_sm90" in n for n in names), names
+    assert any("postprocess" in n for n in names), names
+    # deterministic mode keeps the ordered kernels and their bits
+    names = cuda_kernels(lambda: grads(True))
+    assert sum("backward_dq_kernel_sm90" in n for n in names) == 1, names
+    for x, y in zip(plain, grads(True)):
+        assert torch.equal(x, y)
+    # dK and dV do not depend on how dQ is summed: the fused kernel gives their bits
+    fused = grads(False)
+    torch.cuda.synchronize()
+    assert torch.equal(fused[1], plain[1]) and torch.equal(fused[2], plain[2])
+    check("dq fused vs ordered", fused[0], plain[0], 1e-2)
+
+
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
     # starts from zero. 32 key tiles x 8 KV heads = 256 units: past the 132 CTAs, so the counter is used.

@@ -148,7 +148,7 @@ void backward_sm80(const AttentionBwdParams& params) {
   launch.device = p.total_q > 0 ? device_of(p.q, "q") : device_of(p.k, "k");
   launch.stream = static_cast<cudaStream_t>(p.stream);
   DeviceGuard guard(launch.device);
-  const BackwardWorkspace layout(p.num_heads, p.total_q, p.head_dim, p.deterministic);
+  const BackwardWorkspace layout(p.num_heads, p.total_q, p.head_dim, p.batch, p.deterministic);
   // the front door checked a caller's workspace (size, alignment, device); else one of our own
   StreamScratch own(p.workspace != nullptr ? 0 : layout.bytes(), launch.stream);
   char* base = static_cast<char*>(p.workspace != nullptr ? p.workspace : own.get());

@@ -18,10 +18,20 @@
 // Order within a step (registers: dK and dV hold 128 for the whole unit): at D = 128 S^T and dP^T are issued
 // together and P^T's exp2 runs under dP^T; at D = 64 S^T alone, P^T, then dP^T and dV += P^T dO together;
 // then dS^T (from the 16-bit P^T) and dK += dS^T Q.
-// Why no dQ here (FA3 reduces it from this kernel into an fp32 accumulator): measured on the H100, this
-// kernel with dQ (dS through shared memory, dQ = dS K, then per-thread atomics or a bulk TMA reduce-add of
-// a staged tile, branch sm90-bwd-bulk-dq) took 16.8 ms at 32k, V = 8, against 6.0 + 4.6 ms for this kernel
-// and the dQ kernel; 14.3 ms even with the reduce left out. Dense too: 5.1 against 3.5 ms (8k).
+// dQ is normally the dQ kernel's: measured on the H100 (session 9), a first fused try (dS through shared
+// memory, dQ = dS K, then per-thread atomics or a bulk TMA reduce-add of a staged tile) took 16.8 ms at 32k,
+// V = 8, against 6.0 + 4.6 ms for this kernel and the dQ kernel; it spilled around its GEMMs. The fused mode
+// here (T::kFusedDq, opt-in: S2ATTN_SM90_FUSED_DQ=1, non-deterministic, D = 128) keeps dQ's accumulator out
+// of the step's S^T / dP^T registers: after dK, both warpgroups store dS^T; each computes 64 columns of dQ
+// over all 128 keys (32 registers) and adds it into the workspace's fp32 accumulator (bulk reductions).
+// A warpgroup computes dQ of its previous step (dS^T double-buffered by step, mbarriers per slot), so that
+// it does not wait for the other warpgroup to finish the current one: with one buffer and a 256-thread
+// barrier per step the warpgroups ran in lockstep and the kernel took 2.1x as long (ncu, session 14).
+// Session 15 (ncu, 32k V = 8): staging dQ for a TMA reduce-add and storing dS^T element by element doubled
+// the kernel's instructions (2.54 G against 1.27 G) and its time; hence stmatrix for dS^T and an accumulator
+// laid out in fragment order (dq_accum_tiles_sm90.h), each warp's part contiguous: the warp stages it with
+// 16-byte stores and one bulk reduction adds it (16-byte atomics from registers measured slower: the warps
+// stalled on the atomics' operand reads).
 // NOTE (performance): the two warpgroups do not ping-pong and a step's GEMMs are not overlapped with the
 // previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the portable path the fp32
 // one: same order of error as dS^T's own rounding).
@@ -34,10 +44,77 @@
 #include "cuda/common/numeric.cuh"
 #include "cuda/sm90/backward_sm90.h"
 #include "cuda/sm90/backward_traits_sm90.h"
+#include "cuda/sm90/dq_accum_tiles_sm90.h"
 #include "cuda/sm90/gemm_sm90.cuh"
 #include "cuda/sm90/ptx_sm90.cuh"
 
 namespace s2attn::cuda {
+
+// Fused dQ helpers (used only where T::kFusedDq).
+
+// Step slot `slot`'s dS^T buffer of key half h (null without fused dQ, where the storage has none).
+template <class T>
+__device__ __forceinline__ typename T::Elem* fused_ds(BwdSharedStorageSm90<T>& ss, int slot, int h) {
+  if constexpr (T::kFusedDq) {
+    return ss.fdq.ds[slot][h];
+  } else {
+    return nullptr;
+  }
+}
+
+// This thread's index in its warpgroup, read afresh where it is called: the fused-dQ stores' addresses are
+// computed from it at each use instead of being hoisted out of the step loop as 16 loop-invariant registers
+// each (ptxas kept them live across the step's GEMMs and spilled the K / V descriptors for them).
+__device__ __forceinline__ int fresh_thread_in_warpgroup() {
+  uint32_t t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return static_cast<int>(t % 128u);
+}
+
+// This warpgroup's dS^T (64 keys x 64 queries, 16-bit pairs in the A-fragment registers of dK += dS^T Q:
+// pair r + 2 t is key row warp * 16 + r * 8 + lane / 4, queries 8 t + 2 (lane % 4) + 0, 1) into its half of
+// the step slot's buffer, [key][query] in a swizzled chunk (SmemLayoutChunk: 128-byte rows, 16-byte chunk
+// q / 8 at chunk (q / 8) ^ (key % 8), 1024-byte aligned buffer). Four stmatrix.x4 per thread: instruction j
+// stores matrices (r, t) = (0, 2 j), (1, 2 j), (0, 2 j + 1), (1, 2 j + 1), i.e. registers 4 j .. 4 j + 3;
+// lane l addresses row l % 8 of matrix l / 8, whose chunk (2 j + (l / 16)) ^ (l % 8) is the lane's base
+// chunk XOR-ed with 2 j. Only where the warpgroup saw the step: the dQ GEMM skips a half no query sees.
+template <class T, class TdS32>
+__device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot, int wg, const TdS32& ds32) {
+  if constexpr (T::kFusedDq) {
+    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    const int key = warp * 16 + (lane / 8 % 2) * 8 + lane % 8;
+    const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(ss.fdq.ds[slot][wg])) + key * 128 +
+                          (((lane / 16) ^ (lane % 8)) << 4);
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j)
+      stmatrix_x4(base ^ (j << 5), ds32(4 * j), ds32(4 * j + 1), ds32(4 * j + 2), ds32(4 * j + 3));
+  }
+}
+
+// This warp's share of its warpgroup's dQ (the accumulator fragment: 32 floats a thread) added into its part of
+// an accumulator half tile (dq_accum_tiles_sm90.h: a warp's 4 KiB are contiguous): staged in shared memory in
+// the same order (8 16-byte stores a thread, conflict-free) and added by one bulk reduction that the TMA unit
+// runs asynchronously. Warp-local: lane 0 issues it and, before the next step's stores, waits until it has
+// read the staging buffer (issued a step earlier: normally done). No barrier between warps.
+template <class T, class TdQ>
+__device__ __forceinline__ void reduce_add_dq(BwdSharedStorageSm90<T>& ss, int wg, float* half_tile, const TdQ& dq) {
+  if constexpr (T::kFusedDq) {
+    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    float* stage = ss.fdq.dq_stage[wg * 4 + warp];
+    if (lane == 0) bulk_wait_read_all();
+    __syncwarp();
+    float4* s = reinterpret_cast<float4*>(stage) + lane;
+    CUTE_UNROLL
+    for (int j = 0; j < 8; ++j) s[32 * j] = make_float4(dq(4 * j), dq(4 * j + 1), dq(4 * j + 2), dq(4 * j + 3));
+    cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read by the bulk copy
+    __syncwarp();
+    if (lane == 0) {
+      bulk_reduce_add_f32(half_tile + warp * 16 * 64, static_cast<uint32_t>(__cvta_generic_to_shared(stage)),
+                          16 * 64 * 4);
+      bulk_commit_group();
+    }
+  }
+}
 
 template <class T>
 __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss,
@@ -76,6 +153,44 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   Tensor tKrdS = make_tensor<Elem>(partition_shape_A(mma_dkv, Shape<_64, _64>{}));
   Tensor tVrP32 = recast<uint32_t>(tVrP);
   Tensor tKrdS32 = recast<uint32_t>(tKrdS);
+
+  // Fused dQ (T::kFusedDq): this warpgroup's 64 columns of dQ = dS K over both key halves. The operands'
+  // descriptors: dS^T of a step slot's key half h and the K half's chunk of this warpgroup's columns.
+  [[maybe_unused]] typename T::MmaDq mma_dq;
+  [[maybe_unused]] auto thr_dq = mma_dq.get_thread_slice(tid);
+  [[maybe_unused]] auto fused_dq_operands = [&](int slot, int h) {
+    Tensor sA = make_tensor(make_smem_ptr(fused_ds(ss, slot, h)), typename T::SmemLayoutChunkT{});  // (64 q, 64 keys)
+    Tensor sB = make_tensor(make_smem_ptr(ss.k[h] + wg * 64 * 64), typename T::SmemLayoutChunkT{});  // (64 d, keys)
+    return cute::make_tuple(thr_dq.partition_fragment_A(sA), thr_dq.partition_fragment_B(sB));
+  };
+  // Steps both warpgroups took part in so far (the same steps in the same order for both: the slots' barrier
+  // phases pair up), whether the last one's dQ is still to do, and that step's first workspace row and head.
+  // Packed into one register (the consumer is at its register limit): fdq = n << 3 | halves << 1 | pending,
+  // halves' bit h: some query of that step sees key half h. fdq_half: the pending step's half tile of the
+  // accumulator, in units of kDqHalfFloats (-1: the step holds no query of the sequence, nothing to add).
+  [[maybe_unused]] uint32_t fdq = 0;
+  [[maybe_unused]] int fdq_half = -1;
+  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
+    if constexpr (T::kFusedDq) {
+      const uint32_t n = (fdq >> 3) - 1, slot = n & 1u, halves = (fdq >> 1) & 3u;
+      mbar_wait(&ss.fdq_bar.ds_full[slot], (n >> 1) & 1u);  // the slot's (n / 2)-th fill
+      Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
+      if (halves == 3u) {
+        const auto half0 = fused_dq_operands(slot, 0);
+        wgmma_issue<true, false>(mma_dq, get<0>(half0), get<1>(half0), tQrdQ);
+        const auto half1 = fused_dq_operands(slot, 1);
+        wgmma_issue<false, false>(mma_dq, get<0>(half1), get<1>(half1), tQrdQ);
+        warpgroup_wait<0>();
+      } else {  // one key half seen (vertical strides: most steps of a tile)
+        const auto half = fused_dq_operands(slot, halves == 2u ? 1 : 0);
+        wgmma_issue<true, false>(mma_dq, get<0>(half), get<1>(half), tQrdQ);
+        warpgroup_wait<0>();
+      }
+      warpgroup_fence_operand(tQrdQ);
+      mbar_arrive(&ss.fdq_bar.ds_empty[slot]);  // this thread's share of the GEMM's reads is done
+      if (fdq_half >= 0) reduce_add_dq<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats, tQrdQ);
+    }
+  };
 
   int stage = 0;
   uint32_t phase = 0;
@@ -171,6 +286,13 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             }
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
+          // fused dQ: dS^T into this step's slot while dK runs (the slot is free once both warpgroups' dQ of
+          // the step two back is done)
+          if constexpr (T::kFusedDq) {
+            const uint32_t n = fdq >> 3, slot = n & 1u;
+            if (n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);
+            store_ds_t<T>(ss, slot, wg, tKrdS32);
+          }
         }
         warpgroup_wait<0>();
         warpgroup_fence_operand(tVrdV);
@@ -178,6 +300,27 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         // Every thread arrives for the reads it made (Q, dO, statistics, meta): a one-lane arrival after a
         // warp sync is just as ordered, but compute-sanitizer's racecheck cannot see that and reports it.
         mbar_arrive(&ss.empty[stage]);
+        // Fused dQ: both warpgroups take part in every step some warpgroup computed (the one that did not see
+        // it stores nothing: the GEMM skips that half). This step's dS^T goes into its slot (free once both warpgroups' dQ of the step
+        // two back is done), then the previous step's dQ.
+        if constexpr (T::kFusedDq) {
+          if (meta.vis != 0u) {
+            const uint32_t n = fdq >> 3, slot = n & 1u;
+            if (!seen && n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);  // (seen: above)
+            cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read by wgmma (async proxy)
+            mbar_arrive(&ss.fdq_bar.ds_full[slot]);
+            if (fdq & 1u) fused_dq_previous_step();
+            // the step's accumulator tile (dq_accum_tiles_sm90.h); a step with no query of the sequence (the
+            // walk emits none: a guard) adds nothing
+            const int offset = unit.offset;
+            const bool any_row = meta.p0 + kDqTileRows > offset && meta.p0 < offset + unit.len_q;
+            const int tile = static_cast<int>(dq_tile_base(unit.row_base, unit.b)) + meta.p0 / kDqTileRows -
+                             dq_first_position_tile(offset);
+            fdq_half = any_row ? (tile * p.num_heads + meta.h) * 2 + wg : -1;
+            const uint32_t halves = (meta.vis & 1u) | (((meta.vis >> (T::kWgKeys >> bs_shift)) & 1u) << 1);
+            fdq = ((n + 1) << 3) | (halves << 1) | 1u;
+          }
+        }
       } else {
         mbar_arrive(&ss.empty[stage]);
       }
@@ -186,6 +329,13 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         phase ^= 1;
       }
       if (meta.flags & kStepLast) break;
+    }
+    // the unit's last fused step: its dQ reads K, which the release below lets the producer overwrite
+    if constexpr (T::kFusedDq) {
+      if (fdq & 1u) {
+        fused_dq_previous_step();
+        fdq &= ~1u;
+      }
     }
     // the unit's geometry into registers before the unit is released
     const int k0w = unit.k0 + wg * unit.k_half, len_k = unit.len_k;
@@ -210,6 +360,9 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         }
       }
     }
+  }
+  if constexpr (T::kFusedDq) {
+    if (lane == 0) bulk_wait_all();  // this warp's bulk reductions complete before its shared memory goes
   }
 }
 

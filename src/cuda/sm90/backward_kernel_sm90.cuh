@@ -34,6 +34,12 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     }
     mbar_init(&ss.kv_full, 1);
     mbar_init(&ss.kv_empty, T::kConsumerWarpgroups * 128);
+    if constexpr (T::kFusedDq) {
+      for (int s = 0; s < 2; ++s) {
+        mbar_init(&ss.fdq_bar.ds_full[s], T::kConsumerWarpgroups * 128);
+        mbar_init(&ss.fdq_bar.ds_empty[s], T::kConsumerWarpgroups * 128);
+      }
+    }
     fence_barrier_init();
   }
   __syncthreads();

@@ -7,9 +7,9 @@
 
 namespace s2attn::cuda {
 
-template <typename Elem, int kHeadDim>
+template <typename Elem, int kHeadDim, bool kFusedDq>
 void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch) {
-  using T = BackwardTraitsSm90<Elem, kHeadDim>;
+  using T = BackwardTraitsSm90<Elem, kHeadDim, kFusedDq>;
   launch_persistent_sm90<backward_kv_kernel_sm90<T>, BwdSharedStorageSm90<T>>(T::kThreads, params, launch);
 }
 
@@ -25,5 +25,8 @@ void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaun
 
 // One explicit instantiation per (dtype, head dim); use inside namespace s2attn::cuda.
 #define S2ATTN_INSTANTIATE_BACKWARD_SM90(ELEM, HEAD_DIM) \
-  template void run_backward_kv_sm90<ELEM, HEAD_DIM>(const BackwardParamsSm90&, const BackwardLaunchSm90&); \
+  template void run_backward_kv_sm90<ELEM, HEAD_DIM, false>(const BackwardParamsSm90&, const BackwardLaunchSm90&); \
   template void run_backward_dq_sm90<ELEM, HEAD_DIM>(const BackwardDqParamsSm90&, const BackwardLaunchSm90&);
+// The fused-dQ KV kernel (head dim 128 only).
+#define S2ATTN_INSTANTIATE_BACKWARD_SM90_FUSED_DQ(ELEM) \
+  template void run_backward_kv_sm90<ELEM, 128, true>(const BackwardParamsSm90&, const BackwardLaunchSm90&);

@@ -5,11 +5,12 @@
 //   2. the Hopper KV kernel: dK, dV written once                         (backward_kernel_sm90.cuh)
 //   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
 //                                                                        (backward_dq_kernel_sm90.cuh)
-// No atomics anywhere: every pattern and mode is bitwise repeatable (the `deterministic` flag changes
-// nothing here). Fusing dQ into the KV kernel (FA3's way: an fp32 accumulator, reduced from each step)
-// measured slower for every pattern, dense included (backward_consumer_sm90.cuh says by how much).
-// The workspace is the portable backward's (BackwardWorkspace); its dQ section is unused here, its counter
-// word holds the KV kernel's dynamic schedule (zeroed by a memset before the pre-pass).
+// No atomics by default: every pattern and mode is bitwise repeatable. Opt-in (S2ATTN_SM90_FUSED_DQ=1,
+// non-deterministic mode, head dim 128): the KV kernel adds dQ into the workspace's fp32 accumulator
+// (16-byte atomics, dq_accum_tiles_sm90.h) and step 3 becomes its post-process; being measured against the
+// dQ kernel (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
+// dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
+// (zeroed by a memset before the pre-pass).
 #include <cstdlib>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -27,7 +28,10 @@
 #include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
+#include "cuda/common/launch.cuh"
+#include "cuda/sm90/backward_dq_postprocess_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
+#include "cuda/sm90/dq_accum_tiles_sm90.h"
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
@@ -49,12 +53,38 @@ bool vertical_first(const PatternRules& r) {
          r.vert_position == static_cast<int32_t>(VertPosition::absolute);
 }
 
+// Fused dQ's post-process (backward_dq_postprocess_sm90.cuh): one CTA per (accumulator tile, head).
+template <typename CudaElemT>
+void run_dq_postprocess_sm90(const AttentionBwdParams& p, const float* accum, const BackwardLaunch& rows) {
+  static uint64_t configured = 0;  // (static shared memory only: no opt-in)
+  const dim3 grid(grid_extent(dq_tile_count(p.total_q, p.batch), "the fused-dQ post-process"),
+                  static_cast<unsigned>(p.num_heads));
+  launch_kernel(backward_dq_postprocess_sm90<CudaElemT>, grid, kRowKernelThreads, 0, rows.stream, rows.device,
+                &configured, p, accum);
+}
+
 template <typename Elem, typename CudaElemT, int kHeadDim>
 void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, const BackwardLaunchSm90& launch,
                  const BackwardDqParamsSm90& dqp, const BackwardLaunchSm90& dq_launch, const BackwardLaunch& rows) {
   run_backward_rows_sm80<CudaElemT, kHeadDim>(p, rows, /*post=*/false);
+  if (bp.dq_accum != nullptr) {  // fused dQ: the KV kernel adds dQ into the accumulator, the post-process converts it
+    if constexpr (kHeadDim == 128) {
+      if (launch.grid > 0) run_backward_kv_sm90<Elem, kHeadDim, true>(bp, launch);
+      run_dq_postprocess_sm90<CudaElemT>(p, bp.dq_accum, rows);
+      return;
+    }
+  }
   if (launch.grid > 0) run_backward_kv_sm90<Elem, kHeadDim>(bp, launch);
   if (dq_launch.grid > 0) run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
+}
+
+// S2ATTN_SM90_FUSED_DQ=1 (read per call; opt-in while it is measured): in non-deterministic mode at head
+// dim 128, dQ is added from the KV kernel (fp32 accumulator, order-dependent sums) instead of the dQ
+// kernel's recomputation of S and dP. The kernel indexes the accumulator's half tiles with an int.
+bool fused_dq_requested(const AttentionBwdParams& p) {
+  const char* v = std::getenv("S2ATTN_SM90_FUSED_DQ");
+  return v != nullptr && v[0] == '1' && !p.deterministic && p.head_dim == 128 &&
+         dq_tile_count(p.total_q, p.batch) * p.num_heads * 2 < (int64_t(1) << 31);
 }
 
 template <typename Elem, typename CudaElemT, int kHeadDim>
@@ -99,7 +129,9 @@ bool backward_sm90_supports(const AttentionBwdParams& p) {
 
 void backward_sm90(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
-  p.deterministic = true;  // the only mode of this path (see above): no dQ accumulator in the workspace
+  // Without fused dQ every mode is the deterministic algorithm (see above): no dQ accumulator
+  const bool fused = fused_dq_requested(params);
+  p.deterministic = !fused;
   if (!backward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
   }
@@ -113,7 +145,7 @@ void backward_sm90(const AttentionBwdParams& params) {
   DeviceGuard guard(launch.device);
 
   // the workspace: the caller's (checked by the front door) or our own, stream-ordered
-  const BackwardWorkspace layout(p.num_heads, p.total_q, p.head_dim, p.deterministic);
+  const BackwardWorkspace layout(p.num_heads, p.total_q, p.head_dim, p.batch, p.deterministic);
   StreamScratch own(p.workspace != nullptr ? 0 : layout.bytes(), launch.stream);
   char* base = static_cast<char*>(p.workspace != nullptr ? p.workspace : own.get());
   BackwardLaunch rows;  // the portable pre-pass, post-process and dQ kernel
@@ -131,6 +163,10 @@ void backward_sm90(const AttentionBwdParams& params) {
   bp.tma_v = make_tensor_map_sm90(p.v, dt, batch, p.seqlen_k, p.num_kv_heads, p.head_dim, p.v_stride);
   bp.lse2 = rows.lse2;
   bp.dsum = rows.dsum;
+  if (fused) {  // the accumulator's tiles, zeroed in stream order (the pre-pass zeroes only the row layout's)
+    bp.dq_accum = reinterpret_cast<float*>(base + layout.dq_offset());
+    S2_CUDA_CHECK(cudaMemsetAsync(bp.dq_accum, 0, layout.dq_floats * sizeof(float), launch.stream));
+  }
   bp.vertical_first = vertical_first(p.pattern) ? 1 : 0;
 
   // Units (scheduler): per sequence, key tiles x KV heads, plus the vertical pass. Varlen: seqlen_k is the

@@ -20,6 +20,7 @@ struct BackwardParamsSm90 {
   // workspace sections (BackwardWorkspace): written by the pre-pass, read here
   const float* lse2 = nullptr;
   const float* dsum = nullptr;
+  float* dq_accum = nullptr;  // fused dQ only: the fp32 accumulator in tiles (dq_accum_tiles_sm90.h)
   int vertical_first = 0;  // the scheduler's first pass over the vertical key tiles (backward_scheduler_sm90.cuh)
   // Dynamic scheduling when set (more units than CTAs): the producer takes its next unit from this counter
   // (workspace, zeroed before the launch); null: the static stride.
@@ -47,8 +48,9 @@ struct BackwardDqParamsSm90 {
   int pingpong = 0;  // consumer warpgroups take turns on the GEMMs (backward_dq_consumer_sm90.cuh)
 };
 
-// Elem: cutlass::bfloat16_t or cutlass::half_t.
-template <typename Elem, int kHeadDim>
+// Elem: cutlass::bfloat16_t or cutlass::half_t. kFusedDq: the KV kernel also reduce-adds dQ into the
+// workspace's accumulator (head dim 128; the front runs no dQ kernel then).
+template <typename Elem, int kHeadDim, bool kFusedDq = false>
 void run_backward_kv_sm90(const BackwardParamsSm90& params, const BackwardLaunchSm90& launch);
 template <typename Elem, int kHeadDim>
 void run_backward_dq_sm90(const BackwardDqParamsSm90& params, const BackwardLaunchSm90& launch);

@@ -39,10 +39,16 @@ struct BwdUnitSm90 {
 constexpr int32_t kStepValid = 1;  // a step to compute (a unit with no step has one invalid stage)
 constexpr int32_t kStepLast = 2;   // the unit's last stage
 
-template <typename Elem_, int kHeadDim_>
+template <typename Elem_, int kHeadDim_, bool kFusedDq_ = false>
 struct BackwardTraitsSm90 {
   using Elem = Elem_;  // cutlass::bfloat16_t or cutlass::half_t
   static constexpr int kHeadDim = kHeadDim_;
+  // Fused dQ (non-deterministic mode, S2ATTN_SM90_FUSED_DQ=1 while it is measured): each step also computes
+  // dQ = dS K for its 64 queries and reduce-adds it into the fp32 accumulator of the workspace, in place of
+  // the dQ kernel. Warpgroup w computes dQ's columns [64 w, 64 w + 64) over all 128 keys of the tile, from
+  // both warpgroups' dS^T (shared memory): 32 accumulator registers, live only after S^T / dP^T are dead.
+  static constexpr bool kFusedDq = kFusedDq_;
+  static_assert(!kFusedDq || kHeadDim_ == 128, "fused dQ: one 64-column chunk of dQ per consumer warpgroup");
   // 128 keys per CTA tile = 2 consumer warpgroups x 64 keys (one wgmma M = 64 each: S^T = K Q^T and
   // dP^T = V dO^T with the warpgroup's keys as M, so P^T and dS^T are the A operands of dV += P^T dO and
   // dK += dS^T Q straight from the accumulators, as P is in the forward). Each warpgroup keeps dK and dV of
@@ -96,6 +102,38 @@ struct BackwardTraitsSm90 {
   using MmaDKV = decltype(cute::make_tiled_mma(
       cute::GMMA::rs_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::_64>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
+
+  // Fused dQ. One 64 x 64 swizzled chunk ([row][64 elements], as a TMA box lands) and its transposed view.
+  // dS^T is stored [key][query] in a chunk; as dQ's A operand (queries x keys) that is the transposed view
+  // (MN-major), and B (d x keys) is the K half's chunk of this warpgroup's columns, transposed likewise.
+  using SmemLayoutChunk = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::_64, cute::_64>{}));
+  using SmemLayoutChunkT = decltype(cute::composition(
+      SmemLayoutChunk{}, cute::make_ordered_layout(cute::Shape<cute::_64, cute::_64>{}, cute::Step<cute::_2, cute::_1>{})));
+  using MmaDq = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Elem, Elem, float, cute::Shape<cute::_64, cute::_64, cute::_64>,
+                                 cute::GMMA::Major::MN, cute::GMMA::Major::MN>()));
+};
+
+// The fused-dQ kernel's shared memory (empty otherwise): 32 + 32 KiB next to the 160 of the KV kernel.
+// dS^T is double-buffered by step so that a warpgroup computes dQ of its previous step while the other one may
+// still be in the current one: neither waits for the other in the steady state (a single buffer made the two
+// warpgroups run in lockstep, session 14: the KV kernel took twice as long).
+template <class T, bool kFused = T::kFusedDq>
+struct BwdFusedDqStorageSm90 {};
+template <class T>
+struct BwdFusedDqStorageSm90<T, true> {
+  alignas(1024) typename T::Elem ds[2][2][64 * 64];  // [step slot][key half][key][query] (SmemLayoutChunk)
+  // each consumer warp's share of its warpgroup's dQ (16 rows x 64 columns fp32, fragment order), staged for
+  // its bulk reduction into the accumulator (dq_accum_tiles_sm90.h)
+  alignas(128) float dq_stage[2 * 4][16 * 64];  // [warpgroup * 4 + warp]
+};
+// Its barriers, beside the KV kernel's.
+template <class T, bool kFused = T::kFusedDq>
+struct BwdFusedDqBarriersSm90 {};
+template <class T>
+struct BwdFusedDqBarriersSm90<T, true> {
+  uint64_t ds_full[2];   // slot's dS^T written by both warpgroups (256 thread arrivals)
+  uint64_t ds_empty[2];  // slot's dS^T read by both warpgroups' dQ GEMMs (256 thread arrivals)
 };
 
 template <class T>
@@ -113,6 +151,8 @@ struct BwdSharedStorageSm90 {
   uint64_t empty[T::kStages];
   uint64_t kv_full;
   uint64_t kv_empty;
+  BwdFusedDqBarriersSm90<T> fdq_bar;
+  BwdFusedDqStorageSm90<T> fdq;
 };
 
 }  // namespace s2attn::cuda

@@ -55,6 +55,29 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Four 8 x 8 matrices of 16-bit pairs into shared memory: register i of each thread is matrix i's element pair
+// at row lane / 4, columns 2 (lane % 4) + 0, 1 (an mma fragment); lane l gives the address of row l % 8 of
+// matrix l / 8.
+__device__ __forceinline__ void stmatrix_x4(uint32_t smem_addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
+// Bulk reduction (sm_90): dst[0 .. bytes / 4) += src's floats, from shared memory to global memory, done by the
+// TMA unit asynchronously; the issuing thread tracks it as a bulk group. Both addresses 16-byte aligned, bytes
+// a multiple of 16.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src_smem, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+               "r"(src_smem), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// this thread's bulk groups have read their shared memory (it may be overwritten)
+__device__ __forceinline__ void bulk_wait_read_all() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// this thread's bulk groups are complete (their global writes performed)
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 // Ends the basic block after the arithmetic that produced a and b. ptxas places a wgmma wait at the top of
 // its basic block, above independent arithmetic written before it: the forward's softmax (MUFU.EX2) ran
 // after WARPGROUP.DEPBAR, serialised behind the P V GEMM it was written to overlap. A branch on values

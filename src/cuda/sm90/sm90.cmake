@@ -32,6 +32,10 @@ foreach(variant IN LISTS _s2attn_sm90_variants)
   endif()
   list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/forward_sm90_${variant}.cu
     ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}.cu)
+  # the fused-dQ KV kernel, where the variant has one (head dim 128), in its own translation unit
+  if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}_fused_dq.cu)
+    list(APPEND _s2attn_sm90_sources ${CMAKE_CURRENT_LIST_DIR}/instantiations/backward_sm90_${variant}_fused_dq.cu)
+  endif()
   string(TOUPPER "${variant}" _v)
   list(APPEND _s2attn_sm90_defs S2ATTN_SM90_HAS_${_v})
 endforeach()
