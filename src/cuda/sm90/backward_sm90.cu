@@ -7,7 +7,7 @@
 //                                                                        (backward_dq_kernel_sm90.cuh)
 // No atomics by default: every pattern and mode is bitwise repeatable. Opt-in (S2ATTN_SM90_FUSED_DQ=1,
 // non-deterministic mode, head dim 128): the KV kernel adds dQ into the workspace's fp32 accumulator
-// (16-byte atomics, dq_accum_tiles_sm90.h) and step 3 becomes its post-process; being measured against the
+// (per-warp bulk reductions, dq_accum_tiles_sm90.h) and step 3 becomes its post-process; being measured against the
 // dQ kernel (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
 // dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
 // (zeroed by a memset before the pre-pass).
