@@ -278,6 +278,39 @@ def test_sm90_fused_dq_runs_the_fused_kernel_and_the_switch_is_ignored_where_it_
     check("dq fused vs ordered", fused[0], plain[0], 1e-2)
 
 
+def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeypatch):
+    # the fused accumulator is zeroed inside the captured region (stream-ordered memset): replays into a
+    # caller workspace that starts as garbage give the reference's gradients every time
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
+    H, Hkv, S = 8, 2, 1000
+    pattern = make_pattern("paper", H, Hkv, 64, True)
+    q = randn(gen, (2, S, H, 128), "bf16")
+    k, v = (randn(gen, (2, S, Hkv, 128), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, deterministic=True)
+    ws = torch.full((s2attn.backward_workspace_size(q, k, v, pattern, backend=SM90),), 0x7F, dtype=torch.uint8,
+                    device=DEV)
+    grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+    run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
+                                            dq=grads[0], dk=grads[1], dv=grads[2])
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        run()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for _ in range(3):
+        for g in grads:
+            g.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        for name, x, y in zip("qkv", grads, want):
+            check(f"d{name} replayed", x, y, 1e-2)
+
+
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
     # starts from zero. 32 key tiles x 8 KV heads = 256 units: past the 132 CTAs, so the counter is used.
