@@ -38,6 +38,7 @@ __global__ void __launch_bounds__(kRowKernelThreads)
   const int b = dq_tile_sequence(params, tile);
   SeqGeometry g = seq_geometry(params, b);
   if (params.cu_seqlens_q == nullptr) g.q_begin = int64_t(b) * params.seqlen_q;
+  if (tile < dq_tile_base(g.q_begin, b)) return;  // below the first sequence's tiles (cu_seqlens_q[0] >= 64)
   // the tile's first position, and its rows that are queries of the sequence
   const int pos0 = static_cast<int>(tile - dq_tile_base(g.q_begin, b) + dq_first_position_tile(g.offset)) *
                    kDqTileRows;

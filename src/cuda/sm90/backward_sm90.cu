@@ -80,10 +80,11 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
 
 // S2ATTN_SM90_FUSED_DQ=1 (read per call; opt-in while it is measured): in non-deterministic mode at head
 // dim 128, dQ is added from the KV kernel (fp32 accumulator, order-dependent sums) instead of the dQ
-// kernel's recomputation of S and dP. The kernel indexes the accumulator's half tiles with an int.
+// kernel's recomputation of S and dP. The kernel indexes the accumulator's half tiles with an int; the
+// post-process's grid has the heads as its y extent.
 bool fused_dq_requested(const AttentionBwdParams& p) {
   const char* v = std::getenv("S2ATTN_SM90_FUSED_DQ");
-  return v != nullptr && v[0] == '1' && !p.deterministic && p.head_dim == 128 &&
+  return v != nullptr && v[0] == '1' && !p.deterministic && p.head_dim == 128 && p.num_heads <= 65535 &&
          dq_tile_count(p.total_q, p.batch) * p.num_heads * 2 < (int64_t(1) << 31);
 }
 
