@@ -286,13 +286,6 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             }
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
-          // fused dQ: dS^T into this step's slot while dK runs (the slot is free once both warpgroups' dQ of
-          // the step two back is done)
-          if constexpr (T::kFusedDq) {
-            const uint32_t n = fdq >> 3, slot = n & 1u;
-            if (n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);
-            store_ds_t<T>(ss, slot, wg, tKrdS32);
-          }
         }
         warpgroup_wait<0>();
         warpgroup_fence_operand(tVrdV);
@@ -301,12 +294,15 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         // warp sync is just as ordered, but compute-sanitizer's racecheck cannot see that and reports it.
         mbar_arrive(&ss.empty[stage]);
         // Fused dQ: both warpgroups take part in every step some warpgroup computed (the one that did not see
-        // it stores nothing: the GEMM skips that half). This step's dS^T goes into its slot (free once both warpgroups' dQ of the step
-        // two back is done), then the previous step's dQ.
+        // it stores nothing: the GEMM skips that half). This step's dS^T goes into its slot (free once both
+        // warpgroups' dQ of the step two back is done), then the previous step's dQ.
         if constexpr (T::kFusedDq) {
           if (meta.vis != 0u) {
             const uint32_t n = fdq >> 3, slot = n & 1u;
-            if (!seen && n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);  // (seen: above)
+            if (n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);
+            // after dK's wait: PTX leaves reading a wgmma's A registers while it runs undefined (session 15's
+            // v3b / v4 stored them under the dK GEMM; measured fine, not relied on)
+            if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32);
             cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read by wgmma (async proxy)
             mbar_arrive(&ss.fdq_bar.ds_full[slot]);
             if (fdq & 1u) fused_dq_previous_step();
