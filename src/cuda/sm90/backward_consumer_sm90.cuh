@@ -83,7 +83,7 @@ __device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot
   if constexpr (T::kFusedDq) {
     const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
     const int key = warp * 16 + (lane / 8 % 2) * 8 + lane % 8;
-    const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(ss.fdq.ds[slot][wg])) + key * 128 +
+    const uint32_t base = smem_u32(ss.fdq.ds[slot][wg]) + key * 128 +
                           (((lane / 16) ^ (lane % 8)) << 4);
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j)
@@ -106,10 +106,10 @@ __device__ __forceinline__ void reduce_add_dq(BwdSharedStorageSm90<T>& ss, int w
     float4* s = reinterpret_cast<float4*>(stage) + lane;
     CUTE_UNROLL
     for (int j = 0; j < 8; ++j) s[32 * j] = make_float4(dq(4 * j), dq(4 * j + 1), dq(4 * j + 2), dq(4 * j + 3));
-    cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read by the bulk copy
+    fence_proxy_async_shared();  // generic-proxy stores, read by the bulk copy
     __syncwarp();
     if (lane == 0) {
-      bulk_reduce_add_f32(half_tile + warp * 16 * 64, static_cast<uint32_t>(__cvta_generic_to_shared(stage)),
+      bulk_reduce_add_f32(half_tile + warp * 16 * 64, smem_u32(stage),
                           16 * 64 * 4);
       bulk_commit_group();
     }
@@ -303,7 +303,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             // after dK's wait: PTX leaves reading a wgmma's A registers while it runs undefined (session 15's
             // v3b / v4 stored them under the dK GEMM; measured fine, not relied on)
             if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32);
-            cutlass::arch::fence_view_async_shared();  // generic-proxy stores, read by wgmma (async proxy)
+            fence_proxy_async_shared();  // generic-proxy stores, read by wgmma (async proxy)
             mbar_arrive(&ss.fdq_bar.ds_full[slot]);
             if (fdq & 1u) fused_dq_previous_step();
             // the step's accumulator tile (dq_accum_tiles_sm90.h); a step with no query of the sequence (the

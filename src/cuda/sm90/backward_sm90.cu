@@ -23,12 +23,12 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device.h"
+#include "cuda/common/launch.cuh"
 #include "cuda/common/host_math.h"  // kMaxKernelPosition
 #include "cuda/common/stream_scratch.h"
 #include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sm80/backward_sm80.h"
-#include "cuda/common/launch.cuh"
 #include "cuda/sm90/backward_dq_postprocess_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
 #include "cuda/sm90/dq_accum_tiles_sm90.h"
