@@ -278,6 +278,25 @@ def test_sm90_fused_dq_runs_the_fused_kernel_and_the_switch_is_ignored_where_it_
     check("dq fused vs ordered", fused[0], plain[0], 1e-2)
 
 
+def graph_replays(run, outputs, replays=3):
+    """Captures run() in a CUDA graph (after a warm-up on a side stream) and yields after each replay; the
+    outputs are NaN-poisoned before each replay, so what a replay leaves in them is its own."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        run()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for i in range(replays):
+        for x in outputs:
+            x.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        yield i
+
+
 def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeypatch):
     # the fused accumulator is zeroed inside the captured region (stream-ordered memset): replays into a
     # caller workspace that starts as garbage give the reference's gradients every time
@@ -294,19 +313,7 @@ def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeyp
     grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
     run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
                                             dq=grads[0], dk=grads[1], dv=grads[2])
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        run()  # warm-up outside the capture
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    for _ in range(3):
-        for g in grads:
-            g.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
+    for _ in graph_replays(run, grads):
         for name, x, y in zip("qkv", grads, want):
             check(f"d{name} replayed", x, y, 1e-2)
 
@@ -328,19 +335,7 @@ def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
     run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
                                             dq=grads[0], dk=grads[1], dv=grads[2])
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        run()  # warm-up outside the capture
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    for _ in range(3):
-        for g in grads:
-            g.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
+    for _ in graph_replays(run, grads):
         for x, y in zip(grads, want):
             assert torch.equal(x, y)
     # the dynamic path ran: the counter (the workspace's word after its lse2 and dsum sections: the Hopper
