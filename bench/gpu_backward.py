@@ -10,7 +10,8 @@ D=64, block 128). Timing: triton.testing.do_bench, median.
                                   [--strides ..]
 
 Rows: fwd+bwd (the forward returning lse, then the backward; the peers through autograd) and, for s2attn,
-bwd alone and the deterministic mode. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
+bwd alone and the deterministic mode; on sm_90 also fwd+bwd with the opt-in fused dQ (s2attn_fused_dq). The
+dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
 TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
 """
@@ -116,9 +117,14 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
             errors.append(f"flex import/compile S={S}: {e}")
 
     qs, ks, vs, gs = (x.detach().transpose(1, 2) for x in (q, k, v, dout))  # [B, S, H, D] views
-    for V in strides:
-        pattern = s2attn.local_stride(H, BS, L, V, causal=True, num_kv_heads=Hkv)
-        density = float(pattern.density(S))
+    # V = 0: the dense causal pattern through s2attn (rows "*_dense"), against cuDNN above (issue 6: the dense
+    # case at >= 1.0x cuDNN's fwd+bwd time); then the S2 patterns
+    for V in [0] + list(strides):
+        dense = V == 0
+        pattern = (s2attn.dense(H, BS, causal=True, num_kv_heads=Hkv) if dense
+                   else s2attn.local_stride(H, BS, L, V, causal=True, num_kv_heads=Hkv))
+        density = 1.0 if dense else float(pattern.density(S))
+        sfx = "_dense" if dense else ""
         out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
         grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
         ws = {}  # workspace per (deterministic, backend), sized by the library
@@ -136,10 +142,25 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
 
         # "s2attn": the automatic backend (the Hopper kernels on an H100 where they have a variant);
         # "s2attn_sm80": the portable path forced, on the same tensors
-        add("s2attn", V, "fwd+bwd", fwd.do_bench(s2_step), density, "bhsd storage, automatic backend")
-        add("s2attn", V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage, automatic backend")
-        add("s2attn_deterministic", V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
+        add("s2attn" + sfx, V, "fwd+bwd", fwd.do_bench(s2_step), density, "bhsd storage, automatic backend")
+        add("s2attn" + sfx, V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage, automatic backend")
+        add("s2attn_deterministic" + sfx, V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
             "bhsd storage, automatic backend")
+        if torch.cuda.get_device_capability() == (9, 0):
+            # the opt-in fused dQ (S2ATTN_SM90_FUSED_DQ=1, read per call), same tensors and workspace
+            before = os.environ.get("S2ATTN_SM90_FUSED_DQ")
+            os.environ["S2ATTN_SM90_FUSED_DQ"] = "1"
+            try:
+                add("s2attn_fused_dq" + sfx, V, "fwd+bwd", fwd.do_bench(s2_step), density,
+                    "bhsd storage, automatic backend, S2ATTN_SM90_FUSED_DQ=1")
+            finally:
+                if before is None:
+                    os.environ.pop("S2ATTN_SM90_FUSED_DQ")
+                else:
+                    os.environ["S2ATTN_SM90_FUSED_DQ"] = before
+            s2_step()  # the default path's gradients again
+        if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
+            continue
         if torch.cuda.get_device_capability() == (9, 0):
             auto_grads = [g.clone() for g in grads]
             s2_step(False, "cuda_sm80")
@@ -226,7 +247,7 @@ def main():
                 errors.append(f"S={S} {cfg}: {type(e).__name__}: {e}")
                 print(f"  failed: {type(e).__name__}: {e}", flush=True)
                 torch.cuda.empty_cache()
-    fwd.write_report(args.out, meta, rows, errors)
+            fwd.write_report(args.out, meta, rows, errors)  # after each shape: a run cut short keeps its rows
     return 0
 
 
