@@ -38,13 +38,13 @@ __global__ void __launch_bounds__(kRowKernelThreads)
   const int b = dq_tile_sequence(params, tile);
   SeqGeometry g = seq_geometry(params, b);
   if (params.cu_seqlens_q == nullptr) g.q_begin = int64_t(b) * params.seqlen_q;
-  if (tile < dq_tile_base(g.q_begin, b)) return;  // below the first sequence's tiles (cu_seqlens_q[0] >= 64)
+  const int64_t base = dq_tile_base(g.q_begin, b);  // the sequence's first tile
+  if (tile < base) return;  // below the first sequence's tiles (cu_seqlens_q[0] >= 64)
   // the tile's first position, and its rows that are queries of the sequence
-  const int pos0 = static_cast<int>(tile - dq_tile_base(g.q_begin, b) + dq_first_position_tile(g.offset)) *
-                   kDqTileRows;
+  const int pos0 = static_cast<int>(tile - base + dq_first_position_tile(g.offset)) * kDqTileRows;
   const int row_lo = max(g.offset - pos0, 0), row_hi = min(g.offset + g.len_q - pos0, kDqTileRows);
   constexpr int kChunks = kD / 8;
-  if (g.offset < 0 && tile == dq_tile_base(g.q_begin, b)) {  // rows before position 0 see nothing: dq = 0
+  if (g.offset < 0 && tile == base) {  // rows before position 0 see nothing: dq = 0
     const int n = min(-g.offset, g.len_q);
     for (int u = threadIdx.x; u < n * kChunks; u += kRowKernelThreads) {
       Elem* dq = static_cast<Elem*>(params.dq) + operand_row(params.dq_stride, g.q_begin + u / kChunks, params.seqlen_q, h);
