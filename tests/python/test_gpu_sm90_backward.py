@@ -297,22 +297,29 @@ def graph_replays(run, outputs, replays=3):
         yield i
 
 
-def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeypatch):
-    # the fused accumulator is zeroed inside the captured region (stream-ordered memset): replays into a
-    # caller workspace that starts as garbage give the reference's gradients every time
-    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
-    H, Hkv, S = 8, 2, 1000
+def graph_backward_case(gen, B, S, H, Hkv):
+    """The paper's pattern at D = 128, bf16: the backward's inputs, NaN-poisoned gradients, and the call that
+    writes them through a caller workspace filled with 0x7F bytes (garbage: what the call must not rely on).
+    Returns (pattern, (dout, q, k, v, out, lse), grads, workspace, run)."""
     pattern = make_pattern("paper", H, Hkv, 64, True)
-    q = randn(gen, (2, S, H, 128), "bf16")
-    k, v = (randn(gen, (2, S, Hkv, 128), "bf16") for _ in range(2))
+    q = randn(gen, (B, S, H, 128), "bf16")
+    k, v = (randn(gen, (B, S, Hkv, 128), "bf16") for _ in range(2))
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
-    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, deterministic=True)
     ws = torch.full((s2attn.backward_workspace_size(q, k, v, pattern, backend=SM90),), 0x7F, dtype=torch.uint8,
                     device=DEV)
     grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
     run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
                                             dq=grads[0], dk=grads[1], dv=grads[2])
+    return pattern, (dout, q, k, v, out, lse), grads, ws, run
+
+
+def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeypatch):
+    # the fused accumulator is zeroed inside the captured region (stream-ordered memset): replays into a
+    # caller workspace that starts as garbage give the reference's gradients every time
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "1")
+    pattern, inputs, grads, _, run = graph_backward_case(gen, 2, 1000, 8, 2)
+    want = s2attn.attention_backward(*inputs, pattern, backend=SM90, deterministic=True)
     for _ in graph_replays(run, grads):
         for name, x, y in zip("qkv", grads, want):
             check(f"d{name} replayed", x, y, 1e-2)
@@ -321,20 +328,11 @@ def test_sm90_fused_dq_under_graph_capture_with_a_garbage_workspace(gen, monkeyp
 def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # the counter lives in the caller's workspace and is zeroed inside the captured region: every replay
     # starts from zero. 32 key tiles x 8 KV heads = 256 units: past the 132 CTAs, so the counter is used.
-    H, Hkv, S = 32, 8, 4096
-    pattern = make_pattern("paper", H, Hkv, 64, True)
-    q = randn(gen, (1, S, H, 128), "bf16")
-    k, v = (randn(gen, (1, S, Hkv, 128), "bf16") for _ in range(2))
-    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
-    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
-    want = s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90)
-    ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, backend=SM90), dtype=torch.uint8, device=DEV)
-    # a stale counter must not survive into the launch: 0x7F7F7F7F would hand out no unit past the first
-    # wave, and the NaN-poisoned gradients below would show it
-    ws.fill_(0x7F)
-    grads = [torch.full_like(x, float("nan")) for x in (q, k, v)]
-    run = lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, workspace=ws,  # noqa: E731
-                                            dq=grads[0], dk=grads[1], dv=grads[2])
+    # A stale counter must not survive into the launch: the workspace's 0x7F7F7F7F would hand out no unit
+    # past the first wave, and the NaN-poisoned gradients would show it.
+    H, S = 32, 4096
+    pattern, inputs, grads, ws, run = graph_backward_case(gen, 1, S, H, 8)
+    want = s2attn.attention_backward(*inputs, pattern, backend=SM90)
     for _ in graph_replays(run, grads):
         for x, y in zip(grads, want):
             assert torch.equal(x, y)
