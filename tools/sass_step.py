@@ -20,12 +20,10 @@ for line in open(path):
 name = [f for f in funcs if "backward_kv_kernel" in f and want in f][0]
 ins = funcs[name]
 def op(s): return (s.split()[1] if s.startswith('@') else s.split()[0])
-targets = set()
-for a, s in ins:
-    m = re.search(r'BRA (?:`\(\.L_x_\d+\)|0x([0-9a-f]+))', s)
-    if op(s).startswith('BRA'):
-        mm = re.search(r'0x([0-9a-f]+)', s)
-        if mm: targets.add(int(mm.group(1), 16))
+def target(s):  # a branch's target address, or None
+    m = re.search(r'0x([0-9a-f]+)', s) if op(s).startswith('BRA') else None
+    return int(m.group(1), 16) if m else None
+targets = {target(s) for a, s in ins} - {None}
 # blocks: split at targets and after branches
 blocks = []; curb = []
 for a, s in ins:
@@ -33,17 +31,15 @@ for a, s in ins:
     curb.append((a, s))
     if op(s).startswith(('BRA', 'EXIT', 'RET')): blocks.append(curb); curb = []
 if curb: blocks.append(curb)
-st = [i for i, b in enumerate(blocks) if any('HGMMA.64x64x16' in s and ', RZ' in s and 'tnsp' not in s for a, s in b)][0]
-b = blocks[st]
+b = next(b for b in blocks if any('HGMMA.64x64x16' in s and ', RZ' in s and 'tnsp' not in s for a, s in b))
 h = collections.Counter(op(s).split('.')[0] for a, s in b)
 print(f"{name[:60]}: {len(ins)} instructions")
 print(f"S^T block at {b[0][0]:#x}: {len(b)} instructions; R2UR {h['R2UR']} LDL {h['LDL']} UIADD3 {h['UIADD3']} VIADD {h['VIADD']} IMAD {h['IMAD']}")
-# the loop: the last backward branch to an address <= the S^T block's start, from after it
+# the loop: the first branch after the S^T block back to an address at or before its start
 start = b[0][0]
-back = [(a, s) for a, s in ins if a > start and op(s).startswith('BRA') and re.search(r'0x([0-9a-f]+)', s) and int(re.search(r'0x([0-9a-f]+)', s).group(1), 16) <= start]
+back = next(((a, target(s)) for a, s in ins if a > start and target(s) is not None and target(s) <= start), None)
 if back:
-    head = min(int(re.search(r'0x([0-9a-f]+)', s).group(1), 16) for a, s in back[:1])
-    end = back[0][0]
+    end, head = back
     body = [(a, s) for a, s in ins if head <= a <= end]
     hb = collections.Counter(op(s).split('.')[0] for a, s in body)
     print(f"loop {head:#x}..{end:#x}: {len(body)} instructions; R2UR {hb['R2UR']} LDL {hb['LDL']} STL {hb['STL']} HGMMA {hb['HGMMA']} BAR {hb['BAR']} SYNCS {hb['SYNCS']}")
