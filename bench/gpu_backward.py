@@ -128,7 +128,8 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
         grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
         ws = {}  # workspace per (deterministic, backend), sized by the library
-        for det, backend in ((False, "auto"), (True, "auto"), (False, "cuda_sm80")):
+        # the portable path runs the S2 patterns only (below)
+        for det, backend in ((False, "auto"), (True, "auto")) + (() if dense else ((False, "cuda_sm80"),)):
             n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det, backend=backend)
             ws[det, backend] = torch.empty(n, dtype=torch.uint8, device=dev)
 
@@ -158,7 +159,8 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
                     os.environ.pop("S2ATTN_SM90_FUSED_DQ")
                 else:
                     os.environ["S2ATTN_SM90_FUSED_DQ"] = before
-            s2_step()  # the default path's gradients again
+            if not dense:
+                s2_step()  # the default path's gradients again, for the rows below
         if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
             continue
         if torch.cuda.get_device_capability() == (9, 0):
