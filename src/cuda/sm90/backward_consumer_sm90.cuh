@@ -93,11 +93,12 @@ __device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot
 
 // This warp's share of its warpgroup's dQ (the accumulator fragment: 32 floats a thread) added into its part of
 // an accumulator half tile (dq_accum_tiles_sm90.h: a warp's 4 KiB are contiguous): staged in shared memory in
-// the same order (8 16-byte stores a thread, conflict-free) and added by one bulk reduction that the TMA unit
-// runs asynchronously. Warp-local: lane 0 issues it and, before the next step's stores, waits until it has
-// read the staging buffer (issued a step earlier: normally done). No barrier between warps.
+// the same order (8 16-byte stores a thread, conflict-free), then, after the caller's proxy fence, added by
+// one bulk reduction that the TMA unit runs asynchronously. Warp-local: lane 0 issues it and, before the next
+// step's stores, waits until it has read the staging buffer (issued a step earlier: normally done). No
+// barrier between warps. Two halves so that the step's dS^T stores and these share one fence.
 template <class T, class TdQ>
-__device__ __forceinline__ void reduce_add_dq(BwdSharedStorageSm90<T>& ss, int wg, float* half_tile, const TdQ& dq) {
+__device__ __forceinline__ void stage_dq(BwdSharedStorageSm90<T>& ss, int wg, const TdQ& dq) {
   if constexpr (T::kFusedDq) {
     const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
     float* stage = ss.fdq.dq_stage[wg * 4 + warp];
@@ -106,11 +107,16 @@ __device__ __forceinline__ void reduce_add_dq(BwdSharedStorageSm90<T>& ss, int w
     float4* s = reinterpret_cast<float4*>(stage) + lane;
     CUTE_UNROLL
     for (int j = 0; j < 8; ++j) s[32 * j] = make_float4(dq(4 * j), dq(4 * j + 1), dq(4 * j + 2), dq(4 * j + 3));
-    fence_proxy_async_shared();  // generic-proxy stores, read by the bulk copy
+  }
+}
+// After stage_dq and a fence.proxy.async of every lane's stores (generic proxy, read by the bulk copy).
+template <class T>
+__device__ __forceinline__ void issue_dq_reduction(BwdSharedStorageSm90<T>& ss, int wg, float* half_tile) {
+  if constexpr (T::kFusedDq) {
+    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
     __syncwarp();
     if (lane == 0) {
-      bulk_reduce_add_f32(half_tile + warp * 16 * 64, smem_u32(stage),
-                          16 * 64 * 4);
+      bulk_reduce_add_f32(half_tile + warp * 16 * 64, smem_u32(ss.fdq.dq_stage[wg * 4 + warp]), 16 * 64 * 4);
       bulk_commit_group();
     }
   }
@@ -144,6 +150,15 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   Tensor sV = make_tensor(make_smem_ptr(ss.v[wg]), typename T::SmemLayoutRows{});
   Tensor tSrK = thr_sdp.partition_fragment_A(sK);
   Tensor tSrV = thr_sdp.partition_fragment_A(sV);
+  // Fused dQ: K's and V's descriptors built at each step from an address the compiler cannot see through.
+  // Hoisted out of the loop (as the ordered kernel has them) they hold 16 uniform registers that the fused
+  // step's other descriptors need: ptxas then kept them in vector registers and moved each with R2UR before
+  // its HGMMA (SASS: the step loop 758 -> 684 instructions with the producer's step meta, R2UR 80 -> 12).
+  // The ordered kernel keeps the hoisted ones (built per step its loop grows, 464 -> 486).
+  [[maybe_unused]] auto opaque_rows_operand = [&](Elem* rows) {
+    asm volatile("" : "+l"(rows));
+    return thr_sdp.partition_fragment_A(make_tensor(make_smem_ptr(rows), typename T::SmemLayoutRows{}));
+  };
 
   Tensor tSrS = partition_fragment_C(mma_sdp, Shape<_64, _64>{});   // S^T, then P^T (keys, queries) fp32
   Tensor tSrdP = partition_fragment_C(mma_sdp, Shape<_64, _64>{});  // dP^T, then dS^T
@@ -170,6 +185,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // accumulator, in units of kDqHalfFloats (-1: the step holds no query of the sequence, nothing to add).
   [[maybe_unused]] uint32_t fdq = 0;
   [[maybe_unused]] int fdq_half = -1;
+  // The previous step's dQ GEMM and its staging; the caller fences and issues the reduction (fdq_half >= 0).
   [[maybe_unused]] auto fused_dq_previous_step = [&]() {
     if constexpr (T::kFusedDq) {
       const uint32_t n = (fdq >> 3) - 1, slot = n & 1u, halves = (fdq >> 1) & 3u;
@@ -188,7 +204,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
       }
       warpgroup_fence_operand(tQrdQ);
       mbar_arrive(&ss.fdq_bar.ds_empty[slot]);  // this thread's share of the GEMM's reads is done
-      if (fdq_half >= 0) reduce_add_dq<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats, tQrdQ);
+      if (fdq_half >= 0) stage_dq<T>(ss, wg, tQrdQ);
     }
   };
 
@@ -216,14 +232,16 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         // one of its two 64-key blocks only.
         const bool seen = (meta.vis >> wg_block) & 1u;
         if (seen) {
+          const auto tSrK_step = T::kFusedDq ? opaque_rows_operand(ss.k[wg]) : tSrK;
+          const auto tSrV_step = T::kFusedDq ? opaque_rows_operand(ss.v[wg]) : tSrV;
           if constexpr (kSdPTogether) {
             // dP^T runs under P^T's exp2
-            wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
-            wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
+            wgmma_issue<true, false>(mma_sdp, tSrK_step, thr_sdp.partition_fragment_B(sQ), tSrS);
+            wgmma_issue<true, false>(mma_sdp, tSrV_step, thr_sdp.partition_fragment_B(sdO), tSrdP);
             warpgroup_wait<1>();
           } else {
             // S^T first, alone (measured faster at D = 64)
-            wgmma_issue<true, false>(mma_sdp, tSrK, thr_sdp.partition_fragment_B(sQ), tSrS);
+            wgmma_issue<true, false>(mma_sdp, tSrK_step, thr_sdp.partition_fragment_B(sQ), tSrS);
             warpgroup_wait<0>();
           }
           warpgroup_fence_operand(tSrS);
@@ -268,7 +286,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           // dP^T and dV += P^T dO together; dS^T needs only dP^T (groups complete in order: wait<1> leaves
           // the dV GEMM running)
           if constexpr (!kSdPTogether) {
-            wgmma_issue<true, false>(mma_sdp, tSrV, thr_sdp.partition_fragment_B(sdO), tSrdP);
+            wgmma_issue<true, false>(mma_sdp, tSrV_step, thr_sdp.partition_fragment_B(sdO), tSrdP);
           }
           wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
           warpgroup_wait<1>();
@@ -303,17 +321,17 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             // after dK's wait: PTX leaves reading a wgmma's A registers while it runs undefined (session 15's
             // v3b / v4 stored them under the dK GEMM; measured fine, not relied on)
             if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32);
-            fence_proxy_async_shared();  // generic-proxy stores, read by wgmma (async proxy)
-            mbar_arrive(&ss.fdq_bar.ds_full[slot]);
+            // the previous step's dQ before this step's slot is published: one proxy fence covers both
+            // stores, dS^T (read by the other warpgroup's wgmma) and dQ's staging (read by the bulk copy)
+            const bool add = (fdq & 1u) && fdq_half >= 0;
             if (fdq & 1u) fused_dq_previous_step();
-            // the step's accumulator tile (dq_accum_tiles_sm90.h); a step with no query of the sequence (the
-            // walk emits none: a guard) adds nothing
-            const int offset = unit.offset;
-            const bool any_row = meta.p0 + kDqTileRows > offset && meta.p0 < offset + unit.len_q;
-            const int tile = static_cast<int>(dq_tile_base(unit.row_base, unit.b)) + meta.p0 / kDqTileRows -
-                             dq_first_position_tile(offset);
-            fdq_half = any_row ? (tile * p.num_heads + meta.h) * 2 + wg : -1;
-            const uint32_t halves = (meta.vis & 1u) | (((meta.vis >> (T::kWgKeys >> bs_shift)) & 1u) << 1);
+            fence_proxy_async_shared();  // generic-proxy stores, read by the async proxy
+            mbar_arrive(&ss.fdq_bar.ds_full[slot]);
+            if (add) issue_dq_reduction<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats);
+            // the step's accumulator half tile and key halves, as the producer derived them (a step with no
+            // query of the sequence, which the walk does not emit, adds nothing: a guard)
+            fdq_half = meta.dq_half0 >= 0 ? meta.dq_half0 + wg : -1;
+            const uint32_t halves = (static_cast<uint32_t>(meta.flags) >> kStepHalvesShift) & 3u;
             fdq = ((n + 1) << 3) | (halves << 1) | 1u;
           }
         }
@@ -330,6 +348,10 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
     if constexpr (T::kFusedDq) {
       if (fdq & 1u) {
         fused_dq_previous_step();
+        if (fdq_half >= 0) {
+          fence_proxy_async_shared();
+          issue_dq_reduction<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats);
+        }
         fdq &= ~1u;
       }
     }

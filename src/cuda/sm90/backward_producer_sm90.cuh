@@ -12,6 +12,7 @@
 #include "cuda/sm90/backward_scheduler_sm90.cuh"
 #include "cuda/sm90/backward_sm90.h"
 #include "cuda/sm90/backward_traits_sm90.h"
+#include "cuda/sm90/dq_accum_tiles_sm90.h"
 #include "cuda/sm90/ptx_sm90.cuh"
 
 namespace s2attn::cuda {
@@ -131,7 +132,16 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
         ss.dsum[stage][m] = in_seq ? fp.dsum[stats_row + pos] : 0.f;
       }
       if (lane == 0) {
-        ss.meta[stage] = BwdStageMetaSm90{h, p0, vis, kStepValid | (have ? 0 : kStepLast)};
+        int32_t dq_half0 = 0, halves = 0;
+        if constexpr (T::kFusedDq) {  // the accumulator's tile of the step (dq_accum_tiles_sm90.h)
+          const bool any_row = p0 + kDqTileRows > g.offset && p0 < g.offset + g.len_q;
+          const int tile = static_cast<int>(dq_tile_base(ss.geo.row_base, w.b)) + p0 / kDqTileRows -
+                           dq_first_position_tile(g.offset);
+          dq_half0 = any_row ? (tile * p.num_heads + h) * 2 : -1;
+          halves = static_cast<int32_t>((vis & 1u) | (((vis >> (T::kWgKeys / bs)) & 1u) << 1));
+        }
+        ss.meta[stage] = BwdStageMetaSm90{dq_half0, p0, vis,
+                                          kStepValid | (have ? 0 : kStepLast) | (halves << kStepHalvesShift)};
         mbar_arrive_expect_tx(&ss.full[stage], T::kStepBytes);
         const int row0 = static_cast<int>(g.q_begin) + (p0 - g.offset);  // may be negative: zero fill
 #pragma unroll

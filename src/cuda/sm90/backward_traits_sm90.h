@@ -19,10 +19,11 @@ enum class BwdWarpGroupRoleSm90 : int { producer = 0, consumer0 = 1, consumer1 =
 // What the producer tells the consumers about one stage (written before its arrival on the stage's full
 // barrier, whose release / acquire orders it): no metadata enumeration in the consumers' registers.
 struct BwdStageMetaSm90 {
-  int32_t h;      // q head
-  int32_t p0;     // absolute position of the step's first query row
-  uint32_t vis;   // bit c: the step's query block sees key block c of the tile
-  int32_t flags;  // kStepValid | kStepLast
+  int32_t dq_half0;  // fused dQ: the step's accumulator half tile of consumer warpgroup 0, in kDqHalfFloats
+                     // (warpgroup 1's is the next; -1: the step holds no query of the sequence); else 0
+  int32_t p0;        // absolute position of the step's first query row
+  uint32_t vis;      // bit c: the step's query block sees key block c of the tile
+  int32_t flags;     // kStepValid | kStepLast | key halves seen << kStepHalvesShift
 };
 // The current work unit, as the producer publishes it with the K / V load (kv_full's arrival orders it): the
 // consumers run no scheduler and keep none of its state in registers; they read these where they need them.
@@ -38,6 +39,10 @@ struct BwdUnitSm90 {
 
 constexpr int32_t kStepValid = 1;  // a step to compute (a unit with no step has one invalid stage)
 constexpr int32_t kStepLast = 2;   // the unit's last stage
+// bit h of (flags >> kStepHalvesShift): some query of the step sees the tile's key half h (fused dQ only:
+// which halves its GEMM reads). The producer derives it and dq_half0 once per step, in its own warp, so that
+// the consumers' step loop holds no such bookkeeping (it was 41 instructions a step in each consumer warp).
+constexpr int kStepHalvesShift = 2;
 
 template <typename Elem_, int kHeadDim_, bool kFusedDq_ = false>
 struct BackwardTraitsSm90 {
