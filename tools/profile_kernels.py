@@ -5,11 +5,13 @@ spends its time: e.g. the Hopper backward's KV kernel against its pre-pass, dQ k
     python3 tools/profile_kernels.py --cases 8192:8,32768:32 --out-dir DIR   (DIR/p_S_V.json per case, one
                                                                               process: tools/gpu-ab rounds)
 
-Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable), each
-kernel's total time over --iters calls divided by --iters, and writes them as JSON.
+Prints, for each pass (forward automatic / portable; backward automatic / deterministic / portable / with
+fused dQ on the Hopper path), each kernel's total time over --iters calls divided by --iters, and writes them
+as JSON.
 """
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -17,10 +19,25 @@ from torch.profiler import ProfilerActivity, profile
 
 import s2attn
 
-# backward passes: name -> (deterministic, backend)
-BACKWARD_PASSES = {"backward": (False, "auto"), "backward_deterministic": (True, "auto"),
-                   "backward_sm80": (False, "cuda_sm80")}
+# backward passes: name -> (deterministic, backend, environment set for the call: a switch read per call)
+BACKWARD_PASSES = {"backward": (False, "auto", {}), "backward_deterministic": (True, "auto", {}),
+                   "backward_sm80": (False, "cuda_sm80", {}),
+                   "backward_fused": (False, "auto", {"S2ATTN_SM90_FUSED_DQ": "1"})}
 PASSES = ("forward", "forward_sm80") + tuple(BACKWARD_PASSES)
+
+def with_env(env, fn):
+    """fn() with the variables of env set, then each restored (unset if it was)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return fn()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 def kernel_times(fn, iters):
     fn()
@@ -103,12 +120,12 @@ def profile_case(a, wanted, out_path):
             passes[name] = lambda: s2attn.attention(q, k, v, pattern, out=out, lse=lse, return_lse=True,
                                                     backend="cuda_sm80")
         else:
-            det, backend = BACKWARD_PASSES[name]
+            det, backend, env = BACKWARD_PASSES[name]
             ws = torch.empty(s2attn.backward_workspace_size(q, k, v, pattern, deterministic=det, backend=backend),
                              dtype=torch.uint8, device=dev)
-            passes[name] = (lambda det=det, backend=backend, ws=ws: s2attn.attention_backward(
+            passes[name] = (lambda det=det, backend=backend, ws=ws, env=env: with_env(env, lambda: s2attn.attention_backward(
                 do, q, k, v, out, lse, pattern, deterministic=det, backend=backend, dq=grads[0], dk=grads[1],
-                dv=grads[2], workspace=ws))
+                dv=grads[2], workspace=ws)))
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv),
                   shape=dict(B=1, H=a.H, S=a.S, D=a.D, block=a.block, local=a.local, V=a.V, dtype="bf16",
                              layout=a.layout),
