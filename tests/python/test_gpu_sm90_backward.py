@@ -331,8 +331,8 @@ def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # A stale counter must not survive into the launch: the workspace's 0x7F7F7F7F would hand out no unit
     # past the first wave, and the NaN-poisoned gradients would show it. Deterministic mode: the ordered
     # kernels, whose replays are bitwise equal whichever kernels the other mode runs.
-    H, S = 32, 4096
-    pattern, inputs, grads, ws, run = graph_backward_case(gen, 1, S, H, 8, deterministic=True)
+    H, Hkv, S = 32, 8, 4096
+    pattern, inputs, grads, ws, run = graph_backward_case(gen, 1, S, H, Hkv, deterministic=True)
     want = s2attn.attention_backward(*inputs, pattern, backend=SM90, deterministic=True)
     for _ in graph_replays(run, grads):
         for x, y in zip(grads, want):
@@ -343,5 +343,5 @@ def test_sm90_backward_dynamic_schedule_under_graph_capture(gen):
     # whose layout has a dQ section there, and read unused fill bytes.
     stats = (H * S * 4 + 255) // 256 * 256
     counter = int(ws[2 * stats:2 * stats + 4].view(torch.int32).item())
-    units = S // 128 * 8
+    units = S // 128 * Hkv
     assert 132 < counter <= units + 2 * 132, counter

@@ -109,11 +109,14 @@ __device__ __forceinline__ void stage_dq(BwdSharedStorageSm90<T>& ss, int wg, co
     for (int j = 0; j < 8; ++j) s[32 * j] = make_float4(dq(4 * j), dq(4 * j + 1), dq(4 * j + 2), dq(4 * j + 3));
   }
 }
-// After stage_dq and a fence.proxy.async of every lane's stores (generic proxy, read by the bulk copy).
+// After stage_dq and a fence.proxy.async of every lane's stores (generic proxy, read by the bulk copy): the
+// reduction into half tile `half` of the accumulator (in units of kDqHalfFloats).
 template <class T>
-__device__ __forceinline__ void issue_dq_reduction(BwdSharedStorageSm90<T>& ss, int wg, float* half_tile) {
+__device__ __forceinline__ void issue_dq_reduction(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss, int wg,
+                                                   int half) {
   if constexpr (T::kFusedDq) {
     const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    float* half_tile = fp.dq_accum + int64_t(half) * kDqHalfFloats;
     __syncwarp();
     if (lane == 0) {
       bulk_reduce_add_f32(half_tile + warp * 16 * 64, smem_u32(ss.fdq.dq_stage[wg * 4 + warp]), 16 * 64 * 4);
@@ -179,7 +182,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
     return cute::make_tuple(thr_dq.partition_fragment_A(sA), thr_dq.partition_fragment_B(sB));
   };
   // Steps both warpgroups took part in so far (the same steps in the same order for both: the slots' barrier
-  // phases pair up), whether the last one's dQ is still to do, and that step's first workspace row and head.
+  // phases pair up), whether the last one's dQ is still to do, and which key halves that step saw.
   // Packed into one register (the consumer is at its register limit): fdq = n << 3 | halves << 1 | pending,
   // halves' bit h: some query of that step sees key half h. fdq_half: the pending step's half tile of the
   // accumulator, in units of kDqHalfFloats (-1: the step holds no query of the sequence, nothing to add).
@@ -327,7 +330,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             if (fdq & 1u) fused_dq_previous_step();
             fence_proxy_async_shared();  // generic-proxy stores, read by the async proxy
             mbar_arrive(&ss.fdq_bar.ds_full[slot]);
-            if (add) issue_dq_reduction<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats);
+            if (add) issue_dq_reduction<T>(fp, ss, wg, fdq_half);
             // the step's accumulator half tile and key halves, as the producer derived them (a step with no
             // query of the sequence, which the walk does not emit, adds nothing: a guard)
             fdq_half = meta.dq_half0 >= 0 ? meta.dq_half0 + wg : -1;
@@ -350,7 +353,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         fused_dq_previous_step();
         if (fdq_half >= 0) {
           fence_proxy_async_shared();
-          issue_dq_reduction<T>(ss, wg, fp.dq_accum + int64_t(fdq_half) * kDqHalfFloats);
+          issue_dq_reduction<T>(fp, ss, wg, fdq_half);
         }
         fdq &= ~1u;
       }
