@@ -138,7 +138,7 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
           const int tile = static_cast<int>(dq_tile_base(ss.geo.row_base, w.b)) + p0 / kDqTileRows -
                            dq_first_position_tile(g.offset);
           dq_half0 = any_row ? (tile * p.num_heads + h) * 2 : -1;
-          halves = static_cast<int32_t>((vis & 1u) | (((vis >> (T::kWgKeys / bs)) & 1u) << 1));
+          halves = static_cast<int32_t>((vis & 1u) | (((vis >> (T::kWgKeys >> ss.geo.bs_shift)) & 1u) << 1));
         }
         ss.meta[stage] = BwdStageMetaSm90{dq_half0, p0, vis,
                                           kStepValid | (have ? 0 : kStepLast) | (halves << kStepHalvesShift)};
