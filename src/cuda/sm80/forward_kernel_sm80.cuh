@@ -28,18 +28,28 @@ namespace s2attn::cuda {
 
 // cp.async of tile rows [0, kRows): tile row x <- operand row row0 + x (row stride `stride` elements from
 // `base`); rows outside [lo, hi) are zero-filled (`safe` is any valid global address for them).
+// A thread copies the same 16-byte chunk of rows x0, x0 + kRowsPerPass, ...: one source address and one
+// bound test set up per call, then a 64-bit add per row. (From a signed `(tid + it * kThreads) % kChunks`
+// per copy, ptxas kept one 64-bit source address per copy and spilled them: sm_90 build of the forward,
+// 272 -> 112 bytes of spills, and ~23 instructions per copy.)
 template <class T, int kRows>
 __device__ __forceinline__ void load_rows(typename T::Elem* tile, const typename T::Elem* base, int64_t stride,
                                           int row0, int lo, int hi, const void* safe) {
-  constexpr int kPerThread = kRows * T::kChunks / T::kThreads;
+  constexpr int kPerThread = kRows * T::kChunks / T::kThreads, kRowsPerPass = T::kThreads / T::kChunks;
+  static_assert(T::kThreads % T::kChunks == 0, "a thread copies the same chunk of each of its rows");
+  const int c = static_cast<int>(threadIdx.x % T::kChunks), x0 = static_cast<int>(threadIdx.x / T::kChunks);
+  // the address as an integer: rows before `base` (zero-filled, never read) are formed without pointer UB
+  uintptr_t src = reinterpret_cast<uintptr_t>(base) +
+                  static_cast<uintptr_t>((int64_t(row0 + x0) * stride + c * 8) * int64_t(sizeof(typename T::Elem)));
+  const uintptr_t step = static_cast<uintptr_t>(int64_t(kRowsPerPass) * stride * int64_t(sizeof(typename T::Elem)));
+  // row0 + x in [lo, hi) as one unsigned compare
+  const uint32_t first = static_cast<uint32_t>(row0 + x0 - lo), span = static_cast<uint32_t>(max(hi - lo, 0));
 #pragma unroll
   for (int it = 0; it < kPerThread; ++it) {
-    const int idx = threadIdx.x + it * T::kThreads;
-    const int x = idx / T::kChunks, c = idx % T::kChunks;
-    const int row = row0 + x;
-    const bool valid = row >= lo && row < hi;
-    const void* src = valid ? static_cast<const void*>(base + row * stride + c * 8) : safe;
-    cp_async_16(smem_addr(tile + swizzle<T::kHeadDim>(x, c)), src, valid);
+    const bool valid = first + static_cast<uint32_t>(it * kRowsPerPass) < span;
+    const void* from = valid ? reinterpret_cast<const void*>(src) : safe;
+    cp_async_16(smem_addr(tile + swizzle<T::kHeadDim>(x0 + it * kRowsPerPass, c)), from, valid);
+    src += step;
   }
 }
 
@@ -61,7 +71,9 @@ struct SoftmaxState {
   float l[T::kMTiles][2];  // this thread's part of the running sum
 };
 
-// One key tile: S = Q K^T, (mask), online softmax, O += P V.
+// One key tile: S = Q K^T, (mask), online softmax, O += P V. kMask = false: every element visible and
+// scale_log2 > 0, so the row max is taken on the raw scores and the scaling folds into the exp2's argument
+// (one FFMA per element in place of an FMUL and an FADD); the caller sends other tiles through kMask.
 template <class T, bool kMask>
 __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T::kMTiles : 1][T::kQkSteps][4],
                                             const typename T::Elem* sQ, const typename T::Elem* sK,
@@ -111,27 +123,30 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
   // column`, then one compare against a compile-time column and one select per element (the per-element
   // three-term && cost the masked tile ~630 more SASS instructions, sm_90 build; the Hopper forward's mask
   // measured +0.83 -> +0.04 us a masked warpgroup-stage with the same change, docs/hopper_notes.md).
-  int lim[T::kMTiles][2];
   if constexpr (kMask) {
+    int lim[T::kMTiles][2];
     const int col = k0 + (lane & 3) * 2;
 #pragma unroll
     for (int mi = 0; mi < T::kMTiles; ++mi)
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf)
         lim[mi][hf] = row_mask_bound_sm80((vis & rowbit[mi][hf]) != 0, len_k, causal, pos[mi][hf], col);
+#pragma unroll
+    for (int mi = 0; mi < T::kMTiles; ++mi)
+#pragma unroll
+      for (int nn = 0; nn < T::kNTiles; ++nn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float v = s[mi][nn][e] * scale_log2;
+          s[mi][nn][e] = nn * 8 + (e & 1) <= lim[mi][e >> 1] ? v : -INFINITY;
+        }
   }
-#pragma unroll
-  for (int mi = 0; mi < T::kMTiles; ++mi)
-#pragma unroll
-    for (int nn = 0; nn < T::kNTiles; ++nn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float v = s[mi][nn][e] * scale_log2;
-        if constexpr (kMask) v = nn * 8 + (e & 1) <= lim[mi][e >> 1] ? v : -INFINITY;
-        s[mi][nn][e] = v;
-      }
 
-  // Online softmax: new running max (the 4 lanes of a row hold its columns), rescale, probabilities.
+  // Online softmax: new running max (the 4 lanes of a row hold its columns), probabilities, rescale. The
+  // O rescale (128 FMUL a tile at D = 128) is skipped when no row max of the warp moved (alpha == 1 for
+  // every row: the product would be exact anyway), as the Hopper forward does.
+  float alpha[T::kMTiles][2];
+  bool moved = false;
 #pragma unroll
   for (int mi = 0; mi < T::kMTiles; ++mi)
 #pragma unroll
@@ -141,26 +156,32 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[T::kQInRegs ? T
       for (int nn = 0; nn < T::kNTiles; ++nn) mx = fmaxf(mx, fmaxf(s[mi][nn][2 * hf], s[mi][nn][2 * hf + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      if constexpr (!kMask) mx *= scale_log2;  // scale_log2 > 0: the max of the scaled scores
       const float m_new = fmaxf(st.m[mi][hf], mx);
       const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
-      const float alpha = fast_exp2(st.m[mi][hf] - ref);
+      alpha[mi][hf] = fast_exp2(st.m[mi][hf] - ref);
+      moved |= m_new != st.m[mi][hf];
       st.m[mi][hf] = m_new;
       float sum = 0.f;
 #pragma unroll
       for (int nn = 0; nn < T::kNTiles; ++nn)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float p = fast_exp2(s[mi][nn][2 * hf + e] - ref);
+          const float x = s[mi][nn][2 * hf + e];
+          const float p = fast_exp2(kMask ? x - ref : fmaf(x, scale_log2, -ref));
           s[mi][nn][2 * hf + e] = p;
           sum += p;
         }
-      st.l[mi][hf] = st.l[mi][hf] * alpha + sum;
-#pragma unroll
-      for (int dn = 0; dn < T::kDTiles; ++dn) {
-        o[mi][dn][2 * hf] *= alpha;
-        o[mi][dn][2 * hf + 1] *= alpha;
-      }
+      st.l[mi][hf] = st.l[mi][hf] * alpha[mi][hf] + sum;
     }
+  if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+    for (int mi = 0; mi < T::kMTiles; ++mi)
+#pragma unroll
+      for (int dn = 0; dn < T::kDTiles; ++dn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mi][dn][e] *= alpha[mi][e >> 1];
+  }
 
   // O += P V: the S accumulators of n8 tiles 2kk and 2kk+1 are the A fragment of k16 step kk.
 #pragma unroll
@@ -289,7 +310,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     }
     cp_async_commit();
     const Elem* sK = sKV + stage * 2 * T::kTileElems;
-    const bool full = (vis & active) == active && k0 + kBlockN <= g.len_k && (!causal || k0 + kBlockN - 1 <= pos_lo);
+    const bool full = (vis & active) == active && k0 + kBlockN <= g.len_k &&
+                      (!causal || k0 + kBlockN - 1 <= pos_lo) && scale_log2 > 0.f;
     if (full) {
       attend_tile<T, false>(qf, sQ, sK, sK + T::kTileElems, o, st, scale_log2, k0, g.len_k, causal, vis, pos, rowbit);
     } else {
