@@ -48,7 +48,6 @@ def dump(path, backend):
             name = f"{i:02d}_{test_gpu.case_id(c)}_{dtype}"
             result[name] = {k_: t.detach().cpu() for k_, t in zip(("out", "lse", "dq", "dk", "dv"),
                                                                    (out, lse, *grads))}
-    torch.cuda.synchronize()
     torch.save(result, path)
     print(f"grad_dump: {len(result)} cases ({backend}) -> {path}")
 
