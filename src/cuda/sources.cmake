@@ -7,6 +7,7 @@ set(S2ATTN_CUDA_ARCHS "80;90" CACHE STRING "CUDA architectures of the portable k
 #   S2ATTN_SM80_FWD_WARP_ROWS: query rows per warp of the portable forward's 128-row CTAs
 #   (forward_traits_sm80.h): 32 (default: 4 warps, Q re-read from shared memory, 2 CTAs per SM) or 16
 #   (8 warps, Q in registers, 1 CTA per SM): 4-26% slower on the H100 (bench/results/ab_s11_pending_2026-12-06.txt).
+#   The dQ kernel's 128-row tiles (blocks >= 64) take the same warps (measured for the forward only).
 set(S2ATTN_SM80_FWD_WARP_ROWS "32" CACHE STRING "Portable forward: query rows per warp of a 128-row CTA (16 or 32)")
 if(NOT S2ATTN_SM80_FWD_WARP_ROWS MATCHES "^(16|32)$")
   message(FATAL_ERROR "S2ATTN_SM80_FWD_WARP_ROWS must be 16 or 32 (got '${S2ATTN_SM80_FWD_WARP_ROWS}')")

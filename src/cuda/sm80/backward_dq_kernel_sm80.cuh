@@ -1,6 +1,7 @@
 // dQ of the portable backward in deterministic mode: Q-stationary, the forward's geometry and key-tile walk
-// (forward_kernel_sm80.cuh, key_tiles_sm80.cuh). One CTA of 4 warps per (query tile of 64 rows, head,
-// sequence); per visible key tile, each warp (16 rows) recomputes
+// (forward_kernel_sm80.cuh, key_tiles_sm80.cuh). One CTA per (query tile of 64 or 128 rows:
+// dq_query_tile_sm80, head, sequence), of the forward's warps (4 x 16 or 4 x 32 rows; 8 x 16 with
+// S2ATTN_SM80_FWD_WARP_ROWS = 16); per visible key tile, each warp recomputes
 //   S = Q K^T,  P = exp2(S * scale * log2e - lse2),  dP = dO V^T,  dS = P * (dP - dsum)
 // and accumulates dQ += dS K in fp32 registers; dQ * scale is written once. Each dQ element is then the
 // sum of its terms in one fixed order (key tiles ascending, in one thread), whatever the schedule:
@@ -24,72 +25,102 @@
 
 namespace s2attn::cuda {
 
-// One key tile: S, P, dP, dS, dQ += dS K. l2, ds: lse2 and dsum of this thread's rows (hf = 0, 1).
+// One key tile: S, P, dP, dS, dQ += dS K. l2, ds: lse2 and dsum of this thread's rows (mi, hf). qf: Q's
+// fragments where they stay in registers (one m16 tile a warp), else read from sQ.
 template <class T, bool kMask>
-__device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQkSteps][4], const typename T::Elem* sdO,
+__device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQInRegs ? T::kQkSteps : 1][4],
+                                        const typename T::Elem* sQ, const typename T::Elem* sdO,
                                         const typename T::Elem* sK, const typename T::Elem* sV,
-                                        float (&dq)[T::kDTiles][4], const float (&l2)[2], const float (&ds)[2],
-                                        float scale_log2, int k0, int len_k, bool causal, uint32_t vis,
-                                        const int (&pos)[2], const uint32_t (&rowbit)[2]) {
+                                        float (&dq)[T::kMTiles][T::kDTiles][4], const float (&l2)[T::kMTiles][2],
+                                        const float (&ds)[T::kMTiles][2], float scale_log2, int k0, int len_k,
+                                        bool causal, uint32_t vis, const int (&pos)[T::kMTiles][2],
+                                        const uint32_t (&rowbit)[T::kMTiles][2]) {
   using Elem = typename T::Elem;
-  constexpr int kD = T::kHeadDim;
+  constexpr int kD = T::kHeadDim, kM = T::kMTiles;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
   // The tile's keys in chunks of kKeyChunk (registers: S and dP of one chunk at a time); per chunk,
   // S = Q K^T and dP = dO V^T (m16 = the warp's rows, n = the chunk's keys, k = D), P and dS, dQ += dS K.
+  // Each K / V fragment serves the warp's kM m16 tiles.
 #pragma unroll 1  // one chunk's registers at a time (unrolled, ptxas interleaves the chunks and spills)
   for (int kc = 0; kc < T::kBlockN / T::kKeyChunk; ++kc) {
-    float s[T::kChunkTiles][4], dp[T::kChunkTiles][4];
+    float s[kM][T::kChunkTiles][4], dp[kM][T::kChunkTiles][4];
 #pragma unroll
-    for (int nn = 0; nn < T::kChunkTiles; ++nn)
+    for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[nn][e] = dp[nn][e] = 0.f;
+      for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mi][nn][e] = dp[mi][nn][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < T::kQkSteps; ++ks) {
-      uint32_t oa[4];
-      ldmatrix_x4(oa, smem_addr(sdO + swizzle<kD>(warp * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+      uint32_t qa[kM][4], oa[kM][4];
+#pragma unroll
+      for (int mi = 0; mi < kM; ++mi) {
+        const int row = warp * T::kWarpRows + mi * 16 + (lane & 15);
+        if constexpr (T::kQInRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mi][e] = qf[ks][e];
+        } else {
+          ldmatrix_x4(qa[mi], smem_addr(sQ + swizzle<kD>(row, ks * 2 + (lane >> 4))));
+        }
+        ldmatrix_x4(oa[mi], smem_addr(sdO + swizzle<kD>(row, ks * 2 + (lane >> 4))));
+      }
 #pragma unroll
       for (int np = 0; np < T::kChunkTiles / 2; ++np) {
         uint32_t kb[4], vb[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
         const int row = kc * T::kKeyChunk + np * 16 + (lane >> 4) * 8 + (lane & 7);
         ldmatrix_x4(kb, smem_addr(sK + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
         ldmatrix_x4(vb, smem_addr(sV + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
-        mma_16816<Elem>(s[2 * np], qf[ks], kb[0], kb[1]);
-        mma_16816<Elem>(s[2 * np + 1], qf[ks], kb[2], kb[3]);
-        mma_16816<Elem>(dp[2 * np], oa, vb[0], vb[1]);
-        mma_16816<Elem>(dp[2 * np + 1], oa, vb[2], vb[3]);
+#pragma unroll
+        for (int mi = 0; mi < kM; ++mi) {
+          mma_16816<Elem>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
+          mma_16816<Elem>(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+          mma_16816<Elem>(dp[mi][2 * np], oa[mi], vb[0], vb[1]);
+          mma_16816<Elem>(dp[mi][2 * np + 1], oa[mi], vb[2], vb[3]);
+        }
       }
     }
 
-    // P and dS; element (nn, e): row hf = e / 2 of this thread, key k0 + kc * kKeyChunk + nn * 8 +
-    // 2 * (lane % 4) + e % 2.
+    // P and dS; element (mi, nn, e): row (mi, hf = e / 2) of this thread, key k0 + kc * kKeyChunk + nn * 8 +
+    // 2 * (lane % 4) + e % 2. Masked chunks: one bound per row (row_mask_bound_sm80, as the forward).
+    int lim[kM][2] = {};
+    if constexpr (kMask) {
+      const int col = k0 + kc * T::kKeyChunk + (lane & 3) * 2;
 #pragma unroll
-    for (int nn = 0; nn < T::kChunkTiles; ++nn)
+      for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int hf = e >> 1;
-        float p = fast_exp2(s[nn][e] * scale_log2 - l2[hf]);
-        if constexpr (kMask) {
-          const int t = k0 + kc * T::kKeyChunk + nn * 8 + (lane & 3) * 2 + (e & 1);
-          const bool visible = (vis & rowbit[hf]) != 0 && t < len_k && (!causal || t <= pos[hf]);
-          if (!visible) p = 0.f;
+        for (int hf = 0; hf < 2; ++hf)
+          lim[mi][hf] = row_mask_bound_sm80((vis & rowbit[mi][hf]) != 0, len_k, causal, pos[mi][hf], col);
+    }
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi)
+#pragma unroll
+      for (int nn = 0; nn < T::kChunkTiles; ++nn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int hf = e >> 1;
+          float p = fast_exp2(s[mi][nn][e] * scale_log2 - l2[mi][hf]);
+          if constexpr (kMask) p = nn * 8 + (e & 1) <= lim[mi][hf] ? p : 0.f;
+          dp[mi][nn][e] = p * (dp[mi][nn][e] - ds[mi][hf]);
         }
-        dp[nn][e] = p * (dp[nn][e] - ds[hf]);
-      }
 
     // dQ += dS K: the accumulators of n8 tiles 2kk and 2kk+1 are the A fragment of k16 step kk (keys);
     // K ([key][d] in shared memory) is the B operand: transposed loads.
 #pragma unroll
     for (int kk = 0; kk < T::kChunkTiles / 2; ++kk) {
-      uint32_t da[4];
-      accum_to_a_frag<Elem>(da, dp[2 * kk], dp[2 * kk + 1]);
+      uint32_t da[kM][4];
+#pragma unroll
+      for (int mi = 0; mi < kM; ++mi) accum_to_a_frag<Elem>(da[mi], dp[mi][2 * kk], dp[mi][2 * kk + 1]);
       const int row = kc * T::kKeyChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int dd = 0; dd < T::kDTiles / 2; ++dd) {
         uint32_t kb[4];
         ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, dd * 2 + (lane >> 4))));
-        mma_16816<Elem>(dq[2 * dd], da, kb[0], kb[1]);
-        mma_16816<Elem>(dq[2 * dd + 1], da, kb[2], kb[3]);
+#pragma unroll
+        for (int mi = 0; mi < kM; ++mi) {
+          mma_16816<Elem>(dq[mi][2 * dd], da[mi], kb[0], kb[1]);
+          mma_16816<Elem>(dq[mi][2 * dd + 1], da[mi], kb[2], kb[3]);
+        }
       }
     }
   }
@@ -146,36 +177,43 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   }
   cp_async_commit();
 
-  // This thread's rows hf = 0, 1: tile row warp * 16 + hf * 8 + lane / 4; their statistics (a row outside
-  // the sequence gets lse2 = +inf: P = 0).
-  int pos[2];
-  uint32_t rowbit[2];
-  float l2[2], ds[2];
+  // This thread's rows (mi, hf): tile row warp * kWarpRows + mi * 16 + hf * 8 + lane / 4; their statistics
+  // (a row outside the sequence gets lse2 = +inf: P = 0).
+  constexpr int kM = T::kMTiles;
+  int pos[kM][2];
+  uint32_t rowbit[kM][2];
+  float l2[kM][2], ds[kM][2];
   const int64_t row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
 #pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int row = warp * 16 + hf * 8 + lane / 4;
-    pos[hf] = t0 + row;
-    rowbit[hf] = 1u << (row / rb_rows);
-    const bool valid = pos[hf] >= pos_lo && pos[hf] < pos_hi;
-    const int64_t at = int64_t(h) * params.total_q + row_base + (pos[hf] - g.offset);
-    l2[hf] = valid ? lse2[at] : INFINITY;
-    ds[hf] = valid ? dsum[at] : 0.f;
-  }
+  for (int mi = 0; mi < kM; ++mi)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int row = warp * T::kWarpRows + mi * 16 + hf * 8 + lane / 4;
+      pos[mi][hf] = t0 + row;
+      rowbit[mi][hf] = 1u << (row / rb_rows);
+      const bool valid = pos[mi][hf] >= pos_lo && pos[mi][hf] < pos_hi;
+      const int64_t at = int64_t(h) * params.total_q + row_base + (pos[mi][hf] - g.offset);
+      l2[mi][hf] = valid ? lse2[at] : INFINITY;
+      ds[mi][hf] = valid ? dsum[at] : 0.f;
+    }
 
   cp_async_wait<1>();
   __syncthreads();
-  uint32_t qf[T::kQkSteps][4];
+  uint32_t qf[T::kQInRegs ? T::kQkSteps : 1][4];
+  if constexpr (T::kQInRegs) {
 #pragma unroll
-  for (int ks = 0; ks < T::kQkSteps; ++ks) {
-    ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<kD>(warp * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+    for (int ks = 0; ks < T::kQkSteps; ++ks) {
+      ldmatrix_x4(qf[ks], smem_addr(sQ + swizzle<kD>(warp * T::kWarpRows + (lane & 15), ks * 2 + (lane >> 4))));
+    }
   }
 
-  float dq[T::kDTiles][4];
+  float dq[kM][T::kDTiles][4];
 #pragma unroll
-  for (int dn = 0; dn < T::kDTiles; ++dn)
+  for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dq[dn][e] = 0.f;
+    for (int dn = 0; dn < T::kDTiles; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dq[mi][dn][e] = 0.f;
 
   const float scale_log2 = params.scale * kLog2e;
   int stage = 0;
@@ -196,9 +234,11 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     const bool full =
         (vis & active) == active && k0 + kBlockN <= g.len_k && (!causal || k0 + kBlockN - 1 <= pos_lo);
     if (full) {
-      dq_tile<T, false>(qf, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos, rowbit);
+      dq_tile<T, false>(qf, sQ, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos,
+                        rowbit);
     } else {
-      dq_tile<T, true>(qf, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos, rowbit);
+      dq_tile<T, true>(qf, sQ, sdO, sK, sK + T::kTileElems, dq, l2, ds, scale_log2, k0, g.len_k, causal, vis, pos,
+                       rowbit);
     }
     stage ^= 1;
   }
@@ -207,22 +247,24 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   cp_async_wait<0>();
   __syncthreads();  // all warps are past their last read of shared memory
 #pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int row = warp * 16 + hf * 8 + lane / 4;
+  for (int mi = 0; mi < kM; ++mi)
 #pragma unroll
-    for (int dn = 0; dn < T::kDTiles; ++dn) {
-      *reinterpret_cast<uint32_t*>(sQ + swizzle<kD>(row, dn) + (lane & 3) * 2) =
-          pack2<Elem>(dq[dn][2 * hf] * params.scale, dq[dn][2 * hf + 1] * params.scale);
+    for (int hf = 0; hf < 2; ++hf) {
+      const int row = warp * T::kWarpRows + mi * 16 + hf * 8 + lane / 4;
+#pragma unroll
+      for (int dn = 0; dn < T::kDTiles; ++dn) {
+        *reinterpret_cast<uint32_t*>(sQ + swizzle<kD>(row, dn) + (lane & 3) * 2) =
+            pack2<Elem>(dq[mi][dn][2 * hf] * params.scale, dq[mi][dn][2 * hf + 1] * params.scale);
+      }
     }
-  }
   __syncwarp();
   Elem* dqp = static_cast<Elem*>(params.dq) + b * params.dq_stride.batch + g.q_begin * params.dq_stride.seq +
               h * params.dq_stride.head;
-  constexpr int kPerLane = 16 * T::kChunks / 32;
+  constexpr int kPerLane = T::kWarpRows * T::kChunks / 32;
 #pragma unroll
   for (int it = 0; it < kPerLane; ++it) {
     const int idx = lane + it * 32;
-    const int row = warp * 16 + idx / T::kChunks, ch = idx % T::kChunks;
+    const int row = warp * T::kWarpRows + idx / T::kChunks, ch = idx % T::kChunks;
     const int p = t0 + row;
     if (p >= pos_lo && p < pos_hi) {
       *reinterpret_cast<uint4*>(dqp + int64_t(p - g.offset) * params.dq_stride.seq + ch * 8) =

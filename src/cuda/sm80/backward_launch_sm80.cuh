@@ -36,9 +36,9 @@ void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch
                 launch.dsum, launch.dq_accum);
 }
 
-template <typename Elem, int kHeadDim, int kBlockN, bool kList>
+template <typename Elem, int kHeadDim, int kKeyTile, bool kList>
 void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
-  using T = DqTraitsSm80<Elem, kHeadDim, kBlockN>;
+  using T = DqTraitsSm80<Elem, kHeadDim, dq_key_tile_sm80(kKeyTile), dq_query_tile_sm80(kKeyTile)>;
   static uint64_t configured = 0;
   const int64_t ctas = int64_t(launch.query_tiles) * params.batch * params.num_heads;
   launch_kernel(backward_dq_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA backward's dQ pass"), T::kThreads,

@@ -124,7 +124,7 @@ void backward_sm80(const AttentionBwdParams& params) {
   if (p.batch <= 0) return;
 
   BackwardLaunch launch;
-  const int block_n = bwd_key_tile_sm80(), block_m = dq_query_tile_sm80();
+  const int block_n = bwd_key_tile_sm80(), block_m = dq_query_tile_sm80(key_tile_sm80(p.pattern.block_size));
   launch.key_tiles = static_cast<int>((int64_t(p.seqlen_k) + block_n - 1) / block_n);
   if (p.seqlen_q > 0) {
     if (p.cu_seqlens_q != nullptr) {

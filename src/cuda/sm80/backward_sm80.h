@@ -35,8 +35,9 @@ void run_backward_rows_sm80(const AttentionBwdParams& params, const BackwardLaun
 template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
 
-// The deterministic dQ kernel; kBlockN: keys per tile (key_tile_sm80(block_size)).
-template <typename Elem, int kHeadDim, int kBlockN, bool kList>
+// The deterministic dQ kernel; kKeyTile: key_tile_sm80(block_size) (its tiles: dq_query_tile_sm80 /
+// dq_key_tile_sm80 of it).
+template <typename Elem, int kHeadDim, int kKeyTile, bool kList>
 void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
 
 }  // namespace s2attn::cuda

@@ -3,8 +3,9 @@
 //
 //  - KV kernel (backward_kernel_sm80.cuh): one CTA of 4 warps per (key tile of 64 keys, KV head,
 //    sequence); each warp owns 16 keys and keeps their dK and dV in fp32 registers for the whole walk.
-//  - dQ kernel (backward_dq_kernel_sm80.cuh, deterministic mode only): the forward's geometry (64 query
-//    rows per CTA, key tiles of min(block, 64)), dQ in registers, written once.
+//  - dQ kernel (backward_dq_kernel_sm80.cuh, deterministic mode only): the forward's geometry
+//    (dq_query_tile_sm80 rows per CTA: 128 for blocks >= 64, in stages of 32 keys, else 64 rows and key tiles
+//    of one block), dQ in registers, written once.
 #pragma once
 #include "cuda/sm80/forward_traits_sm80.h"
 
@@ -77,20 +78,20 @@ struct BackwardTraitsSm80 {
   static_assert(kBlockM <= kThreads, "one thread per row loads the row statistics");
 };
 
-// The deterministic dQ kernel: the forward's tiles (64 query rows, 4 warps x 16 rows, key tiles of
-// kBlockN = key_tile_sm80(block_size)), plus a dO tile next to Q and the rows' statistics in registers.
-// Q fragments stay in registers (as in the forward), dO fragments are re-read from shared memory: a warp
-// holds dQ (16 x D fp32), S and dP (16 x kBlockN fp32 each) and Q (16 x D 16-bit).
-template <typename Elem_, int kHeadDim_, int kBlockN_>
-struct DqTraitsSm80 : ForwardTraitsSm80<Elem_, kHeadDim_, dq_query_tile_sm80(), kBlockN_> {
-  using Base = ForwardTraitsSm80<Elem_, kHeadDim_, dq_query_tile_sm80(), kBlockN_>;
-  // [Q][dO][K0][V0][K1][V1]; D = 128, kBlockN = 64: 96 KiB, 2 CTAs per SM on H100.
+// The deterministic dQ kernel: the forward's tiles (kBlockM = dq_query_tile_sm80 rows, kBlockN =
+// dq_key_tile_sm80 keys a stage), plus a dO tile next to Q and the rows' statistics in registers. With one
+// m16 tile a warp (64 rows) Q fragments stay in registers, with two (128 rows) they are re-read from shared
+// memory as in the forward; dO fragments are re-read. A warp holds dQ (rows x D fp32) and S and dP (rows x
+// kKeyChunk fp32 each).
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kBlockM_ = 64>
+struct DqTraitsSm80 : ForwardTraitsSm80<Elem_, kHeadDim_, kBlockM_, kBlockN_> {
+  using Base = ForwardTraitsSm80<Elem_, kHeadDim_, kBlockM_, kBlockN_>;
+  // [Q][dO][K0][V0][K1][V1]; D = 128: 64 rows x 64 keys and 128 rows x 32 keys both 96 KiB, 2 CTAs per SM.
   static constexpr int kSmemBytes = (2 * Base::kQElems + Base::kStages * 2 * Base::kTileElems) * 2;
-  // S and dP (16 rows x kKeyChunk keys per warp) a chunk of keys at a time: at D = 128 a whole 64-key tile
+  // S and dP (rows x kKeyChunk keys per warp) a chunk of keys at a time: at D = 128 a whole 64-key tile
   // of both next to dQ and Q spills.
   static constexpr int kKeyChunk = kHeadDim_ >= 128 && kBlockN_ > 32 ? 32 : kBlockN_;
   static constexpr int kChunkTiles = kKeyChunk / 8;
-  static_assert(Base::kMTiles == 1, "one m16 tile per warp");
 };
 
 }  // namespace s2attn::cuda

@@ -55,9 +55,9 @@ __device__ __forceinline__ void load_rows(typename T::Elem* tile, const typename
 
 // The element mask of a key tile as one bound per row: the row's last visible key relative to `col`, this
 // thread's first column of the tile; the element at compile-time column offset c is visible iff c <= the
-// bound. >= -1 (all masked), so rows far before the keys do not overflow. The dQ kernel keeps its
-// per-element test: the same change there measured its kernel 2.8-4.3% slower (H100, session 13 A/B,
-// bench/results/ab_sm80_mask_2026-12-06_s13.txt), the forward 0.9-3.5% faster.
+// bound. >= -1 (all masked), so rows far before the keys do not overflow. The forward measured 0.9-3.5%
+// faster with it (H100, session 13 A/B, bench/results/ab_sm80_mask_2026-12-06_s13.txt); the dQ kernel, then
+// at 255 registers with spills, 2.8-4.3% slower. The dQ kernel uses it again since its 128-row tiles.
 __device__ __forceinline__ int row_mask_bound_sm80(bool row_sees_tile, int len_k, bool causal, int pos, int col) {
   int last = row_sees_tile ? len_k - 1 : -1;
   if (causal) last = min(last, pos);

@@ -21,8 +21,13 @@ constexpr int key_tile_sm80(int block_size) { return block_size < 64 ? block_siz
 // (bench/results/ab_s8_smem_addrspace_and_others_2026-11-25.txt). A CTA spans at most kMaxRowBlocks sparse
 // query blocks, so block 16 keeps 64 rows.
 constexpr int query_tile_sm80(int key_tile) { return key_tile >= 32 ? 128 : 64; }
-// The dQ kernel's query tile (its traits derive from the forward's).
-constexpr int dq_query_tile_sm80() { return 64; }
+// The dQ kernel's query tile and keys per stage, by the forward's key tile (its traits derive from the
+// forward's). For blocks >= 64: 128 rows (4 warps x 32 rows, as the forward) in stages of 32 keys, so that
+// Q and dO of 128 rows and two K/V stages stay at 96 KiB (2 CTAs per SM); each K / V fragment read from shared
+// memory then serves two m16 tiles (ldmatrix.x4 per mma 0.58 -> 0.42 at D = 128). Smaller blocks: 64 rows
+// (4 warps x 16 rows, Q in registers), stages of one block.
+constexpr int dq_query_tile_sm80(int key_tile) { return key_tile >= 64 ? 128 : 64; }
+constexpr int dq_key_tile_sm80(int key_tile) { return key_tile >= 64 ? 32 : key_tile; }
 
 template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_>
 struct ForwardTraitsSm80 {
