@@ -17,7 +17,7 @@
 //
 // Order within a step (registers: dK and dV hold 128 for the whole unit): at D = 128 S^T and dP^T are issued
 // together and P^T's exp2 runs under dP^T; at D = 64 S^T alone, P^T, then dP^T and dV += P^T dO together;
-// then dS^T (from the 16-bit P^T) and dK += dS^T Q.
+// then dS^T (from the fp32 P^T) and dK += dS^T Q.
 // dQ is normally the dQ kernel's: measured on the H100 (session 9), a first fused try (dS through shared
 // memory, dQ = dS K, then per-thread atomics or a bulk TMA reduce-add of a staged tile) took 16.8 ms at 32k,
 // V = 8, against 6.0 + 4.6 ms for this kernel and the dQ kernel; it spilled around its GEMMs. The fused mode
@@ -33,8 +33,7 @@
 // 16-byte stores and one bulk reduction adds it (16-byte atomics from registers measured slower: the warps
 // stalled on the atomics' operand reads).
 // NOTE (performance): the two warpgroups do not ping-pong and a step's GEMMs are not overlapped with the
-// previous step's exp2 / dS math (FA3 overlaps both); dS^T uses the rounded P^T (the portable path the fp32
-// one: same order of error as dS^T's own rounding).
+// previous step's exp2 / dS math (FA3 overlaps both).
 #pragma once
 #include <cstdint>
 
@@ -294,16 +293,17 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
           warpgroup_wait<1>();
           warpgroup_fence_operand(tSrdP);
-          // dS^T = P^T (dP^T - dsum), from the 16-bit P (the value dV uses)
+          // dS^T = P^T (dP^T - dsum), from the fp32 P^T still in S^T's registers (as the portable path does).
+          // From the 16-bit P (the value dV uses) it took ~60 more instructions per step and warp to unpack it
+          // (PRMT / IMAD: the step loop 464 -> 412 static instructions at D = 128, 421 -> 357 at D = 64)
           CUTE_UNROLL
           for (int t = 0; t < 8; ++t) {
             const int m0 = 8 * t + 2 * (lane % 4);
             const float2 dsv = *reinterpret_cast<const float2*>(sd + m0);
             CUTE_UNROLL
             for (int r = 0; r < 2; ++r) {
-              const float2 pv = unpack2<CElem>(tVrP32(r + 2 * t));
               const int e = 2 * r + 4 * t;
-              tKrdS32(r + 2 * t) = pack2<CElem>(pv.x * (tSrdP(e) - dsv.x), pv.y * (tSrdP(e + 1) - dsv.y));
+              tKrdS32(r + 2 * t) = pack2<CElem>(tSrS(e) * (tSrdP(e) - dsv.x), tSrS(e + 1) * (tSrdP(e + 1) - dsv.y));
             }
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);

@@ -1,13 +1,13 @@
 // A consumer warpgroup of the Hopper dQ kernel: 64 query rows of the unit's tile. Per key stage (128 keys):
 //   S = Q K^T                                  (wgmma, both operands in shared memory)
-//   P = exp2(S * scale * log2e - lse2)         (lse2: the forward's lse in log2 units, +inf: P = 0), masked
-//   dP = dO V^T                                (wgmma into S's registers: S is dead once P is packed)
-//   dS = P (dP - dsum)                         (into P's registers; dsum = rowsum(dO * O), the pre-pass)
+//   P = exp2(S * scale * log2e - lse2)         (in S's registers; lse2: the forward's lse in log2 units,
+//                                               +inf: P = 0), masked
+//   dP = dO V^T                                (wgmma into registers of its own)
+//   dS = P (dP - dsum)                         (16-bit, from the fp32 P; dsum = rowsum(dO * O), the pre-pass)
 //   dQ += dS K                                 (wgmma, A = dS in registers, K read as (D, keys))
 // Epilogue: dQ * scale, 16-bit rows (the forward's quad transpose and 16-byte stores). Each row of the
 // output is written by exactly one warpgroup: no accumulator, no atomics, deterministic.
-// The rows' statistics are loaded once per unit (global, 2 rows per thread). dS uses the rounded P, as the
-// KV kernel does (the error is of the order of dS's own rounding).
+// The rows' statistics are loaded once per unit (global, 2 rows per thread).
 // Ping-pong (dp.pingpong; S2ATTN_SM90_DQ_PINGPONG, read per call, while it is measured): the two warpgroups
 // take turns on named barriers, as the forward's do, twice a stage: [dQ GEMM of the last stage, S] and
 // [dP]. One warpgroup's exp2 and dS math then runs under the other's GEMMs instead of both warpgroups
@@ -55,9 +55,10 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
   typename T::MmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
-  Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // S, then dP (fp32)
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});   // S, then P (fp32)
+  Tensor tSrdP = partition_fragment_C(mma_s, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{});  // dP (fp32)
   Tensor tOrdQ = partition_fragment_C(mma_o, Shape<Int<T::kWgRows>, Int<kD>>{});         // (64, D) fp32
-  Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));  // P, dS
+  Tensor tOrP = make_tensor<Elem>(partition_shape_A(mma_o, Shape<Int<T::kWgRows>, Int<T::kBlockN>>{}));  // dS
   Tensor tOrP32 = recast<uint32_t>(tOrP);
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q + wg * T::kWgRows * kD), typename T::SmemLayoutQ{});
@@ -128,15 +129,13 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
         CUTE_UNROLL
         for (int e = 0; e < size(tSrS); ++e) tSrS(e) = fast_exp2(fmaf(tSrS(e), scale_log2, -lse2[(e >> 1) & 1]));
         if (!full) C::mask(tSrS, st, seen, len_k, causal, pos, 0.f);
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrP32); ++i) tOrP32(i) = pack2<CElem>(tSrS(2 * i), tSrS(2 * i + 1));
 
         mbar_wait(&ss.v_full[stage], phase);
         if (pingpong) named_barrier_sync(turn_mine, kMmaThreads);
-        wgmma_issue<true, false>(mma_s, tSrdO, thr_s.partition_fragment_B(sV), tSrS);  // dP
+        wgmma_issue<true, false>(mma_s, tSrdO, thr_s.partition_fragment_B(sV), tSrdP);  // dP
         if (pingpong) named_barrier_arrive(turn_other, kMmaThreads);
         warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
+        warpgroup_fence_operand(tSrdP);
         C::release(&ss.v_empty[stage]);
         if (st.last) C::release(&ss.q_empty);  // Q and dO read for the unit's last time (warp-uniform)
 
@@ -144,9 +143,8 @@ __device__ __forceinline__ void run_dq_consumer(const BackwardDqParamsSm90& dp, 
         for (int t = 0; t < kSN8; ++t)
           CUTE_UNROLL
           for (int r = 0; r < 2; ++r) {
-            const float2 pv = unpack2<CElem>(tOrP32(r + 2 * t));
             const int e = 2 * r + 4 * t;
-            tOrP32(r + 2 * t) = pack2<CElem>(pv.x * (tSrS(e) - dsum[r]), pv.y * (tSrS(e + 1) - dsum[r]));
+            tOrP32(r + 2 * t) = pack2<CElem>(tSrS(e) * (tSrdP(e) - dsum[r]), tSrS(e + 1) * (tSrdP(e + 1) - dsum[r]));
           }
         pending_k = stage;
         dq_issued = !pingpong;

@@ -20,10 +20,14 @@ struct DqTraitsSm90 : ForwardTraitsSm90<Elem_, kHeadDim_> {
   // Q + dO: 64 KiB at D = 128; a stage (K + V) 64 KiB: 2 stages, 192 KiB of 227. At D = 64 everything
   // halves: 4 stages (160 KiB) keep the bytes in flight of D = 128's two.
   static constexpr int kStages = kHeadDim_ == 64 ? 4 : 2;
-  // Registers: dQ (64 x D fp32: 64 per thread at D = 128), S then dP (64 x 128 fp32: 64), P then dS
-  // (16-bit: 32), the rows' statistics: about 170 live. The producer runs the forward's key-tile walk (72).
-  static constexpr int kProducerRegs = 72;
-  static constexpr int kConsumerRegs = 216;
+  // Registers: dQ (64 x D fp32: 64 per thread at D = 128), S then P (64 x 128 fp32: 64), dP (64), dS
+  // (16-bit: 32, written as P and dP die), the rows' statistics. dS from the fp32 P needs dP in registers of
+  // its own: 224 for the consumers (at 216 they spilled 768 bytes), which leaves the producer 56 for the
+  // forward's key-tile walk (88 bytes of spills there, none in the consumers' loop). Before, P was packed to
+  // 16 bits so that dP could take S's registers, and unpacked again for dS: ~130 more instructions per stage
+  // and warp (SASS: the stage loop 916 -> 787 at D = 128, 874 -> 745 at D = 64).
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 224;
   static_assert(setmaxnreg_fits_sm90(kProducerRegs, kConsumerRegs, Base::kConsumerWarpgroups, Base::kThreads),
                 "setmaxnreg shares out the CTA's registers at launch");
 };
