@@ -46,6 +46,58 @@ struct StepMask {
   int hi;
 };
 
+// Non-deterministic mode: dQ (kBlockM x D) of a step = dS K, from dS^T [key][query] and K in shared memory
+// (both complete: the caller's barrier), added to the fp32 accumulator rows with atomics (rows of the
+// sequence only). dq_rows: the accumulator's row of query position p0 (row stride D).
+template <class T>
+__device__ __forceinline__ void add_step_dq(const typename T::Elem* sK, const typename T::Elem* sdS, int p0,
+                                            const WalkGeometry& geo, float* dq_rows) {
+  using Elem = typename T::Elem;
+  constexpr int kD = T::kHeadDim;
+  constexpr int kDsChunks = T::kBlockM / 8;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  // This warp: query rows [rt * 16, rt * 16 + 16) of the step, columns [cg * kDqCols, +kDqCols) of dQ.
+  const int rt = warp % T::kDqRowTiles, cg = warp / T::kDqRowTiles;
+#pragma unroll 1
+  for (int pass = 0; pass < T::kDqPasses; ++pass) {
+    const int col_chunk0 = cg * (T::kDqCols / 8) + pass * T::kDqPassTiles;  // first n8 tile of the pass
+    float acc[T::kDqPassTiles][4];
+#pragma unroll
+    for (int dn = 0; dn < T::kDqPassTiles; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[dn][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < T::kDqSteps; ++kk) {
+      // A = dS (m = queries, k = keys) from dS^T [key][query]: transposed loads; matrix q = lane / 8 is
+      // (queries + 8 * (q % 2), keys + 8 * (q / 2)).
+      uint32_t a[4];
+      const int krow = kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;
+      ldmatrix_x4_trans(a, smem_addr(sdS + swizzle_short<kDsChunks>(krow, rt * 2 + ((lane >> 3) & 1))));
+      const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dd = 0; dd < T::kDqPassTiles / 2; ++dd) {
+        uint32_t kb[4];  // B = K (k = keys, n = d), [key][d]: transposed loads
+        ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, col_chunk0 + dd * 2 + (lane >> 4))));
+        mma_16816<Elem>(acc[2 * dd], a, kb[0], kb[1]);
+        mma_16816<Elem>(acc[2 * dd + 1], a, kb[2], kb[3]);
+      }
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int m = rt * 16 + (lane >> 2) + 8 * hf;
+      const int pos = p0 + m;
+      if (pos < geo.pos_lo || pos >= geo.pos_hi) continue;  // not a row of the sequence
+      float* dst = dq_rows + int64_t(m) * kD + col_chunk0 * 8 + 2 * (lane & 3);
+#pragma unroll
+      for (int dn = 0; dn < T::kDqPassTiles; ++dn) {
+        atomicAdd(dst + dn * 8, acc[dn][2 * hf]);
+        atomicAdd(dst + dn * 8 + 1, acc[dn][2 * hf + 1]);
+      }
+    }
+  }
+}
+
 // One query step of the KV kernel (see the file comment). sQ, sdO: this step's tiles; sL, sD: its rows'
 // lse2 and dsum; dq_rows: the dQ accumulator's row of query position p0 (row stride D), or null (no dQ).
 template <class T, bool kMask>
@@ -142,46 +194,31 @@ __device__ __forceinline__ void backward_step(const typename T::Elem* sK, const 
   }
   if (dq_rows == nullptr) return;  // deterministic mode: dQ comes from the dQ kernel
   __syncthreads();  // every warp's dS^T rows are written
+  add_step_dq<T>(sK, sdS, p0, geo, dq_rows);
+}
 
-  // This warp: query rows [rt * 16, rt * 16 + 16) of the step, columns [cg * kDqCols, +kDqCols) of dQ.
-  const int rt = warp % T::kDqRowTiles, cg = warp / T::kDqRowTiles;
-#pragma unroll 1
-  for (int pass = 0; pass < T::kDqPasses; ++pass) {
-    const int col_chunk0 = cg * (T::kDqCols / 8) + pass * T::kDqPassTiles;  // first n8 tile of the pass
-    float acc[T::kDqPassTiles][4];
-#pragma unroll
-    for (int dn = 0; dn < T::kDqPassTiles; ++dn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[dn][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < T::kDqSteps; ++kk) {
-      // A = dS (m = queries, k = keys) from dS^T [key][query]: transposed loads; matrix q = lane / 8 is
-      // (queries + 8 * (q % 2), keys + 8 * (q / 2)).
-      uint32_t a[4];
-      const int krow = kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;
-      ldmatrix_x4_trans(a, smem_addr(sdS + swizzle_short<kDsChunks>(krow, rt * 2 + ((lane >> 3) & 1))));
-      const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-#pragma unroll
-      for (int dd = 0; dd < T::kDqPassTiles / 2; ++dd) {
-        uint32_t kb[4];  // B = K (k = keys, n = d), [key][d]: transposed loads
-        ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, col_chunk0 + dd * 2 + (lane >> 4))));
-        mma_16816<Elem>(acc[2 * dd], a, kb[0], kb[1]);
-        mma_16816<Elem>(acc[2 * dd + 1], a, kb[2], kb[3]);
-      }
-    }
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int m = rt * 16 + (lane >> 2) + 8 * hf;
-      const int pos = p0 + m;
-      if (pos < geo.pos_lo || pos >= geo.pos_hi) continue;  // not a row of the sequence
-      float* dst = dq_rows + int64_t(m) * kD + col_chunk0 * 8 + 2 * (lane & 3);
-#pragma unroll
-      for (int dn = 0; dn < T::kDqPassTiles; ++dn) {
-        atomicAdd(dst + dn * 8, acc[dn][2 * hf]);
-        atomicAdd(dst + dn * 8 + 1, acc[dn][2 * hf + 1]);
-      }
-    }
-  }
+// The walk geometry of the KV-kernel CTA of KV head hk whose key tile (kBlockN keys) starts at key k0 of
+// sequence b.
+template <int kBlockN>
+__device__ __forceinline__ void init_walk_geometry(WalkGeometry& geo, const AttentionBwdParams& params,
+                                                   const SeqGeometry& g, int b, int hk, int k0) {
+  const int bs = params.pattern.block_size;
+  const int group = params.num_heads / params.num_kv_heads;
+  geo.head0 = hk * group;
+  geo.group = group;
+  geo.k0 = k0;
+  geo.len_k = g.len_k;
+  geo.j0 = k0 / bs;
+  geo.nblocks = bs >= kBlockN ? 1 : min(kBlockN / bs, (g.len_k - k0 + bs - 1) / bs);
+  geo.offset = g.offset;
+  geo.pos_lo = g.offset;
+  geo.pos_hi = g.offset + g.len_q;
+  geo.causal = params.pattern.causal != 0;
+  geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
+  geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
+  geo.bs_shift = __ffs(bs) - 1;
+  geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+  geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
 }
 
 // Grid: one CTA per (key tile, KV head, sequence), flattened as (b * Hkv + hk) * key_tiles + x, so that the
@@ -211,26 +248,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   if (k0 >= g.len_k) return;
 
   const PatternRules& pattern = params.pattern;
-  const int bs = pattern.block_size;
-  const int group = params.num_heads / params.num_kv_heads;
   __shared__ WalkGeometry geo;
-  if (threadIdx.x == 0) {
-    geo.head0 = hk * group;
-    geo.group = group;
-    geo.k0 = k0;
-    geo.len_k = g.len_k;
-    geo.j0 = k0 / bs;
-    geo.nblocks = bs >= kBlockN ? 1 : min(kBlockN / bs, (g.len_k - k0 + bs - 1) / bs);
-    geo.offset = g.offset;
-    geo.pos_lo = g.offset;
-    geo.pos_hi = g.offset + g.len_q;
-    geo.causal = pattern.causal != 0;
-    geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
-    geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
-    geo.bs_shift = __ffs(bs) - 1;
-    geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
-    geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
-  }
+  if (threadIdx.x == 0) init_walk_geometry<kBlockN>(geo, params, g, b, hk, k0);
   __syncthreads();
   BackwardWalk<kBlockM, kList> walk;
   walk.pattern = &pattern;

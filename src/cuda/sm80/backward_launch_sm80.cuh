@@ -3,6 +3,7 @@
 #include "cuda/common/launch.cuh"
 #include "cuda/sm80/backward_dq_kernel_sm80.cuh"
 #include "cuda/sm80/backward_kernel_sm80.cuh"
+#include "cuda/sm80/backward_kv_2x2_kernel_sm80.cuh"
 #include "cuda/sm80/backward_postprocess_sm80.cuh"
 #include "cuda/sm80/backward_preprocess_sm80.cuh"
 #include "cuda/sm80/backward_sm80.h"
@@ -36,6 +37,16 @@ void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch
                 launch.dsum, launch.dq_accum);
 }
 
+template <typename Elem, int kHeadDim, bool kList>
+void run_backward_kv_2x2_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
+  using T = BackwardKv2x2TraitsSm80<Elem, kHeadDim>;
+  static uint64_t configured = 0;
+  const int64_t ctas = int64_t(launch.key_tiles) * params.batch * params.num_kv_heads;
+  launch_kernel(backward_kv_2x2_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA backward"), T::kThreads,
+                T::kSmemBytes, launch.stream, launch.device, &configured, params, launch.key_tiles, launch.lse2,
+                launch.dsum, launch.dq_accum);
+}
+
 template <typename Elem, int kHeadDim, int kKeyTile, bool kList>
 void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
   using T = DqTraitsSm80<Elem, kHeadDim, dq_key_tile_sm80(kKeyTile), dq_query_tile_sm80(kKeyTile)>;
@@ -56,6 +67,10 @@ void run_backward_dq_sm80(const AttentionBwdParams& params, const BackwardLaunch
   template void run_backward_dq_sm80<ELEM, HEAD_DIM, 16, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
   template void run_backward_dq_sm80<ELEM, HEAD_DIM, 32, LIST>(const AttentionBwdParams&, const BackwardLaunch&); \
   template void run_backward_dq_sm80<ELEM, HEAD_DIM, 64, LIST>(const AttentionBwdParams&, const BackwardLaunch&);
+// The 2 x 2 KV kernel (head dim 128 only).
+#define S2ATTN_INSTANTIATE_BACKWARD_KV_2X2_SM80(ELEM)                                                            \
+  template void run_backward_kv_2x2_sm80<ELEM, 128, false>(const AttentionBwdParams&, const BackwardLaunch&);   \
+  template void run_backward_kv_2x2_sm80<ELEM, 128, true>(const AttentionBwdParams&, const BackwardLaunch&);
 #define S2ATTN_INSTANTIATE_BACKWARD_SM80(ELEM, HEAD_DIM)                                                        \
   template void run_backward_rows_sm80<ELEM, HEAD_DIM>(const AttentionBwdParams&, const BackwardLaunch&, bool); \
   S2ATTN_INSTANTIATE_BACKWARD_SM80_KIND(ELEM, HEAD_DIM, false)                                                  \

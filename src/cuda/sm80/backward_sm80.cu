@@ -2,7 +2,8 @@
 // (dtype, head dim, block size, 16-byte rows), takes the caller's workspace or
 // allocates one stream-ordered, and enqueues on the caller's stream, with no host synchronisation:
 //   1. pre-pass: lse2, dsum = rowsum(dO * O), zeroed dQ accumulator     (backward_preprocess_sm80.cuh)
-//   2. KV kernel: dK, dV written once; dQ added to the accumulator      (backward_kernel_sm80.cuh)
+//   2. KV kernel: dK, dV written once; dQ added to the accumulator      (backward_kernel_sm80.cuh; at
+//      D = 128 with 64-row steps backward_kv_2x2_kernel_sm80.cuh)
 //   3. post-process: dq = scale * accumulator                           (backward_postprocess_sm80.cuh)
 // Deterministic mode: step 2 skips dQ and step 3 is the Q-stationary dQ kernel (backward_dq_kernel_sm80.cuh),
 // which sums each dQ element in one thread in a fixed order: no atomics, bitwise repeatable.
@@ -53,7 +54,15 @@ void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {
     if (rows == 64 && BackwardTraitsSm80<Elem, kHeadDim, 64>::kSmemBytes > max_dynamic_smem_per_block(launch.device)) {
       rows = 32;
     }
+    // D = 128, 64-row steps: the 2 x 2 kernel (112.5 KiB) where a CTA may have it
+    if constexpr (kHeadDim == 128) {
+      if (rows == 64 && BackwardKv2x2TraitsSm80<Elem, kHeadDim>::kSmemBytes <= max_dynamic_smem_per_block(launch.device)) {
+        rows = 0;
+        run_backward_kv_2x2_sm80<Elem, kHeadDim, kList>(p, launch);
+      }
+    }
     switch (rows) {
+      case 0: break;  // done above
       case 16: run_backward_kv_sm80<Elem, kHeadDim, 16, kList>(p, launch); break;
       case 32: run_backward_kv_sm80<Elem, kHeadDim, 32, kList>(p, launch); break;
       default: run_backward_kv_sm80<Elem, kHeadDim, 64, kList>(p, launch); break;

@@ -35,6 +35,11 @@ void run_backward_rows_sm80(const AttentionBwdParams& params, const BackwardLaun
 template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
 
+// The KV kernel on 2 x 2 warp tiles (backward_kv_2x2_kernel_sm80.cuh): 64-row steps, head dim 128 only
+// (instantiated with it), where a CTA may have its shared memory (BackwardKv2x2TraitsSm80::kSmemBytes).
+template <typename Elem, int kHeadDim, bool kList>
+void run_backward_kv_2x2_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch);
+
 // The deterministic dQ kernel; kKeyTile: key_tile_sm80(block_size) (its tiles: dq_query_tile_sm80 /
 // dq_key_tile_sm80 of it).
 template <typename Elem, int kHeadDim, int kKeyTile, bool kList>

@@ -3,6 +3,8 @@
 //
 //  - KV kernel (backward_kernel_sm80.cuh): one CTA of 4 warps per (key tile of 64 keys, KV head,
 //    sequence); each warp owns 16 keys and keeps their dK and dV in fp32 registers for the whole walk.
+//  - KV kernel on 2 x 2 warp tiles (backward_kv_2x2_kernel_sm80.cuh; D = 128, 64-row steps): the same
+//    CTAs, the step in two phases with P^T and dS^T through shared memory (H100: 4.6-5.4% faster, session 19).
 //  - dQ kernel (backward_dq_kernel_sm80.cuh, deterministic mode only): the forward's geometry
 //    (dq_query_tile_sm80 rows per CTA: 128 for blocks >= 64, in stages of 32 keys, else 64 rows and key tiles
 //    of one block), dQ in registers, written once.
@@ -13,8 +15,10 @@ namespace s2attn::cuda {
 
 // Keys per CTA of the KV kernel: 4 warps x 16 keys (one m16 tile each). A warp holds dK and dV of its keys
 // (16 x D fp32 each: 64 + 64 registers at D = 128) next to one step's S^T and dP^T (16 x kBlockM each).
-// 128 keys (8 warps, FA2's choice) would halve the Q/dO shared-memory traffic per FLOP.
-// NOTE: measure 128 keys / 8 warps against this on the GPU.
+// 128 keys (8 warps, FA2's choice) would halve the Q/dO shared-memory traffic per FLOP, but a
+// vertical-stride key block's neighbour is mostly not visible: by our count +37% (V = 32) to +68% (V = 8)
+// visited work at 32k. The 2 x 2 kernel gets FA2's per-warp tiles on 64 keys instead (docs/cuda_notes.md,
+// session 19).
 constexpr int bwd_key_tile_sm80() { return 64; }
 
 // Query rows per step of the KV kernel: the block size up to 64. A step then never spans two query blocks
@@ -64,9 +68,9 @@ struct BackwardTraitsSm80 {
   static constexpr int kStatsOffsetBytes = (2 * kKeyElems + kStages * 2 * kRowElems + kDsElems) * 2;
   static constexpr int kSmemBytes = kStatsOffsetBytes + kStages * 2 * kBlockM * 4;
   // D = 128, kBlockM = 64: 105 KiB, 2 CTAs per SM on H100 (228 KiB; 1 on A100) with up to 255 registers.
-  // NOTE: at D = 128 the KV kernel sits at the 255-register limit: sm_80 SASS has no spill; sm_90 SASS of
-  // kBlockM = 64 spills 3 loop-invariant address registers (12 bytes, 2 L1 loads per step, outside the
-  // MMA loops). 8 warps over 128 keys with P / dS through shared memory (FA2's layout) would free them.
+  // At D = 128 the kernel sits at the 255-register limit (sm_90 SASS of kBlockM = 64: 12 bytes of spilled
+  // loop-invariant addresses). There the 2 x 2 kernel runs instead where a CTA may have 112.5 KiB; this one
+  // serves D = 64, 16- and 32-row steps, and GPUs with less shared memory a CTA.
   static constexpr int kMinBlocksPerSm = 2;
 
   static_assert(kBlockM % 16 == 0 && kBlockM <= 64, "whole m16 tiles, at most one per warp");
@@ -76,6 +80,27 @@ struct BackwardTraitsSm80 {
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "whole cp.async chunks per thread");
   static_assert(kBlockM <= kThreads, "one thread per row loads the row statistics");
+};
+
+// The KV kernel on 2 x 2 warp tiles (backward_kv_2x2_kernel_sm80.cuh): the same 64-key tiles and 64-row
+// steps; phase 1 warps own 32 keys x 32 queries, phase 2 warps 32 keys x D/2 columns of dK and dV (64 + 64
+// fp32 registers at D = 128). P^T and dS^T go through shared memory; lse2 / dsum single-buffered.
+template <typename Elem_, int kHeadDim_>
+struct BackwardKv2x2TraitsSm80 : BackwardTraitsSm80<Elem_, kHeadDim_, 64> {
+  using Base = BackwardTraitsSm80<Elem_, kHeadDim_, 64>;
+  static constexpr int kKeyWarpRows = 32;                 // keys of a warp: two m16 tiles
+  static constexpr int kQueryWarpCols = 32;               // phase 1: queries of a warp (four n8 tiles)
+  static constexpr int kDCols = kHeadDim_ / 2;            // phase 2: head-dim columns of a warp
+  static constexpr int kDColTiles = kDCols / 8;           // n8 tiles of a warp's dK and dV per m16 tile
+  static constexpr int kPsChunks = Base::kBlockM / 8;     // 16-byte chunks of a P^T / dS^T row
+  static constexpr int kPsElems = Base::kBlockN * Base::kBlockM;
+  // [K][V][Q0][dO0][Q1][dO1][P^T][dS^T] (16-bit), then [lse2][dsum] (fp32, kBlockM each)
+  static constexpr int kStatsOffsetBytes =
+      (2 * Base::kKeyElems + Base::kStages * 2 * Base::kRowElems + 2 * kPsElems) * 2;
+  static constexpr int kSmemBytes = kStatsOffsetBytes + 2 * Base::kBlockM * 4;
+  static_assert(Base::kBlockN == 2 * kKeyWarpRows && Base::kBlockM == 2 * kQueryWarpCols && Base::kWarps == 4,
+                "2 x 2 warps over a 64-key tile and a 64-row step");
+  static_assert(kDColTiles % 2 == 0, "whole x4 transposed loads of dO / Q");
 };
 
 // The deterministic dQ kernel: the forward's tiles (kBlockM = dq_query_tile_sm80 rows, kBlockN =
