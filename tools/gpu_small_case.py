@@ -100,10 +100,13 @@ def check(name, out, ref):
 
 
 def make_pattern(mask, lens_q, lens_k, H, Hkv, bs, causal, gen):
-    """local_stride, or (mask = "1" | "kv" | "h") a random block mask of that many heads covering the
-    totals (the front door cannot read device lengths), query block 1 seeing nothing."""
+    """local_stride, the dense pattern (mask = "dense"), or (mask = "1" | "kv" | "h") a random block mask of
+    that many heads covering the totals (the front door cannot read device lengths), query block 1 seeing
+    nothing."""
     if mask is None:
         return s2attn.local_stride(H, bs, 2, 3, causal=causal, num_kv_heads=Hkv)
+    if mask == "dense":
+        return s2attn.dense(H, bs, causal=causal, num_kv_heads=Hkv)
     n = -(-max(sum(lens_q), sum(lens_k)) // bs) + 1
     m = torch.rand({"1": 1, "kv": Hkv, "h": H}[mask], n, n, generator=gen) < 0.4
     m[:, 1] = False
@@ -171,6 +174,9 @@ def main():
     ok &= run("varlen-bs16-d64", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, gen)
     ok &= run_backward("bwd-varlen-bs64-d128", [1, 17, 0, 40, 90], [1, 30, 5, 40, 60], 4, 2, 128, 64, True,
                        torch.bfloat16, False, gen)
+    # dense at D = 128, non-deterministic: the Hopper backward's fused-dQ candidate for dense patterns
+    ok &= run_backward("bwd-dense-varlen-bs64-d128", [1, 17, 0, 40, 90], [1, 30, 5, 40, 60], 4, 2, 128, 64, True,
+                       torch.bfloat16, False, gen, mask="dense")
     ok &= run_backward("bwd-varlen-bs16-d64-det", [33, 7], [20, 100], 2, 1, 64, 16, True, torch.float16, True, gen)
     ok &= run_backward("bwd-bidir-bs128-d64", [77], [77], 2, 2, 64, 128, False, torch.bfloat16, False, gen)
     ok &= run_backward("bwd-chunk-bs32-d128-det", [50], [130], 4, 2, 128, 32, True, torch.float16, True, gen)
