@@ -56,7 +56,8 @@ void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {
     }
     // D = 128, 64-row steps: the 2 x 2 kernel (112.5 KiB) where a CTA may have it
     if constexpr (kHeadDim == 128) {
-      if (rows == 64 && BackwardKv2x2TraitsSm80<Elem, kHeadDim>::kSmemBytes <= max_dynamic_smem_per_block(launch.device)) {
+      using TwoByTwo = BackwardKv2x2TraitsSm80<Elem, kHeadDim>;
+      if (rows == 64 && TwoByTwo::kSmemBytes <= max_dynamic_smem_per_block(launch.device)) {
         rows = 0;
         run_backward_kv_2x2_sm80<Elem, kHeadDim, kList>(p, launch);
       }
