@@ -5,7 +5,8 @@
 
 AB_DIR holds one folder per variant (base first), each with the p_*.json files that tools/profile_kernels.py
 wrote there. Prints, for every shape and pass, base's ms per call and each variant's change in percent; with
---kernels also each kernel of the pass (named by its function, template arguments dropped).
+--kernels also each kernel of the pass (named by its function, template arguments dropped; the portable
+backward's KV kernels, which variants may swap for one another, share the row backward_kv*_kernel_sm80).
 
 A run with rounds (AB_ROUNDS > 1: the files in <variant>/r<k>/) is compared round by round: a variant's change
 is the median over the rounds of its ratio to base in the same round, followed by the lowest and highest of
@@ -21,7 +22,9 @@ import sys
 
 def kernel_name(full):
     m = re.search(r"(\w+)<", full) or re.search(r"(\w+)\(", full)
-    return m.group(1) if m else full[:40]
+    name = m.group(1) if m else full[:40]
+    # one KV kernel runs per portable backward, whichever variant (backward_kv_kernel_sm80, _2x2_, _phased_)
+    return re.sub(r"^backward_kv(_\w+?)?_kernel_sm80$", "backward_kv*_kernel_sm80", name)
 
 
 def load_dir(d):
