@@ -47,6 +47,22 @@ def test_ab_compare_rounds_take_the_median_of_same_round_ratios(tmp_path):
     assert "-10.0% [-20.0,-5.0]" in kv
 
 
+def test_ab_compare_puts_the_portable_kv_kernel_variants_on_one_row(tmp_path):
+    # a patch may swap the portable backward's KV kernel for another (backward_kv_2x2_kernel_sm80 for
+    # backward_kv_kernel_sm80): one row compares them; other kernels keep their own names
+    for v, kv, ms in (("base", "backward_kv_kernel_sm80", 2.0), ("x", "backward_kv_2x2_kernel_sm80", 1.5)):
+        (tmp_path / v).mkdir()
+        rep = dict(shape=dict(D=128, S=8192, V=8),
+                   passes={"backward_sm80": [dict(kernel=f"void s2attn::cuda::{kv}<T, false>(P)", ms_per_call=ms),
+                                             dict(kernel="void s2attn::cuda::backward_kv_kernel_sm90<T>(P)",
+                                                  ms_per_call=1.0)]})
+        (tmp_path / v / "p_8192_8.json").write_text(json.dumps(rep))
+    lines = compare(tmp_path)
+    kv = next(line for line in lines if "backward_kv*_kernel_sm80" in line)
+    assert "2.000" in kv and "-25.0%" in kv
+    assert any("backward_kv_kernel_sm90" in line and "+0.0%" in line for line in lines)
+
+
 def test_clock_samples_parse_and_summarize():
     text = "1755, 690.12\n1980, 410.00\n[N/A], [N/A]\n1620, 700.5\n17"  # a partial last line
     samples = gpu_clock.parse_samples(text)
