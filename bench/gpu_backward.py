@@ -107,12 +107,16 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
             errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
             print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
 
-    flex = None
+    flex = flex_tuned = None
     if flex_on:
         try:
             from torch.nn.attention.flex_attention import flex_attention
 
             flex = torch.compile(flex_attention, dynamic=False)
+            if flex_on == "autotune":
+                # Inductor's autotuned configs include tiles that divide 64-token sparse blocks, which its
+                # default backward configs (filtered before kernel_options apply: pytorch #176025) may not
+                flex_tuned = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs")
         except Exception as e:  # noqa: BLE001
             errors.append(f"flex import/compile S={S}: {e}")
 
@@ -184,11 +188,18 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
                               {"BLOCK_M": BS, "BLOCK_N": BS, "BLOCK_M1": 32, "BLOCK_N1": BS, "BLOCK_M2": BS,
                                "BLOCK_N2": 32}, None]
                 fg, last, mask_kind = None, None, f"{BS}-token blocks"
-                for opts in candidates + ["coarse"]:
-                    if opts == "coarse":  # Flex's own 128-token blocks; mask_mod keeps the 64-block pattern
-                        bmask, opts, mask_kind = fwd.flex_block_mask(pattern, S, dev, 128), None, "128-token blocks"
-                    def flex_step(opts=opts):
-                        o = flex(q, k, v, block_mask=bmask, kernel_options=opts, **kw)
+                # then (--flex-autotune) the autotuned compile on the same blocks; last, Flex's own 128-token
+                # blocks (mask_mod keeps the 64-block pattern, but Flex then skips only whole 128-token blocks:
+                # more visited work than the pattern's, which flatters s2attn at vertical strides)
+                for opts in candidates + (["autotune"] if flex_tuned is not None else []) + ["coarse"]:
+                    fn = flex
+                    if opts == "autotune":
+                        fn, opts, mask_kind = flex_tuned, None, f"{BS}-token blocks, max-autotune"
+                    if opts == "coarse":
+                        fn, opts = flex, None
+                        bmask, mask_kind = fwd.flex_block_mask(pattern, S, dev, 128), "128-token blocks"
+                    def flex_step(opts=opts, fn=fn):
+                        o = fn(q, k, v, block_mask=bmask, kernel_options=opts, **kw)
                         return torch.autograd.grad(o, (q, k, v), dout)
 
                     try:
@@ -221,6 +232,9 @@ def main():
     ap.add_argument("--gqa", action="store_true", help="add H 32 : Hkv 8, D 64, block 128")
     ap.add_argument("--gqa-only", action="store_true", help="only the --gqa shape")
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes a while)")
+    ap.add_argument("--flex-autotune", action="store_true",
+                    help="where Flex's backward does not compile on the pattern's blocks, try its max-autotune "
+                         "compile before falling back to 128-token blocks (slow to compile)")
     ap.add_argument("--seqlens", default="8192,32768")
     ap.add_argument("--strides", default="8,16,32")
     args = ap.parse_args()
@@ -244,7 +258,8 @@ def main():
         for S in seqlens:
             print(f"S = {S}  {cfg}", flush=True)
             try:
-                bench_shape(cfg, S, strides, rows, errors, not args.no_flex)
+                bench_shape(cfg, S, strides, rows, errors,
+                            False if args.no_flex else "autotune" if args.flex_autotune else True)
             except Exception as e:  # noqa: BLE001 - e.g. out of memory at 128k: report, go on
                 errors.append(f"S={S} {cfg}: {type(e).__name__}: {e}")
                 print(f"  failed: {type(e).__name__}: {e}", flush=True)
