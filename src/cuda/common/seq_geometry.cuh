@@ -30,4 +30,10 @@ __device__ __forceinline__ SeqGeometry seq_geometry(const AttentionParams& p, in
   return g;
 }
 
+// Row `begin` (a sequence's first token) of head `head` of batch entry b in an operand with strides s.
+template <typename Elem>
+__device__ __forceinline__ Elem* seq_rows(Elem* base, const SeqStrides& s, int b, int64_t begin, int head) {
+  return base + b * s.batch + begin * s.seq + head * s.head;
+}
+
 }  // namespace s2attn::cuda

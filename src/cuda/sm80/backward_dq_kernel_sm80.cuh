@@ -152,14 +152,10 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   const uint32_t active = qt.active;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch + g.q_begin * params.q_stride.seq +
-                  h * params.q_stride.head;
-  const Elem* dout = static_cast<const Elem*>(params.dout) + b * params.dout_stride.batch +
-                     g.q_begin * params.dout_stride.seq + h * params.dout_stride.head;
-  const Elem* k = static_cast<const Elem*>(params.k) + b * params.k_stride.batch + g.k_begin * params.k_stride.seq +
-                  hk * params.k_stride.head;
-  const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
-                  hk * params.v_stride.head;
+  const Elem* q = seq_rows(static_cast<const Elem*>(params.q), params.q_stride, b, g.q_begin, h);
+  const Elem* dout = seq_rows(static_cast<const Elem*>(params.dout), params.dout_stride, b, g.q_begin, h);
+  const Elem* k = seq_rows(static_cast<const Elem*>(params.k), params.k_stride, b, g.k_begin, hk);
+  const Elem* v = seq_rows(static_cast<const Elem*>(params.v), params.v_stride, b, g.k_begin, hk);
 
   KeyTiles<kBlockN, kList> tiles;
   tiles.init(pattern, h, first_block, active, g.len_k, pos_hi - 1);
@@ -258,6 +254,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
       }
     }
   __syncwarp();
+  // open-coded, not seq_rows: as the forward's output rows (forward_kernel_sm80.cuh)
   Elem* dqp = static_cast<Elem*>(params.dq) + b * params.dq_stride.batch + g.q_begin * params.dq_stride.seq +
               h * params.dq_stride.head;
   constexpr int kPerLane = T::kWarpRows * T::kChunks / 32;

@@ -221,6 +221,62 @@ __device__ __forceinline__ void init_walk_geometry(WalkGeometry& geo, const Atte
   geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
 }
 
+// A KV-kernel CTA's work: key tile x (first key k0 = x * block_n) of KV head hk of sequence b, from the grid
+// index (b * Hkv + hk) * key_tiles + x (see the kernel below), and the sequence's geometry.
+struct KvCta {
+  int b, hk, k0;
+  SeqGeometry g;
+};
+__device__ __forceinline__ KvCta kv_cta(const AttentionBwdParams& params, int key_tiles, int block_n) {
+  int lin = static_cast<int>(blockIdx.x);
+  const int x = lin % key_tiles;
+  lin /= key_tiles;
+  KvCta c;
+  c.hk = lin % params.num_kv_heads;
+  c.b = lin / params.num_kv_heads;
+  c.g = seq_geometry(params, c.b);
+  c.k0 = x * block_n;
+  return c;
+}
+
+// Q and dO of the query step (h, p0) into sQ and sQ + T::kRowElems (rows of the sequence only; others zero).
+template <class T>
+__device__ __forceinline__ void load_step_rows(typename T::Elem* sQ, const AttentionBwdParams& params,
+                                               const KvCta& cta, const WalkGeometry& geo, int h, int p0) {
+  using Elem = typename T::Elem;
+  const Elem* q = seq_rows(static_cast<const Elem*>(params.q), params.q_stride, cta.b, cta.g.q_begin, h);
+  const Elem* dout = seq_rows(static_cast<const Elem*>(params.dout), params.dout_stride, cta.b, cta.g.q_begin, h);
+  const int r0 = p0 - geo.offset;  // sequence row of the step's first row (may be negative)
+  const int len_q = geo.pos_hi - geo.pos_lo;
+  load_rows<T, T::kBlockM>(sQ, q, params.q_stride.seq, r0, 0, len_q, params.q);
+  load_rows<T, T::kBlockM>(sQ + T::kRowElems, dout, params.dout_stride.seq, r0, 0, len_q, params.dout);
+}
+
+// lse2 and dsum of the query step (h, p0)'s kBlockM rows into sL and sD (zero outside the sequence).
+template <int kBlockM>
+__device__ __forceinline__ void load_step_stats(float* sL, float* sD, const float* lse2, const float* dsum,
+                                                int64_t total_q, const WalkGeometry& geo, int h, int p0) {
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < kBlockM) {
+    const int r = p0 - geo.offset + tid;
+    const bool valid = r >= 0 && r < geo.pos_hi - geo.pos_lo;
+    const int64_t at = int64_t(h) * total_q + geo.row_base + (valid ? r : 0);
+    cp_async_4(smem_addr(sL + tid), lse2 + at, valid);
+    cp_async_4(smem_addr(sD + tid), dsum + at, valid);
+  }
+}
+
+// K and V of the CTA's key tile (T::kBlockN keys from k0; keys past the sequence zero).
+template <class T>
+__device__ __forceinline__ void load_key_tile(typename T::Elem* sK, typename T::Elem* sV,
+                                              const AttentionBwdParams& params, const KvCta& cta) {
+  using Elem = typename T::Elem;
+  const Elem* k = seq_rows(static_cast<const Elem*>(params.k), params.k_stride, cta.b, cta.g.k_begin, cta.hk);
+  const Elem* v = seq_rows(static_cast<const Elem*>(params.v), params.v_stride, cta.b, cta.g.k_begin, cta.hk);
+  load_rows<T, T::kBlockN>(sK, k, params.k_stride.seq, cta.k0, 0, cta.g.len_k, params.k);
+  load_rows<T, T::kBlockN>(sV, v, params.v_stride.seq, cta.k0, 0, cta.g.len_k, params.v);
+}
+
 // Grid: one CTA per (key tile, KV head, sequence), flattened as (b * Hkv + hk) * key_tiles + x, so that the
 // key tiles of one KV head run side by side (they share its Q / dO rows in L2) and, within it, the
 // earliest keys (under causality the ones the most queries see: longest first) start first.
@@ -238,13 +294,9 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   Elem* sdS = sRows + T::kStages * 2 * T::kRowElems;
   float* sStats = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_raw) + T::kStatsOffsetBytes);
 
-  int lin = static_cast<int>(blockIdx.x);
-  const int x = lin % key_tiles;
-  lin /= key_tiles;
-  const int hk = lin % params.num_kv_heads;
-  const int b = lin / params.num_kv_heads;
-  const SeqGeometry g = seq_geometry(params, b);
-  const int k0 = x * kBlockN;
+  const KvCta cta = kv_cta(params, key_tiles, kBlockN);
+  const int b = cta.b, hk = cta.hk, k0 = cta.k0;
+  const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;
 
   const PatternRules& pattern = params.pattern;
@@ -256,36 +308,17 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   walk.geo = &geo;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const Elem* k = static_cast<const Elem*>(params.k) + b * params.k_stride.batch + g.k_begin * params.k_stride.seq +
-                  hk * params.k_stride.head;
-  const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
-                  hk * params.v_stride.head;
   const int64_t total_q = params.total_q;
 
-  // Q, dO, lse2 and dsum of the step (h, p0) into stage `st` (rows of the sequence only; others zero).
+  // Q, dO, lse2 and dsum of the step (h, p0) into stage `st`.
   auto load_step = [&](int st, int h, int p0) {
-    const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch +
-                    g.q_begin * params.q_stride.seq + h * params.q_stride.head;
-    const Elem* dout = static_cast<const Elem*>(params.dout) + b * params.dout_stride.batch +
-                       g.q_begin * params.dout_stride.seq + h * params.dout_stride.head;
-    Elem* sQ = sRows + st * 2 * T::kRowElems;
-    const int r0 = p0 - geo.offset;  // sequence row of the step's first row (may be negative)
-    const int len_q = geo.pos_hi - geo.pos_lo;
-    load_rows<T, kBlockM>(sQ, q, params.q_stride.seq, r0, 0, len_q, params.q);
-    load_rows<T, kBlockM>(sQ + T::kRowElems, dout, params.dout_stride.seq, r0, 0, len_q, params.dout);
-    if (tid < kBlockM) {
-      const int r = r0 + tid;
-      const bool valid = r >= 0 && r < len_q;
-      const int64_t at = int64_t(h) * total_q + geo.row_base + (valid ? r : 0);
-      float* sl = sStats + st * 2 * kBlockM;
-      cp_async_4(smem_addr(sl + tid), lse2 + at, valid);
-      cp_async_4(smem_addr(sl + kBlockM + tid), dsum + at, valid);
-    }
+    load_step_rows<T>(sRows + st * 2 * T::kRowElems, params, cta, geo, h, p0);
+    float* sl = sStats + st * 2 * kBlockM;
+    load_step_stats<kBlockM>(sl, sl + kBlockM, lse2, dsum, total_q, geo, h, p0);
   };
 
   // Prologue: K and V of the tile with the first step in flight.
-  load_rows<T, kBlockN>(sK, k, params.k_stride.seq, k0, 0, g.len_k, params.k);
-  load_rows<T, kBlockN>(sV, v, params.v_stride.seq, k0, 0, g.len_k, params.v);
+  load_key_tile<T>(sK, sV, params, cta);
   bool have = walk.first();
   if (have) load_step(0, walk.head(), walk.p0());
   cp_async_commit();
@@ -349,10 +382,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     }
   }
   __syncwarp();
-  Elem* dkp = static_cast<Elem*>(params.dk) + b * params.dk_stride.batch + g.k_begin * params.dk_stride.seq +
-              hk * params.dk_stride.head;
-  Elem* dvp = static_cast<Elem*>(params.dv) + b * params.dv_stride.batch + g.k_begin * params.dv_stride.seq +
-              hk * params.dv_stride.head;
+  Elem* dkp = seq_rows(static_cast<Elem*>(params.dk), params.dk_stride, b, g.k_begin, hk);
+  Elem* dvp = seq_rows(static_cast<Elem*>(params.dv), params.dv_stride, b, g.k_begin, hk);
   constexpr int kPerLane = T::kKeyRows * T::kChunks / 32;
 #pragma unroll
   for (int it = 0; it < kPerLane; ++it) {

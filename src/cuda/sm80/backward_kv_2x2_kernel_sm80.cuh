@@ -23,46 +23,65 @@
 
 namespace s2attn::cuda {
 
+// acc = A B^T for this warp's 32 rows of A (keys from key0: two m16 tiles) and 32 rows of B (queries from q0:
+// four n8 tiles), k = D; A and B tiles [row][d], swizzled. S^T = K Q^T and dP^T = V dO^T.
+template <class T>
+__device__ __forceinline__ void kv2x2_warp_products(float (&acc)[2][4][4], const typename T::Elem* sA,
+                                                    const typename T::Elem* sB, int key0, int q0) {
+  constexpr int kD = T::kHeadDim;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nn = 0; nn < 4; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nn][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < T::kQkSteps; ++ks) {
+    uint32_t a[2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+      ldmatrix_x4(a[mt], smem_addr(sA + swizzle<kD>(key0 + mt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+#pragma unroll
+    for (int np = 0; np < 2; ++np) {
+      uint32_t b[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
+      const int row = q0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
+      ldmatrix_x4(b, smem_addr(sB + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        mma_16816<typename T::Elem>(acc[mt][2 * np], a[mt], b[0], b[1]);
+        mma_16816<typename T::Elem>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Row tile mt, n8 tile nn of a kv2x2_warp_products accumulator, 16-bit, into dst [key][query] (P^T, dS^T).
+template <class T>
+__device__ __forceinline__ void kv2x2_store_tile(typename T::Elem* dst, const float (&acc)[2][4][4], int mt, int nn,
+                                                 int key0, int q0) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int n = key0 + mt * 16 + (lane >> 2) + 8 * hf;
+    *reinterpret_cast<uint32_t*>(dst + swizzle_short<T::kPsChunks>(n, (q0 >> 3) + nn) + 2 * (lane & 3)) =
+        pack2<typename T::Elem>(acc[mt][nn][2 * hf], acc[mt][nn][2 * hf + 1]);
+  }
+}
+
 // Phase 1 of a step for this warp: P^T and dS^T of its 32 keys x 32 queries into sP / sdS.
 template <class T, bool kMask>
 __device__ __forceinline__ void kv2x2_scores(const typename T::Elem* sK, const typename T::Elem* sV,
                                              const typename T::Elem* sQ, const typename T::Elem* sdO,
                                              typename T::Elem* sP, typename T::Elem* sdS, const float* sL,
                                              const float* sD, float scale_log2, const int (&lo)[4], int hi) {
-  using Elem = typename T::Elem;
-  constexpr int kD = T::kHeadDim;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int key0 = (warp & 1) * T::kKeyWarpRows, q0 = (warp >> 1) * T::kQueryWarpCols;
 
-  // S^T = K Q^T: m = keys (two m16 tiles), n = queries (four n8 tiles), k = D
+  // S^T = K Q^T, then P^T. Accumulator element (mt, nn, e): key n = key0 + mt * 16 + lane / 4 + 8 * (e / 2)
+  // of the tile, query m = q0 + nn * 8 + 2 * (lane % 4) + e % 2 of the step.
   float s[2][4][4];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nn = 0; nn < 4; ++nn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[mt][nn][e] = 0.f;
-#pragma unroll
-  for (int ks = 0; ks < T::kQkSteps; ++ks) {
-    uint32_t ka[2][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-      ldmatrix_x4(ka[mt], smem_addr(sK + swizzle<kD>(key0 + mt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
-#pragma unroll
-    for (int np = 0; np < 2; ++np) {
-      uint32_t qb[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
-      const int row = q0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
-      ldmatrix_x4(qb, smem_addr(sQ + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        mma_16816<Elem>(s[mt][2 * np], ka[mt], qb[0], qb[1]);
-        mma_16816<Elem>(s[mt][2 * np + 1], ka[mt], qb[2], qb[3]);
-      }
-    }
-  }
-
-  // P^T. Accumulator element (mt, nn, e): key n = key0 + mt * 16 + lane / 4 + 8 * (e / 2) of the tile,
-  // query m = q0 + nn * 8 + 2 * (lane % 4) + e % 2 of the step. Stored [key][query], rows swizzled.
+  kv2x2_warp_products<T>(s, sK, sQ, key0, q0);
 #pragma unroll
   for (int nn = 0; nn < 4; ++nn) {
     const int m0 = q0 + nn * 8 + 2 * (lane & 3);
@@ -78,41 +97,13 @@ __device__ __forceinline__ void kv2x2_scores(const typename T::Elem* sK, const t
         }
         s[mt][nn][e] = p;
       }
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int n = key0 + mt * 16 + (lane >> 2) + 8 * hf;
-        *reinterpret_cast<uint32_t*>(sP + swizzle_short<T::kPsChunks>(n, (q0 >> 3) + nn) + 2 * (lane & 3)) =
-            pack2<Elem>(s[mt][nn][2 * hf], s[mt][nn][2 * hf + 1]);
-      }
+      kv2x2_store_tile<T>(sP, s, mt, nn, key0, q0);
     }
   }
 
   // dP^T = V dO^T, then dS^T = P^T (dP^T - dsum) from the fp32 P^T
   float dp[2][4][4];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nn = 0; nn < 4; ++nn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dp[mt][nn][e] = 0.f;
-#pragma unroll
-  for (int ks = 0; ks < T::kQkSteps; ++ks) {
-    uint32_t va[2][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-      ldmatrix_x4(va[mt], smem_addr(sV + swizzle<kD>(key0 + mt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
-#pragma unroll
-    for (int np = 0; np < 2; ++np) {
-      uint32_t ob[4];
-      const int row = q0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
-      ldmatrix_x4(ob, smem_addr(sdO + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        mma_16816<Elem>(dp[mt][2 * np], va[mt], ob[0], ob[1]);
-        mma_16816<Elem>(dp[mt][2 * np + 1], va[mt], ob[2], ob[3]);
-      }
-    }
-  }
+  kv2x2_warp_products<T>(dp, sV, sdO, key0, q0);
 #pragma unroll
   for (int nn = 0; nn < 4; ++nn) {
     const int m0 = q0 + nn * 8 + 2 * (lane & 3);
@@ -121,12 +112,7 @@ __device__ __forceinline__ void kv2x2_scores(const typename T::Elem* sK, const t
     for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) dp[mt][nn][e] = s[mt][nn][e] * (dp[mt][nn][e] - ((e & 1) ? ds.y : ds.x));
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int n = key0 + mt * 16 + (lane >> 2) + 8 * hf;
-        *reinterpret_cast<uint32_t*>(sdS + swizzle_short<T::kPsChunks>(n, (q0 >> 3) + nn) + 2 * (lane & 3)) =
-            pack2<Elem>(dp[mt][nn][2 * hf], dp[mt][nn][2 * hf + 1]);
-      }
+      kv2x2_store_tile<T>(sdS, dp, mt, nn, key0, q0);
     }
   }
 }
@@ -183,13 +169,9 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   float* sL = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_raw) + T::kStatsOffsetBytes);
   float* sD = sL + kBlockM;
 
-  int lin = static_cast<int>(blockIdx.x);
-  const int x = lin % key_tiles;
-  lin /= key_tiles;
-  const int hk = lin % params.num_kv_heads;
-  const int b = lin / params.num_kv_heads;
-  const SeqGeometry g = seq_geometry(params, b);
-  const int k0 = x * kBlockN;
+  const KvCta cta = kv_cta(params, key_tiles, kBlockN);
+  const int b = cta.b, hk = cta.hk, k0 = cta.k0;
+  const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;
 
   const PatternRules& pattern = params.pattern;
@@ -201,42 +183,14 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   walk.geo = &geo;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const Elem* k = static_cast<const Elem*>(params.k) + b * params.k_stride.batch + g.k_begin * params.k_stride.seq +
-                  hk * params.k_stride.head;
-  const Elem* v = static_cast<const Elem*>(params.v) + b * params.v_stride.batch + g.k_begin * params.v_stride.seq +
-                  hk * params.v_stride.head;
   const int64_t total_q = params.total_q;
 
-  // Q and dO of the step (h, p0) into stage `st` (rows of the sequence only; others zero)
-  auto load_rows_of_step = [&](int st, int h, int p0) {
-    const Elem* q = static_cast<const Elem*>(params.q) + b * params.q_stride.batch +
-                    g.q_begin * params.q_stride.seq + h * params.q_stride.head;
-    const Elem* dout = static_cast<const Elem*>(params.dout) + b * params.dout_stride.batch +
-                       g.q_begin * params.dout_stride.seq + h * params.dout_stride.head;
-    Elem* sQ = sRows + st * 2 * T::kRowElems;
-    const int r0 = p0 - geo.offset;  // sequence row of the step's first row (may be negative)
-    const int len_q = geo.pos_hi - geo.pos_lo;
-    load_rows<T, kBlockM>(sQ, q, params.q_stride.seq, r0, 0, len_q, params.q);
-    load_rows<T, kBlockM>(sQ + T::kRowElems, dout, params.dout_stride.seq, r0, 0, len_q, params.dout);
-  };
-  // lse2 and dsum of the step's rows (zero outside the sequence)
-  auto load_stats_of_step = [&](int h, int p0) {
-    if (tid < kBlockM) {
-      const int r = p0 - geo.offset + tid;
-      const bool valid = r >= 0 && r < geo.pos_hi - geo.pos_lo;
-      const int64_t at = int64_t(h) * total_q + geo.row_base + (valid ? r : 0);
-      cp_async_4(smem_addr(sL + tid), lse2 + at, valid);
-      cp_async_4(smem_addr(sD + tid), dsum + at, valid);
-    }
-  };
-
   // Prologue: K and V of the tile with the first step in flight.
-  load_rows<T, kBlockN>(sK, k, params.k_stride.seq, k0, 0, g.len_k, params.k);
-  load_rows<T, kBlockN>(sV, v, params.v_stride.seq, k0, 0, g.len_k, params.v);
+  load_key_tile<T>(sK, sV, params, cta);
   bool have = walk.first();
   if (have) {
-    load_rows_of_step(0, walk.head(), walk.p0());
-    load_stats_of_step(walk.head(), walk.p0());
+    load_step_rows<T>(sRows, params, cta, geo, walk.head(), walk.p0());
+    load_step_stats<kBlockM>(sL, sD, lse2, dsum, total_q, geo, walk.head(), walk.p0());
   }
   cp_async_commit();
 
@@ -257,7 +211,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
     cp_async_wait<0>();
     __syncthreads();  // this step's rows and statistics have landed; every warp is done with the last step
     have = walk.next();
-    if (have) load_rows_of_step(stage ^ 1, walk.head(), walk.p0());
+    if (have) load_step_rows<T>(sRows + (stage ^ 1) * 2 * T::kRowElems, params, cta, geo, walk.head(), walk.p0());
     cp_async_commit();
     const Elem* sQ = sRows + stage * 2 * T::kRowElems;
     const Elem* sdO = sQ + T::kRowElems;
@@ -279,7 +233,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
       kv2x2_scores<T, true>(sK, sV, sQ, sdO, sP, sdS, sL, sD, scale_log2, lo, min(geo.pos_hi - p0, kBlockM));
     }
     __syncthreads();  // P^T and dS^T complete; no warp reads this step's statistics any more
-    if (have) load_stats_of_step(walk.head(), walk.p0());
+    if (have) load_step_stats<kBlockM>(sL, sD, lse2, dsum, total_q, geo, walk.head(), walk.p0());
     cp_async_commit();
     kv2x2_grads<T>(sQ, sdO, sP, sdS, dk, dv);
     if (!params.deterministic) {
@@ -307,10 +261,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
       }
     }
   __syncthreads();
-  Elem* dkp = static_cast<Elem*>(params.dk) + b * params.dk_stride.batch + g.k_begin * params.dk_stride.seq +
-              hk * params.dk_stride.head;
-  Elem* dvp = static_cast<Elem*>(params.dv) + b * params.dv_stride.batch + g.k_begin * params.dv_stride.seq +
-              hk * params.dv_stride.head;
+  Elem* dkp = seq_rows(static_cast<Elem*>(params.dk), params.dk_stride, b, g.k_begin, hk);
+  Elem* dvp = seq_rows(static_cast<Elem*>(params.dv), params.dv_stride, b, g.k_begin, hk);
   constexpr int kPerThread = kBlockN * T::kChunks / T::kThreads;
 #pragma unroll
   for (int it = 0; it < kPerThread; ++it) {
