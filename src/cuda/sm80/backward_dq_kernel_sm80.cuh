@@ -42,8 +42,17 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQInRegs ? T::kQ
   // The tile's keys in chunks of kKeyChunk (registers: S and dP of one chunk at a time); per chunk,
   // S = Q K^T and dP = dO V^T (m16 = the warp's rows, n = the chunk's keys, k = D), P and dS, dQ += dS K.
   // Each K / V fragment serves the warp's kM m16 tiles.
+  // this lane's ldmatrix byte offsets at k16 step 0 (k16_step_offset; other m16 / n16 tiles: + 16 rows):
+  // A (Q, dO) rows warp * kWarpRows + (lane & 15), chunk lane >> 4; B (K, V) rows 8 (lane >> 4) + (lane & 7)
+  // of the chunk, chunk (lane >> 3) & 1; B of dQ += dS K (K transposed) rows (lane & 7) + 8 ((lane >> 3) & 1),
+  // chunk lane >> 4.
+  constexpr uint32_t kRows16 = 16 * kD * 2;
+  const uint32_t a_off0 = static_cast<uint32_t>(swizzle<kD>(warp * T::kWarpRows + (lane & 15), lane >> 4)) * 2;
+  const uint32_t b_off0 = static_cast<uint32_t>(swizzle<kD>((lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1)) * 2;
+  const uint32_t t_off0 = static_cast<uint32_t>(swizzle<kD>((lane & 7) + ((lane >> 3) & 1) * 8, lane >> 4)) * 2;
 #pragma unroll 1  // one chunk's registers at a time (unrolled, ptxas interleaves the chunks and spills)
   for (int kc = 0; kc < T::kBlockN / T::kKeyChunk; ++kc) {
+    const uint32_t chunk_rows = static_cast<uint32_t>(kc * T::kKeyChunk * kD * 2);  // the chunk's first key
     float s[kM][T::kChunkTiles][4], dp[kM][T::kChunkTiles][4];
 #pragma unroll
     for (int mi = 0; mi < kM; ++mi)
@@ -53,24 +62,23 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQInRegs ? T::kQ
         for (int e = 0; e < 4; ++e) s[mi][nn][e] = dp[mi][nn][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < T::kQkSteps; ++ks) {
+      const uint32_t a_off = k16_step_offset(a_off0, ks), b_off = chunk_rows + k16_step_offset(b_off0, ks);
       uint32_t qa[kM][4], oa[kM][4];
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-        const int row = warp * T::kWarpRows + mi * 16 + (lane & 15);
         if constexpr (T::kQInRegs) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) qa[mi][e] = qf[ks][e];
         } else {
-          ldmatrix_x4(qa[mi], smem_addr(sQ + swizzle<kD>(row, ks * 2 + (lane >> 4))));
+          ldmatrix_x4(qa[mi], smem_addr(sQ) + a_off + mi * kRows16);
         }
-        ldmatrix_x4(oa[mi], smem_addr(sdO + swizzle<kD>(row, ks * 2 + (lane >> 4))));
+        ldmatrix_x4(oa[mi], smem_addr(sdO) + a_off + mi * kRows16);
       }
 #pragma unroll
       for (int np = 0; np < T::kChunkTiles / 2; ++np) {
         uint32_t kb[4], vb[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
-        const int row = kc * T::kKeyChunk + np * 16 + (lane >> 4) * 8 + (lane & 7);
-        ldmatrix_x4(kb, smem_addr(sK + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
-        ldmatrix_x4(vb, smem_addr(sV + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+        ldmatrix_x4(kb, smem_addr(sK) + b_off + np * kRows16);
+        ldmatrix_x4(vb, smem_addr(sV) + b_off + np * kRows16);
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
           mma_16816<Elem>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
@@ -111,11 +119,10 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[T::kQInRegs ? T::kQ
       uint32_t da[kM][4];
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) accum_to_a_frag<Elem>(da[mi], dp[mi][2 * kk], dp[mi][2 * kk + 1]);
-      const int row = kc * T::kKeyChunk + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int dd = 0; dd < T::kDTiles / 2; ++dd) {
-        uint32_t kb[4];
-        ldmatrix_x4_trans(kb, smem_addr(sK + swizzle<kD>(row, dd * 2 + (lane >> 4))));
+        uint32_t kb[4];  // the n16 column pair dd enters as the k16 step does (k16_step_offset)
+        ldmatrix_x4_trans(kb, smem_addr(sK) + chunk_rows + k16_step_offset(t_off0, dd) + kk * kRows16);
 #pragma unroll
         for (int mi = 0; mi < kM; ++mi) {
           mma_16816<Elem>(dq[mi][2 * dd], da[mi], kb[0], kb[1]);

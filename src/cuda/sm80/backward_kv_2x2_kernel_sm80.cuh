@@ -36,17 +36,22 @@ __device__ __forceinline__ void kv2x2_warp_products(float (&acc)[2][4][4], const
     for (int nn = 0; nn < 4; ++nn)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nn][e] = 0.f;
+  // this lane's ldmatrix byte offsets at k16 step 0: A rows key0 + (lane & 15), chunk lane >> 4; B rows q0 +
+  // 8 (lane >> 4) + (lane & 7), chunk (lane >> 3) & 1. Other m16 / n16 tiles: + 16 rows.
+  constexpr uint32_t kRows16 = 16 * kD * 2;
+  const uint32_t a_off0 = static_cast<uint32_t>(swizzle<kD>(key0 + (lane & 15), lane >> 4)) * 2;
+  const uint32_t b_off0 = static_cast<uint32_t>(swizzle<kD>(q0 + (lane >> 4) * 8 + (lane & 7), (lane >> 3) & 1)) * 2;
 #pragma unroll
   for (int ks = 0; ks < T::kQkSteps; ++ks) {
+    const uint32_t a_at = smem_addr(sA) + k16_step_offset(a_off0, ks);
+    const uint32_t b_at = smem_addr(sB) + k16_step_offset(b_off0, ks);
     uint32_t a[2][4];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-      ldmatrix_x4(a[mt], smem_addr(sA + swizzle<kD>(key0 + mt * 16 + (lane & 15), ks * 2 + (lane >> 4))));
+    for (int mt = 0; mt < 2; ++mt) ldmatrix_x4(a[mt], a_at + mt * kRows16);
 #pragma unroll
     for (int np = 0; np < 2; ++np) {
       uint32_t b[4];  // B fragments of n8 tiles 2np ([0..1]) and 2np+1 ([2..3])
-      const int row = q0 + np * 16 + (lane >> 4) * 8 + (lane & 7);
-      ldmatrix_x4(b, smem_addr(sB + swizzle<kD>(row, ks * 2 + ((lane >> 3) & 1))));
+      ldmatrix_x4(b, b_at + np * kRows16);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         mma_16816<typename T::Elem>(acc[mt][2 * np], a[mt], b[0], b[1]);
