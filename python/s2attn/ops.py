@@ -44,10 +44,10 @@ def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, 
 
     workspace (CUDA only, optional): a uint8 device buffer of at least `backward_workspace_size(...)` bytes
     (contiguous, 16-byte aligned); without one the CUDA backward allocates its scratch on the stream.
-    deterministic: bitwise-repeatable gradients (on CUDA, dQ without atomics; the Hopper backward is
-        always so unless S2ATTN_SM90_FUSED_DQ=1 is set, an opt-in that adds dQ with reductions in
-        non-deterministic calls at head dim 128; the portable one uses atomics for some patterns unless
-        this is set).
+    deterministic: bitwise-repeatable gradients (on CUDA, dQ without atomics). Without it the Hopper
+        backward adds dQ with reductions from its KV kernel for dense patterns at head dim 128 (fused dQ;
+        S2ATTN_SM90_FUSED_DQ=1 does so for every pattern, =0 for none) and is bitwise repeatable otherwise;
+        the portable one uses atomics for some patterns.
     """
     if not isinstance(pattern, _s2attn.Pattern):
         raise invalid("pattern", f"an s2attn Pattern, got {type(pattern).__name__}")

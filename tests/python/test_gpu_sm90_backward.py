@@ -170,11 +170,15 @@ def test_sm90_backward_runs_the_hopper_kernels(D, kind, gen):
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
     names = cuda_kernels(lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90))
-    # dK, dV from the KV kernel; dQ from the dQ kernel for every pattern and head dim (no accumulator, no
-    # post-process: the Hopper backward has no atomics)
     assert sum("backward_kv_kernel_sm90" in n for n in names) == 1, names
-    assert sum("backward_dq_kernel_sm90" in n for n in names) == 1, names
-    assert not any("postprocess" in n for n in names), names
+    if kind == "dense" and D == 128:
+        # dense at head dim 128: fused dQ by default (the KV kernel adds dQ; post-process, no dQ kernel)
+        assert not any("backward_dq_kernel_sm90" in n for n in names), names
+        assert any("postprocess" in n for n in names), names
+    else:
+        # dK, dV from the KV kernel; dQ from the dQ kernel (no accumulator, no post-process, no atomics)
+        assert sum("backward_dq_kernel_sm90" in n for n in names) == 1, names
+        assert not any("postprocess" in n for n in names), names
 
 
 def check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, dtype="bf16", bs=64):
@@ -187,10 +191,10 @@ def check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, dty
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
 
-    def grads():
+    def grads():  # deterministic: the ordered kernels for every pattern (dense ones default to fused dQ)
         poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
         return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
-                                         dk=poisoned[1], dv=poisoned[2])
+                                         dk=poisoned[1], dv=poisoned[2], deterministic=True)
 
     monkeypatch.delenv(name, raising=False)
     unset = grads()
@@ -225,8 +229,8 @@ def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtyp
     check_switch_keeps_bits("S2ATTN_SM90_DQ_PINGPONG=1", B, S, H, Hkv, D, kind, gen, monkeypatch, dtype, bs)
 
 
-# Fused dQ (S2ATTN_SM90_FUSED_DQ=1, read per call; opt-in while it is measured): in non-deterministic mode at
-# head dim 128 the KV kernel adds dQ into the workspace's fp32 accumulator (no dQ kernel). Its sums are
+# Fused dQ (S2ATTN_SM90_FUSED_DQ=1, read per call; the default for dense patterns only): in non-deterministic
+# mode at head dim 128 the KV kernel adds dQ into the workspace's fp32 accumulator (no dQ kernel). Its sums are
 # order-dependent: against the reference, not bitwise. D = 64 and deterministic mode ignore the switch.
 FUSED_CASES = [c for c in CASES if c["D"] == 128]
 
@@ -276,6 +280,36 @@ def test_sm90_fused_dq_runs_the_fused_kernel_and_the_switch_is_ignored_where_it_
     torch.cuda.synchronize()
     assert torch.equal(fused[1], plain[1]) and torch.equal(fused[2], plain[2])
     check("dq fused vs ordered", fused[0], plain[0], 1e-2)
+
+
+@pytest.mark.parametrize("Hkv", [4, 1])
+def test_sm90_dense_defaults_to_fused_dq_and_the_switch_turns_it_off(Hkv, gen, monkeypatch):
+    # dense patterns, non-deterministic mode, head dim 128: fused dQ unless S2ATTN_SM90_FUSED_DQ=0; both match
+    # the reference, and dK / dV keep the ordered kernels' bits (they do not depend on how dQ is summed)
+    monkeypatch.delenv("S2ATTN_SM90_FUSED_DQ", raising=False)
+    pattern = make_pattern("dense", 4, Hkv, 64, True)
+    q = randn(gen, (2, 700, 4, 128), "bf16")
+    k, v = (randn(gen, (2, 700, Hkv, 128), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+
+    def grads():
+        poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
+                                         dk=poisoned[1], dv=poisoned[2])
+
+    names = cuda_kernels(grads)
+    assert not any("backward_dq_kernel_sm90" in n for n in names) and any("postprocess" in n for n in names), names
+    fused = grads()
+    monkeypatch.setenv("S2ATTN_SM90_FUSED_DQ", "0")
+    names = cuda_kernels(grads)
+    assert sum("backward_dq_kernel_sm90" in n for n in names) == 1, names
+    ordered = grads()
+    torch.cuda.synchronize()
+    ref = ref_backward(q, k, v, dout, element_mask(pattern, 700, 700), 1 / math.sqrt(128))
+    check_grads(fused, ref)
+    check_grads(ordered, ref)
+    assert torch.equal(fused[1], ordered[1]) and torch.equal(fused[2], ordered[2])
 
 
 def graph_replays(run, outputs, replays=3):

@@ -5,10 +5,10 @@
 //   2. the Hopper KV kernel: dK, dV written once                         (backward_kernel_sm90.cuh)
 //   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
 //                                                                        (backward_dq_kernel_sm90.cuh)
-// No atomics by default: every pattern and mode is bitwise repeatable. Opt-in (S2ATTN_SM90_FUSED_DQ=1,
-// non-deterministic mode, head dim 128): the KV kernel adds dQ into the workspace's fp32 accumulator
-// (per-warp bulk reductions, dq_accum_tiles_sm90.h) and step 3 becomes its post-process; being measured against the
-// dQ kernel (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
+// Deterministic mode, head dim 64 and sparse patterns: no atomics, bitwise repeatable. Fused dQ
+// (non-deterministic mode at head dim 128, dense patterns by default, S2ATTN_SM90_FUSED_DQ=1 / 0 for all /
+// none: fused_dq_chosen): the KV kernel adds dQ into the workspace's fp32 accumulator (per-warp bulk
+// reductions, dq_accum_tiles_sm90.h) and step 3 becomes its post-process (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
 // dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
 // (zeroed by a memset before the pre-pass).
 #include <cstdlib>
@@ -35,6 +35,7 @@
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
+#include "s2attn/pattern_rules.h"
 
 namespace s2attn::cuda {
 namespace {
@@ -78,13 +79,28 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
   if (dq_launch.grid > 0) run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
 }
 
-// S2ATTN_SM90_FUSED_DQ=1 (read per call; opt-in while it is measured): in non-deterministic mode at head
-// dim 128, dQ is added from the KV kernel (fp32 accumulator, order-dependent sums) instead of the dQ
-// kernel's recomputation of S and dP. The kernel indexes the accumulator's half tiles with an int; the
-// post-process's grid has the heads as its y extent.
-bool fused_dq_requested(const AttentionBwdParams& p) {
+// Whether every head of the rules sees every key block (Pattern::dense and the like): there fused dQ is the
+// default. H100 fwd+bwd, fused against ordered: 32k 7.1% faster (gpu_backward_2026-12-06_s19b.json), 9.7%
+// (env_ab_dense_fused_default_2026-12-07_s20.json, both rounds); 128k +11.8% and -1.8% in the same files,
+// equal kernel time (the 700 W power cap sets the clock there). On the sparse S2 shapes it is not (-2 to +4%).
+bool all_heads_dense(const PatternRules& r) {
+  if (r.use_mask) return false;
+  const int heads = r.per_q_head ? r.num_heads : r.num_kv_heads;
+  for (int ph = 0; ph < heads; ++ph) {
+    if (!is_dense_head(r, ph)) return false;
+  }
+  return heads > 0;
+}
+
+// Fused dQ: in non-deterministic mode at head dim 128, dQ is added from the KV kernel (fp32 accumulator,
+// order-dependent sums) instead of the dQ kernel's recomputation of S and dP. Chosen for dense patterns
+// (all_heads_dense); S2ATTN_SM90_FUSED_DQ (read per call) overrides: 1 for every pattern, 0 for none. The
+// kernel indexes the accumulator's half tiles with an int; the post-process's grid has the heads as its y
+// extent.
+bool fused_dq_chosen(const AttentionBwdParams& p) {
   const char* v = std::getenv("S2ATTN_SM90_FUSED_DQ");
-  return v != nullptr && v[0] == '1' && !p.deterministic && p.head_dim == 128 && p.num_heads <= 65535 &&
+  const bool wanted = v != nullptr && v[0] != '\0' ? v[0] == '1' : all_heads_dense(p.pattern);
+  return wanted && !p.deterministic && p.head_dim == 128 && p.num_heads <= 65535 &&
          dq_tile_count(p.total_q, p.batch) * p.num_heads * 2 < (int64_t(1) << 31);
 }
 
@@ -131,7 +147,7 @@ bool backward_sm90_supports(const AttentionBwdParams& p) {
 void backward_sm90(const AttentionBwdParams& params) {
   AttentionBwdParams p = params;
   // Without fused dQ every mode is the deterministic algorithm (see above): no dQ accumulator
-  const bool fused = fused_dq_requested(params);
+  const bool fused = fused_dq_chosen(params);
   p.deterministic = !fused;
   if (!backward_sm90_supports(p)) {
     throw Unsupported("the Hopper path has no backward kernel for this dtype / head dim / block size / pattern");
