@@ -1,5 +1,6 @@
-"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, and the
-benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output."""
+"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
+benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output, and the KV kernel's schedule
+model (tools/kv_schedule_l2_model.py)."""
 import json
 import pathlib
 import subprocess
@@ -7,8 +8,10 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import gpu_clock  # noqa: E402
+import kv_schedule_l2_model as kv_model  # noqa: E402
 
 
 def write_profile(folder, ms_kv, ms_dq):
@@ -78,3 +81,18 @@ def test_clock_monitor_without_nvidia_smi_is_empty(monkeypatch):
     with gpu_clock.ClockMonitor() as clock:
         pass
     assert clock.summary() == {}
+
+
+def test_kv_schedule_model_units_partition_the_key_blocks_and_fused_adds_traffic():
+    import numpy as np
+    import s2attn
+    mask = np.asarray(s2attn.local_stride(32, 64, 16, 8, causal=True).to_block_mask(64)).astype(bool)
+    for group in (0, 4, 1):
+        units = kv_model.units_of(mask, 8, group)
+        blocks = sorted((h, j) for h, js in units for j in js)
+        assert blocks == [(h, j) for h in range(32) for j in range(64)]  # every key block once
+    units = kv_model.units_of(mask, 8, 0)
+    ordered = kv_model.simulate(mask, units, False, 4 * 2**20)
+    fused = kv_model.simulate(mask, units, True, 4 * 2**20)
+    assert ordered["write"] == 0 and ordered["read"] > 0
+    assert fused["read"] > ordered["read"] and fused["write"] >= 32 * 64 * 32 * 1024  # every dQ tile written
