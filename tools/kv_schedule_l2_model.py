@@ -25,8 +25,9 @@ import numpy as np
 import s2attn
 
 
-def units_of(mask, V, group):
-    """The scheduler's units: (head, [key blocks]) in order (pass 1, then pass 2 in head groups)."""
+def units_of(mask, V, group, fold=False):
+    """The scheduler's units: (head, [key blocks]) in order (pass 1, then pass 2 in head groups). fold: pass 1's
+    units of a head as pairs (m, last - m), the first walked down, the second up (head, [blocks], [blocks])."""
     H, nq, nk = mask.shape
     vertical = {}
     for h in range(H):
@@ -34,6 +35,13 @@ def units_of(mask, V, group):
         cols = [j for j in range(nk) if j + 16 < nq and mask[h, j + 16:, j].all()]
         vertical[h] = cols
     p1 = [(h, vertical[h][i:i + 2]) for h in range(H) for i in range(0, len(vertical[h]), 2)]
+    if fold:
+        folded = []
+        for h in range(H):
+            mine = [u for u in p1 if u[0] == h]
+            for m in range((len(mine) + 1) // 2):
+                folded.append((h, mine[m][1], mine[-1 - m][1]) if m != len(mine) - 1 - m else mine[m])
+        p1 = folded
     others = {h: [j for j in range(nk) if j not in set(vertical[h])] for h in range(H)}
     pairs = {h: [others[h][i:i + 2] for i in range(0, len(others[h]), 2)] for h in range(H)}
     g = group if 0 < group < H else H
@@ -45,9 +53,14 @@ def units_of(mask, V, group):
     return p1 + p2
 
 
-def steps_of(mask, h, blocks):
+def steps_of(mask, h, blocks, up_blocks=None):
+    """The unit's query steps: descending; a folded unit's second part (up_blocks) ascending after it."""
     seen = mask[h][:, blocks].any(axis=1)
-    return [i for i in range(mask.shape[1] - 1, -1, -1) if seen[i]]
+    steps = [i for i in range(mask.shape[1] - 1, -1, -1) if seen[i]]
+    if up_blocks is not None:
+        up = mask[h][:, up_blocks].any(axis=1)
+        steps += [i for i in range(mask.shape[1]) if up[i]]
+    return steps
 
 
 def simulate(mask, units, fused, l2_bytes, ctas=132):
@@ -75,15 +88,15 @@ def simulate(mask, units, fused, l2_bytes, ctas=132):
     # (next free tick, cta, remaining steps, head, unit id)
     running = []
     for c in range(min(ctas, len(queue))):
-        h, blocks = queue.popleft()
-        heapq.heappush(running, (0, c, h, steps_of(mask, h, blocks), tuple(blocks)))
+        h, *parts = queue.popleft()
+        heapq.heappush(running, (0, c, h, steps_of(mask, h, *parts), tuple(map(tuple, parts))))
     while running:
         t, c, h, steps, blocks = heapq.heappop(running)
         if not steps:  # unit done: the CTA takes the next one
             if queue:
-                h2, b2 = queue.popleft()
-                touch(("kv", h2, tuple(b2)), 2 * tile)
-                heapq.heappush(running, (t, c, h2, steps_of(mask, h2, b2), tuple(b2)))
+                h2, *parts = queue.popleft()
+                touch(("kv", h2, tuple(map(tuple, parts))), 2 * tile * len(parts))
+                heapq.heappush(running, (t, c, h2, steps_of(mask, h2, *parts), tuple(map(tuple, parts))))
             continue
         i = steps[0]
         touch(("qdo", h, i), tile)
@@ -100,17 +113,19 @@ def main():
     ap.add_argument("--V", type=int, default=32)
     ap.add_argument("--groups", default="0,8,4,2,1", help="pass-2 head groups to compare (0: all heads)")
     ap.add_argument("--l2-mb", type=float, default=40.0, help="modelled L2 capacity in MiB")
+    ap.add_argument("--fold", action="store_true", help="also pass 1 folded (units m and last - m together)")
     a = ap.parse_args()
     H = 32
     pattern = s2attn.local_stride(H, 64, 16, a.V, causal=True)
     mask = np.asarray(pattern.to_block_mask(a.S // 64)).astype(bool)  # [H, query blocks, key blocks]
     print(f"S={a.S} V={a.V}: mask {mask.shape}, density {float(pattern.density(a.S)):.3f}, L2 {a.l2_mb} MiB")
-    for group in (int(x) for x in a.groups.split(",")):
-        units = units_of(mask, a.V, group)
-        for fused in (False, True):
-            d = simulate(mask, units, fused, a.l2_mb * 2**20)
-            print(f"  group {group or 'all':>3} {'fused  ' if fused else 'ordered'}: DRAM read {d['read'] / 1e9:6.2f} GB, "
-                  f"write {d['write'] / 1e9:6.2f} GB")
+    for fold in (False, True) if a.fold else (False,):
+        for group in (int(x) for x in a.groups.split(",")):
+            units = units_of(mask, a.V, group, fold)
+            for fused in (False, True):
+                d = simulate(mask, units, fused, a.l2_mb * 2**20)
+                print(f"  {'folded ' if fold else ''}group {group or 'all':>3} {'fused  ' if fused else 'ordered'}: "
+                      f"DRAM read {d['read'] / 1e9:6.2f} GB, write {d['write'] / 1e9:6.2f} GB")
 
 
 if __name__ == "__main__":
