@@ -29,6 +29,10 @@ def units_of(mask, V, group, fold=False):
     """The scheduler's units: (head, [key blocks]) in order (pass 1, then pass 2 in head groups). fold: pass 1's
     units of a head as pairs (m, last - m), the first walked down, the second up (head, [blocks], [blocks])."""
     H, nq, nk = mask.shape
+    if V <= 1:  # dense: no vertical pass; every 128-key tile (two adjacent blocks), in head groups
+        g = group if 0 < group < H else H
+        return [(h, [j, j + 1][:nk - j]) for g0 in range(0, H, g) for j in range(0, nk, 2)
+                for h in range(g0, min(g0 + g, H))]
     vertical = {}
     for h in range(H):
         # a head's vertical blocks: the ones every later query block sees (column full below the window)
@@ -110,13 +114,13 @@ def simulate(mask, units, fused, l2_bytes, ctas=132):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--S", type=int, default=32768)
-    ap.add_argument("--V", type=int, default=32)
+    ap.add_argument("--V", type=int, default=32, help="vertical stride; 1: the dense causal pattern")
     ap.add_argument("--groups", default="0,8,4,2,1", help="pass-2 head groups to compare (0: all heads)")
     ap.add_argument("--l2-mb", type=float, default=40.0, help="modelled L2 capacity in MiB")
     ap.add_argument("--fold", action="store_true", help="also pass 1 folded (units m and last - m together)")
     a = ap.parse_args()
     H = 32
-    pattern = s2attn.local_stride(H, 64, 16, a.V, causal=True)
+    pattern = s2attn.dense(H, 64, causal=True) if a.V <= 1 else s2attn.local_stride(H, 64, 16, a.V, causal=True)
     mask = np.asarray(pattern.to_block_mask(a.S // 64)).astype(bool)  # [H, query blocks, key blocks]
     print(f"S={a.S} V={a.V}: mask {mask.shape}, density {float(pattern.density(a.S)):.3f}, L2 {a.l2_mb} MiB")
     for fold in (False, True) if a.fold else (False,):
