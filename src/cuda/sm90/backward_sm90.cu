@@ -6,8 +6,8 @@
 //   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
 //                                                                        (backward_dq_kernel_sm90.cuh)
 // Deterministic mode, head dim 64 and sparse patterns: no atomics, bitwise repeatable. Fused dQ
-// (non-deterministic mode at head dim 128, dense patterns by default, S2ATTN_SM90_FUSED_DQ=1 / 0 for all /
-// none: fused_dq_chosen): the KV kernel adds dQ into the workspace's fp32 accumulator (per-warp bulk
+// (non-deterministic mode at head dim 128, dense patterns up to a 512 MiB accumulator by default,
+// S2ATTN_SM90_FUSED_DQ=1 / 0 for all / none: fused_dq_chosen): the KV kernel adds dQ into the workspace's fp32 accumulator (per-warp bulk
 // reductions, dq_accum_tiles_sm90.h) and step 3 becomes its post-process (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
 // dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
 // (zeroed by a memset before the pre-pass).
@@ -79,10 +79,7 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
   if (dq_launch.grid > 0) run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
 }
 
-// Whether every head of the rules sees every key block (Pattern::dense and the like): there fused dQ is the
-// default. H100 fwd+bwd, fused against ordered: 32k 7.1% faster (gpu_backward_2026-12-06_s19b.json), 9.7%
-// (env_ab_dense_fused_default_2026-12-07_s20.json, both rounds); 128k +11.8% and -1.8% in the same files,
-// equal kernel time (the 700 W power cap sets the clock there). On the sparse S2 shapes it is not (-2 to +4%).
+// Whether every head of the rules sees every key block (Pattern::dense and the like).
 bool all_heads_dense(const PatternRules& r) {
   if (r.use_mask) return false;
   const int heads = r.per_q_head ? r.num_heads : r.num_kv_heads;
@@ -92,14 +89,25 @@ bool all_heads_dense(const PatternRules& r) {
   return heads > 0;
 }
 
+// The default choice of fused dQ: dense patterns whose fp32 accumulator (query rows x q heads x D) is at
+// most 512 MiB at D = 128. H100 fwd+bwd time, fused against ordered, dense: 32k x 32 heads (512 MiB) 6% to
+// 16% less in six comparisons of sessions 19-20; 128k x 32 heads (2 GiB) 10% less in session 19, but 2% to
+// 30% more in five of session 20 (gpu_backward_2026-12-07_s20*.json, env_ab_dense_fused_default_*), where
+// the ordered kernels' rows agree within 1%. With every head's key tiles side by side, the accumulator's
+// reduce-adds miss the L2 (tools/kv_schedule_l2_model.py: 51 GB of DRAM traffic at 32k against 17 GB
+// ordered), and at 128k that traffic meets the 700 W power cap. On the sparse S2 shapes fused dQ is not the
+// faster (-4% to +4%). Both limits are to go with head-grouped scheduling (tools/pending).
+bool fused_dq_default(const AttentionBwdParams& p) {
+  return all_heads_dense(p.pattern) && int64_t(p.total_q) * p.num_heads <= (int64_t(1) << 20);
+}
+
 // Fused dQ: in non-deterministic mode at head dim 128, dQ is added from the KV kernel (fp32 accumulator,
-// order-dependent sums) instead of the dQ kernel's recomputation of S and dP. Chosen for dense patterns
-// (all_heads_dense); S2ATTN_SM90_FUSED_DQ (read per call) overrides: 1 for every pattern, 0 for none. The
-// kernel indexes the accumulator's half tiles with an int; the post-process's grid has the heads as its y
-// extent.
+// order-dependent sums) instead of the dQ kernel's recomputation of S and dP. Chosen by fused_dq_default;
+// S2ATTN_SM90_FUSED_DQ (read per call) overrides: 1 for every pattern, 0 for none. The kernel indexes the
+// accumulator's half tiles with an int; the post-process's grid has the heads as its y extent.
 bool fused_dq_chosen(const AttentionBwdParams& p) {
   const char* v = std::getenv("S2ATTN_SM90_FUSED_DQ");
-  const bool wanted = v != nullptr && v[0] != '\0' ? v[0] == '1' : all_heads_dense(p.pattern);
+  const bool wanted = v != nullptr && v[0] != '\0' ? v[0] == '1' : fused_dq_default(p);
   return wanted && !p.deterministic && p.head_dim == 128 && p.num_heads <= 65535 &&
          dq_tile_count(p.total_q, p.batch) * p.num_heads * 2 < (int64_t(1) << 31);
 }
