@@ -5,11 +5,12 @@
 //   2. the Hopper KV kernel: dK, dV written once                         (backward_kernel_sm90.cuh)
 //   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
 //                                                                        (backward_dq_kernel_sm90.cuh)
-// Deterministic mode, head dim 64 and sparse patterns: no atomics, bitwise repeatable. Fused dQ
-// (non-deterministic mode at head dim 128, dense patterns up to a 512 MiB accumulator by default,
-// S2ATTN_SM90_FUSED_DQ=1 / 0 for all / none: fused_dq_chosen): the KV kernel adds dQ into the workspace's fp32 accumulator (per-warp bulk
-// reductions, dq_accum_tiles_sm90.h) and step 3 becomes its post-process (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace); its
-// dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
+// Without fused dQ (deterministic mode, head dim 64, sparse patterns, long dense ones): no atomics, bitwise
+// repeatable. Fused dQ (non-deterministic mode at head dim 128; by default dense patterns up to a 512 MiB
+// accumulator; S2ATTN_SM90_FUSED_DQ=1 / 0 for all / none: fused_dq_chosen): the KV kernel adds dQ into the
+// workspace's fp32 accumulator (per-warp bulk reductions, dq_accum_tiles_sm90.h) and step 3 becomes its
+// post-process (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace);
+// its dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
 // (zeroed by a memset before the pre-pass).
 #include <cstdlib>
 #include <cuda.h>
