@@ -3,7 +3,10 @@ tiles and (fused dQ) fp32 dQ accumulator tiles the CTAs touch, step by step, thr
 the L2, and what that sends to DRAM. For choosing a unit order (backward_scheduler_sm90.cuh) before device
 time is spent on it.
 
-    .venv/bin/python tools/kv_schedule_l2_model.py [--S 32768] [--V 32] [--groups 0,4,1] [--l2-mb 40]
+    .venv/bin/python tools/kv_schedule_l2_model.py [--S 32768] [--V 32] [--groups 0,4,1] [--l2-mb 40] [--fold]
+
+--V 1: the dense pattern (no vertical pass). --fold: pass 1 also in folded units (docs/hopper_notes.md,
+session 20).
 
 The model: B = 1, H = Hkv = 32, block 64, local 16 blocks, causal (DESIGN.md's shapes); 132 CTAs that each
 take the next unit in the scheduler's order when they finish one (greedy list scheduling, as the kernel's
@@ -46,7 +49,7 @@ def units_of(mask, V, group, fold=False):
             for m in range((len(mine) + 1) // 2):
                 folded.append((h, mine[m][1], mine[-1 - m][1]) if m != len(mine) - 1 - m else mine[m])
         p1 = folded
-    others = {h: [j for j in range(nk) if j not in set(vertical[h])] for h in range(H)}
+    others = {h: [j for j in range(nk) if j not in set(vertical[h])] for h in range(H)}  # pass 2's blocks
     pairs = {h: [others[h][i:i + 2] for i in range(0, len(others[h]), 2)] for h in range(H)}
     g = group if 0 < group < H else H
     p2 = []
