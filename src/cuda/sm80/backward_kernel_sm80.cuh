@@ -239,6 +239,19 @@ __device__ __forceinline__ KvCta kv_cta(const AttentionBwdParams& params, int ke
   return c;
 }
 
+// The KV-kernel CTA's walk over its query steps: the walk geometry into `geo` (shared memory, written by
+// thread 0; every thread waits for it), then the walk, which reads it there.
+template <int kBlockN, int kBlockM, bool kList>
+__device__ __forceinline__ BackwardWalk<kBlockM, kList> kv_cta_walk(WalkGeometry& geo, const AttentionBwdParams& params,
+                                                                    const KvCta& cta) {
+  if (threadIdx.x == 0) init_walk_geometry<kBlockN>(geo, params, cta.g, cta.b, cta.hk, cta.k0);
+  __syncthreads();
+  BackwardWalk<kBlockM, kList> walk;
+  walk.pattern = &params.pattern;
+  walk.geo = &geo;
+  return walk;
+}
+
 // Q and dO of the query step (h, p0) into sQ and sQ + T::kRowElems (rows of the sequence only; others zero).
 template <class T>
 __device__ __forceinline__ void load_step_rows(typename T::Elem* sQ, const AttentionBwdParams& params,
@@ -299,13 +312,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;
 
-  const PatternRules& pattern = params.pattern;
   __shared__ WalkGeometry geo;
-  if (threadIdx.x == 0) init_walk_geometry<kBlockN>(geo, params, g, b, hk, k0);
-  __syncthreads();
-  BackwardWalk<kBlockM, kList> walk;
-  walk.pattern = &pattern;
-  walk.geo = &geo;
+  BackwardWalk<kBlockM, kList> walk = kv_cta_walk<kBlockN, kBlockM, kList>(geo, params, cta);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t total_q = params.total_q;

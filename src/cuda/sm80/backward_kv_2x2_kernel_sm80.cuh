@@ -179,13 +179,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;
 
-  const PatternRules& pattern = params.pattern;
   __shared__ WalkGeometry geo;
-  if (threadIdx.x == 0) init_walk_geometry<kBlockN>(geo, params, g, b, hk, k0);
-  __syncthreads();
-  BackwardWalk<kBlockM, kList> walk;
-  walk.pattern = &pattern;
-  walk.geo = &geo;
+  BackwardWalk<kBlockM, kList> walk = kv_cta_walk<kBlockN, kBlockM, kList>(geo, params, cta);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t total_q = params.total_q;
