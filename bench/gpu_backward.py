@@ -10,8 +10,8 @@ D=64, block 128). Timing: triton.testing.do_bench, median.
                                   [--strides ..]
 
 Rows: fwd+bwd (the forward returning lse, then the backward; the peers through autograd) and, for s2attn,
-bwd alone and the deterministic mode; on sm_90 also fwd+bwd with fused dQ forced (s2attn_fused_dq;
-the default chooses it for dense patterns only, so there s2attn_dense and s2attn_fused_dq_dense run the same code). The
+bwd alone and the deterministic mode (on sm_90 at D = 128: fused dQ by default, the ordered kernels in
+deterministic mode, so the two rows compare them). The
 dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
 TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
@@ -152,22 +152,9 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         add("s2attn" + sfx, V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage, automatic backend")
         add("s2attn_deterministic" + sfx, V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
             "bhsd storage, automatic backend")
-        if torch.cuda.get_device_capability() == (9, 0):
-            # fused dQ for every pattern (S2ATTN_SM90_FUSED_DQ=1, read per call), same tensors and workspace
-            before = os.environ.get("S2ATTN_SM90_FUSED_DQ")
-            os.environ["S2ATTN_SM90_FUSED_DQ"] = "1"
-            try:
-                add("s2attn_fused_dq" + sfx, V, "fwd+bwd", fwd.do_bench(s2_step), density,
-                    "bhsd storage, automatic backend, S2ATTN_SM90_FUSED_DQ=1")
-            finally:
-                if before is None:
-                    os.environ.pop("S2ATTN_SM90_FUSED_DQ")
-                else:
-                    os.environ["S2ATTN_SM90_FUSED_DQ"] = before
-            if not dense:
-                s2_step()  # the default path's gradients again, for the rows below
         if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
             continue
+        s2_step()  # the default path's gradients again (the deterministic row left its own), for the rows below
         if torch.cuda.get_device_capability() == (9, 0):
             auto_grads = [g.clone() for g in grads]
             s2_step(False, "cuda_sm80")

@@ -45,9 +45,8 @@ def attention_backward(dout, q, k, v, out, lse, pattern, *, softmax_scale=None, 
     workspace (CUDA only, optional): a uint8 device buffer of at least `backward_workspace_size(...)` bytes
     (contiguous, 16-byte aligned); without one the CUDA backward allocates its scratch on the stream.
     deterministic: bitwise-repeatable gradients (on CUDA, dQ without atomics). Without it the Hopper
-        backward adds dQ with reductions from its KV kernel for dense patterns at head dim 128 up to 2^20
-        query rows x heads (fused dQ; S2ATTN_SM90_FUSED_DQ=1 does so for every pattern, =0 for none) and
-        is bitwise repeatable otherwise;
+        backward adds dQ with reductions from its KV kernel at head dim 128 (fused dQ; S2ATTN_SM90_FUSED_DQ=0
+        turns it off) and is bitwise repeatable otherwise;
         the portable one uses atomics for some patterns.
     """
     if not isinstance(pattern, _s2attn.Pattern):

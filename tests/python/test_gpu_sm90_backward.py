@@ -171,8 +171,8 @@ def test_sm90_backward_runs_the_hopper_kernels(D, kind, gen):
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
     names = cuda_kernels(lambda: s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90))
     assert sum("backward_kv_kernel_sm90" in n for n in names) == 1, names
-    if kind == "dense" and D == 128:
-        # dense at head dim 128: fused dQ by default (the KV kernel adds dQ; post-process, no dQ kernel)
+    if D == 128:
+        # head dim 128: fused dQ by default (the KV kernel adds dQ; post-process, no dQ kernel)
         assert not any("backward_dq_kernel_sm90" in n for n in names), names
         assert any("postprocess" in n for n in names), names
     else:
@@ -191,7 +191,7 @@ def check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, dty
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
 
-    def grads():  # deterministic: the ordered kernels for every pattern (dense ones default to fused dQ)
+    def grads():  # deterministic: the ordered kernels (non-deterministic mode defaults to fused dQ)
         poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
         return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
                                          dk=poisoned[1], dv=poisoned[2], deterministic=True)
@@ -218,6 +218,18 @@ def test_sm90_backward_dynamic_schedule_equals_static_and_reference(B, S, H, Hkv
     check_switch_keeps_bits("S2ATTN_SM90_STATIC_SCHEDULE=1", B, S, H, Hkv, D, kind, gen, monkeypatch)
 
 
+# The KV kernel's second scheduling pass in groups of KV heads (S2ATTN_SM90_BWD_HEAD_GROUP=n, read per call):
+# the same units in another order, each one CTA's work, so the same bits. Groups that divide the KV heads and
+# groups that do not (the last one smaller); both of pass 2's branches (vertical-first pairs, plain tiles).
+@pytest.mark.parametrize("switch,B,S,H,Hkv,D,kind,bs", [("S2ATTN_SM90_BWD_HEAD_GROUP=1", 2, 3001, 8, 4, 128, "paper", 64),
+                                                        ("S2ATTN_SM90_BWD_HEAD_GROUP=3", 2, 3001, 8, 4, 128, "paper", 64),
+                                                        ("S2ATTN_SM90_BWD_HEAD_GROUP=4", 1, 4099, 6, 6, 64, "ls_het", 64),
+                                                        ("S2ATTN_SM90_BWD_HEAD_GROUP=3", 2, 1500, 8, 4, 128, "paper", 128),
+                                                        ("S2ATTN_SM90_BWD_HEAD_GROUP=5", 3, 900, 16, 16, 128, "dense", 64)])
+def test_sm90_backward_head_groups_equal_default_and_reference(switch, B, S, H, Hkv, D, kind, bs, gen, monkeypatch):
+    check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, bs=bs)
+
+
 # The dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, read per call): the consumer warpgroups take turns on
 # their GEMMs; each issues the same GEMMs in the same order, so dQ must keep its bits. GQA, fp16, D 64 and
 # block 128 among the cases.
@@ -229,8 +241,8 @@ def test_sm90_dq_pingpong_equals_plain_and_reference(B, S, H, Hkv, D, kind, dtyp
     check_switch_keeps_bits("S2ATTN_SM90_DQ_PINGPONG=1", B, S, H, Hkv, D, kind, gen, monkeypatch, dtype, bs)
 
 
-# Fused dQ (S2ATTN_SM90_FUSED_DQ=1, read per call; the default for dense patterns only): in non-deterministic
-# mode at head dim 128 the KV kernel adds dQ into the workspace's fp32 accumulator (no dQ kernel). Its sums are
+# Fused dQ (the default; S2ATTN_SM90_FUSED_DQ=0 turns it off, read per call): in non-deterministic mode at head
+# dim 128 the KV kernel adds dQ into the workspace's fp32 accumulator (no dQ kernel). Its sums are
 # order-dependent: against the reference, not bitwise. D = 64 and deterministic mode ignore the switch.
 FUSED_CASES = [c for c in CASES if c["D"] == 128]
 
@@ -282,13 +294,15 @@ def test_sm90_fused_dq_runs_the_fused_kernel_and_the_switch_is_ignored_where_it_
     check("dq fused vs ordered", fused[0], plain[0], 1e-2)
 
 
-@pytest.mark.parametrize("Hkv", [4, 1])
-def test_sm90_dense_defaults_to_fused_dq_and_the_switch_turns_it_off(Hkv, gen, monkeypatch):
-    # dense patterns, non-deterministic mode, head dim 128: fused dQ unless S2ATTN_SM90_FUSED_DQ=0; both match
-    # the reference, and dK / dV keep the ordered kernels' bits (they do not depend on how dQ is summed)
+# (H, Hkv): 8 / 8 and 12 / 6 KV heads run the second scheduling pass in groups of 4 (the last one of 2)
+@pytest.mark.parametrize("kind,H,Hkv", [("dense", 4, 4), ("dense", 4, 1), ("paper", 8, 8), ("ls_het", 12, 6)])
+def test_sm90_defaults_to_fused_dq_and_the_switch_turns_it_off(kind, H, Hkv, gen, monkeypatch):
+    # non-deterministic mode, head dim 128: fused dQ unless S2ATTN_SM90_FUSED_DQ=0; both match the reference,
+    # and dK / dV keep the ordered kernels' bits (they depend neither on how dQ is summed nor on the unit order)
     monkeypatch.delenv("S2ATTN_SM90_FUSED_DQ", raising=False)
-    pattern = make_pattern("dense", 4, Hkv, 64, True)
-    q = randn(gen, (2, 700, 4, 128), "bf16")
+    monkeypatch.delenv("S2ATTN_SM90_BWD_HEAD_GROUP", raising=False)
+    pattern = make_pattern(kind, H, Hkv, 64, True)
+    q = randn(gen, (2, 700, H, 128), "bf16")
     k, v = (randn(gen, (2, 700, Hkv, 128), "bf16") for _ in range(2))
     out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
     dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)

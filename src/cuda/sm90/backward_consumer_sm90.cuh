@@ -21,7 +21,7 @@
 // dQ is normally the dQ kernel's: measured on the H100 (session 9), a first fused try (dS through shared
 // memory, dQ = dS K, then per-thread atomics or a bulk TMA reduce-add of a staged tile) took 16.8 ms at 32k,
 // V = 8, against 6.0 + 4.6 ms for this kernel and the dQ kernel; it spilled around its GEMMs. The fused mode
-// here (T::kFusedDq, opt-in: S2ATTN_SM90_FUSED_DQ=1, non-deterministic, D = 128) keeps dQ's accumulator out
+// here (T::kFusedDq: non-deterministic mode at D = 128, S2ATTN_SM90_FUSED_DQ=0 off) keeps dQ's accumulator out
 // of the step's S^T / dP^T registers: after dK, both warpgroups store dS^T; each computes 64 columns of dQ
 // over all 128 keys (32 registers) and adds it into the workspace's fp32 accumulator (bulk reductions).
 // A warpgroup computes dQ of its previous step (dS^T double-buffered by step, mbarriers per slot), so that

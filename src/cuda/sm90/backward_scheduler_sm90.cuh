@@ -18,7 +18,9 @@
 //     head-major (a head's units m = 0, 1, ... in a row: the CTAs running at one time share few heads' Q and
 //     dO in L2, read in near lockstep by the producer's descending walk; KV kernel -2.5 to -3.3% against
 //     m-major); block size 64: blocks m = 2 n and 2 n + 1 in one tile; block size 128: one block per tile;
-//   pass 2: the other blocks, ascending (causal: decreasing work), KV heads side by side; block size 64:
+//   pass 2: the other blocks, ascending (causal: decreasing work), fp.head_group KV heads side by side
+//     (groups one after the other: the CTAs running at one time share fewer heads' Q, dO and, with fused dQ,
+//     dQ accumulator tiles in L2: 4 with fused dQ, else all, backward_sm90.cu); block size 64:
 //     the non-vertical blocks in pairs (the n-th and n+1-th of them); otherwise the 128-key tiles that hold
 //     no vertical block (a stride >= 2 puts at most one vertical block in a 128-key tile).
 // Without the vertical pass: every 128-key tile, adjacent blocks. The passes partition the key blocks
@@ -53,6 +55,7 @@ struct BwdTileSchedulerSm90 {
   int base = 0;   // first unit of sequence b
   int units = 0;  // units of sequence b
   int n1 = 0;     // units of its pass 1
+  int per_head2 = 0;  // units of its pass 2 per KV head
   int nblocks = 0;
   SeqGeometry g;
 
@@ -66,15 +69,16 @@ struct BwdTileSchedulerSm90 {
     const int V = p.pattern.vert_stride;
     if (!fp.vertical_first) {
       n1 = 0;
-      units = p.num_kv_heads * tiles;  // every key tile, also when no query sees it: dK = dV = 0
+      per_head2 = tiles;  // every key tile, also when no query sees it: dK = dV = 0
     } else if (bs < kBlockN) {  // pairs: of vertical blocks (at most ceil(nb / V)), of the others (at most
       const int vert_max = (nblocks + V - 1) / V;  // nb - floor(nb / V) of them)
       n1 = p.num_kv_heads * ((vert_max + 1) / 2);
-      units = n1 + p.num_kv_heads * ((nblocks - nblocks / V + 1) / 2);
+      per_head2 = (nblocks - nblocks / V + 1) / 2;
     } else {
       n1 = p.num_kv_heads * ((nblocks + V - 1) / V);
-      units = n1 + p.num_kv_heads * tiles;
+      per_head2 = tiles;
     }
+    units = n1 + p.num_kv_heads * per_head2;
   }
 
   // The n-th key block of KV head hk that is not vertical (V >= 2; r: its first vertical block).
@@ -85,6 +89,16 @@ struct BwdTileSchedulerSm90 {
   // Whether key block j is one of KV head hk's vertical blocks (pass 1's).
   __device__ __forceinline__ static bool vertical(const PatternRules& pr, int hk, int j) {
     return pmod(j + vertical_phase(pr, hk), pr.vert_stride) == 0;
+  }
+
+  // Pass 2's unit v (from 0): its KV head and its index x among the head's units. Groups of `group` KV heads
+  // (the last one may be smaller) one after the other; in a group, x ascending, the heads side by side.
+  __device__ __forceinline__ static void pass2_unit(int v, int per_head, int heads, int group, int& x, int& hk) {
+    const int g0 = v / (group * per_head) * group;
+    const int in_group = min(group, heads - g0);
+    const int r = v - g0 * per_head;
+    x = r / in_group;
+    hk = g0 + r % in_group;
   }
 
   // Unit u (u must not decrease between calls); false when u is past the last unit.
@@ -124,8 +138,8 @@ struct BwdTileSchedulerSm90 {
         w.k0 = (j * bs) / kBlockN * kBlockN;
       }
     } else if (fp.vertical_first && bs < kBlockN) {  // non-vertical blocks 2 x and 2 x + 1 of the head
-      const int x = (v - n1) / hkv;
-      w.hk = (v - n1) % hkv;
+      int x;
+      pass2_unit(v - n1, per_head2, hkv, fp.head_group, x, w.hk);
       const int r = pmod(-vertical_phase(pr, w.hk), V);
       const int nvert = r < nblocks ? (nblocks - r + V - 1) / V : 0;
       const int count = nblocks - nvert;
@@ -135,8 +149,8 @@ struct BwdTileSchedulerSm90 {
       w.k0 = ja * bs;
       w.jstride = max(jb - ja, 1);
     } else {
-      const int x = (v - n1) / hkv;
-      w.hk = (v - n1) % hkv;
+      int x;
+      pass2_unit(v - n1, per_head2, hkv, fp.head_group, x, w.hk);
       w.k0 = x * kBlockN;
       if (fp.vertical_first) {
         const int j_lo = w.k0 / bs, j_hi = min((w.k0 + kBlockN + bs - 1) / bs, nblocks);

@@ -5,13 +5,13 @@
 //   2. the Hopper KV kernel: dK, dV written once                         (backward_kernel_sm90.cuh)
 //   3. the Hopper dQ kernel: the forward's query tiles and key stages, dQ in registers, written once
 //                                                                        (backward_dq_kernel_sm90.cuh)
-// Without fused dQ (deterministic mode, head dim 64, sparse patterns, long dense ones): no atomics, bitwise
-// repeatable. Fused dQ (non-deterministic mode at head dim 128; by default dense patterns up to a 512 MiB
-// accumulator; S2ATTN_SM90_FUSED_DQ=1 / 0 for all / none: fused_dq_chosen): the KV kernel adds dQ into the
+// Deterministic mode and head dim 64: no atomics, bitwise repeatable. Fused dQ (non-deterministic mode at
+// head dim 128, S2ATTN_SM90_FUSED_DQ=0 turns it off: fused_dq_chosen): the KV kernel adds dQ into the
 // workspace's fp32 accumulator (per-warp bulk reductions, dq_accum_tiles_sm90.h) and step 3 becomes its
 // post-process (backward_consumer_sm90.cuh). The workspace is the portable backward's (BackwardWorkspace);
 // its dQ section is used by the fused mode only, its counter word holds the KV kernel's dynamic schedule
 // (zeroed by a memset before the pre-pass).
+#include <algorithm>
 #include <cstdlib>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -36,7 +36,6 @@
 #include "cuda/sm90/tensor_map_sm90.h"
 #include "cuda/sm90/variants_sm90.h"
 #include "s2attn/errors.h"
-#include "s2attn/pattern_rules.h"
 
 namespace s2attn::cuda {
 namespace {
@@ -80,35 +79,14 @@ void run_variant(const AttentionBwdParams& p, const BackwardParamsSm90& bp, cons
   if (dq_launch.grid > 0) run_backward_dq_sm90<Elem, kHeadDim>(dqp, dq_launch);
 }
 
-// Whether every head of the rules sees every key block (Pattern::dense and the like).
-bool all_heads_dense(const PatternRules& r) {
-  if (r.use_mask) return false;
-  const int heads = r.per_q_head ? r.num_heads : r.num_kv_heads;
-  for (int ph = 0; ph < heads; ++ph) {
-    if (!is_dense_head(r, ph)) return false;
-  }
-  return heads > 0;
-}
-
-// The default choice of fused dQ: dense patterns whose fp32 accumulator (query rows x q heads x D) is at
-// most 512 MiB at D = 128. H100 fwd+bwd time, fused against ordered, dense: 32k x 32 heads (512 MiB) 6% to
-// 16% less in six comparisons of sessions 19-20; 128k x 32 heads (2 GiB) 10% less in session 19, but 2% to
-// 30% more in five of session 20 (gpu_backward_2026-12-07_s20*.json, env_ab_dense_fused_default_*), where
-// the ordered kernels' rows agree within 1%. With every head's key tiles side by side, the accumulator's
-// reduce-adds miss the L2 (tools/kv_schedule_l2_model.py: 51 GB of DRAM traffic at 32k against 17 GB
-// ordered), and at 128k that traffic meets the 700 W power cap. On the sparse S2 shapes fused dQ is not the
-// faster (-4% to +4%). Both limits are to go with head-grouped scheduling (tools/pending).
-bool fused_dq_default(const AttentionBwdParams& p) {
-  return all_heads_dense(p.pattern) && int64_t(p.total_q) * p.num_heads <= (int64_t(1) << 20);
-}
-
 // Fused dQ: in non-deterministic mode at head dim 128, dQ is added from the KV kernel (fp32 accumulator,
-// order-dependent sums) instead of the dQ kernel's recomputation of S and dP. Chosen by fused_dq_default;
-// S2ATTN_SM90_FUSED_DQ (read per call) overrides: 1 for every pattern, 0 for none. The kernel indexes the
-// accumulator's half tiles with an int; the post-process's grid has the heads as its y extent.
+// order-dependent sums) instead of the dQ kernel's recomputation of S and dP: 5 GEMMs a step pair instead of
+// 7. The default for every pattern since its reduce-adds stay in L2 (the scheduler's second pass in head
+// groups, below); S2ATTN_SM90_FUSED_DQ=0 (read per call) turns it off, as deterministic mode does. The kernel
+// indexes the accumulator's half tiles with an int; the post-process's grid has the heads as its y extent.
 bool fused_dq_chosen(const AttentionBwdParams& p) {
   const char* v = std::getenv("S2ATTN_SM90_FUSED_DQ");
-  const bool wanted = v != nullptr && v[0] != '\0' ? v[0] == '1' : fused_dq_default(p);
+  const bool wanted = v == nullptr || v[0] != '0';
   return wanted && !p.deterministic && p.head_dim == 128 && p.num_heads <= 65535 &&
          dq_tile_count(p.total_q, p.batch) * p.num_heads * 2 < (int64_t(1) << 31);
 }
@@ -194,6 +172,16 @@ void backward_sm90(const AttentionBwdParams& params) {
     S2_CUDA_CHECK(cudaMemsetAsync(bp.dq_accum, 0, layout.dq_floats * sizeof(float), launch.stream));
   }
   bp.vertical_first = vertical_first(p.pattern) ? 1 : 0;
+  // The scheduler's second pass in groups of KV heads. Fused dQ: 4. With all heads' local key tiles side by
+  // side, their dQ reduce-adds overflowed the L2 (ncu, 32k V32: 1.98 TB/s of DRAM traffic against 1.07 for
+  // the ordered KV kernel; tools/kv_schedule_l2_model.py: 15 GB with all heads, 3.8 GB in groups of 1-8).
+  // Ordered: all heads (the model finds no difference there). S2ATTN_SM90_BWD_HEAD_GROUP=n (read per call)
+  // overrides (n >= the KV head count: all side by side).
+  bp.head_group = fused ? std::min(4, p.num_kv_heads) : p.num_kv_heads;
+  if (const char* v = std::getenv("S2ATTN_SM90_BWD_HEAD_GROUP")) {
+    const long n = std::strtol(v, nullptr, 10);
+    if (n > 0) bp.head_group = static_cast<int>(std::min<long>(n, p.num_kv_heads));
+  }
 
   // Units (scheduler): per sequence, key tiles x KV heads, plus the vertical pass. Varlen: seqlen_k is the
   // total, an upper bound used only to size the grid.

@@ -48,7 +48,7 @@ template <typename Elem_, int kHeadDim_, bool kFusedDq_ = false>
 struct BackwardTraitsSm90 {
   using Elem = Elem_;  // cutlass::bfloat16_t or cutlass::half_t
   static constexpr int kHeadDim = kHeadDim_;
-  // Fused dQ (non-deterministic mode, S2ATTN_SM90_FUSED_DQ=1 while it is measured): each step also computes
+  // Fused dQ (non-deterministic mode, the default; S2ATTN_SM90_FUSED_DQ=0: off): each step also computes
   // dQ = dS K for its 64 queries and reduce-adds it into the fp32 accumulator of the workspace, in place of
   // the dQ kernel. Warpgroup w computes dQ's columns [64 w, 64 w + 64) over all 128 keys of the tile, from
   // both warpgroups' dS^T (shared memory): 32 accumulator registers, live only after S^T / dP^T are dead.
