@@ -40,6 +40,14 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
       : "memory");
 }
 
+// Adds `bytes` to the current phase's expected transaction count without arriving: a TMA load can then be
+// issued before the thread's own arrival, which may wait for other work (the barrier's phase cannot
+// complete while an arrival is pending, whatever order the bytes and the arrivals come in).
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  S2ATTN_TMA_ASM("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+
 // Waits until the phase of parity `parity` has completed.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   S2ATTN_TMA_ASM(
