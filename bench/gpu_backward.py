@@ -4,7 +4,7 @@ Peers (dense causal): PyTorch SDPA with the flash backend (FlashAttention-2 code
 FlexAttention (torch.compile) with the same S2 block pattern as a BlockMask (built as in gpu_forward.py, whose
 helpers and shape constants this script imports). Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16,
 V in {8, 16, 32}, S in {8192, 32768} (--long adds 131072); --gqa adds DESIGN's GQA shape (H 32 : Hkv 8,
-D=64, block 128). Timing: triton.testing.do_bench, median.
+D=64, block 128). Timing: triton.testing.do_bench, median, after 500 ms of untimed calls (gpu_forward.heat).
 
     python3 bench/gpu_backward.py --out results.json [--long] [--gqa | --gqa-only] [--no-flex] [--seqlens ..]
                                   [--strides ..]
@@ -239,7 +239,7 @@ def main():
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 command=" ".join([sys.executable] + sys.argv), dtype="bf16", causal=True, configs=configs,
                 flops="dense causal 4*B*H*S^2*D/2 per forward; fwd+bwd x3.5, bwd x2.5; effective = x density",
-                timing="triton.testing.do_bench median (warmup 25 ms, rep 200 ms)")
+                timing=fwd.timing_note())
     print(json.dumps(meta, indent=1), flush=True)
     rows, errors = [], []
     for cfg in configs:

@@ -6,7 +6,7 @@ dense: impl *_dense, compared with cuDNN); peers: PyTorch SDPA with the flash ba
 and the cuDNN backend (dense causal), and FlexAttention (torch.compile) with the same S2 block pattern as a
 BlockMask built at the block level.
 Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16, V in {8, 16, 32}, S in {8192, 32768}
-(--long adds 131072). Timing: triton.testing.do_bench, median.
+(--long adds 131072). Timing: triton.testing.do_bench, median, after 500 ms of untimed calls (heat).
 
     python3 bench/gpu_forward.py --out results.json [--long] [--seqlens 8192,32768] [--strides 8,16,32]
                                  [--no-flex] [--no-sm80]
@@ -18,6 +18,7 @@ peers), and the speedup over the SDPA flash backend.
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,10 +33,30 @@ B, H, D, BS, L = 1, 32, 128, 64, 16
 DTYPE = torch.bfloat16
 
 
+# Untimed calls before each row, so that every row runs at the clock of sustained load (S2_BENCH_HEAT_MS).
+# do_bench times only ~200 ms, and the first row after a pause (inputs, reference checks) ran at a higher
+# clock than the rows after it: session 21, two rows of the same code 47.2 and 53.7 ms (128k V32), the first
+# at 1725 MHz / 293 W, the later at 1455 MHz / 694 W (gpu_backward_2026-12-07_s21_fused_grouped.json).
+HEAT_MS = 500.0
+
+
+def heat(fn, ms=None):
+    """Calls fn until `ms` (default HEAT_MS, env S2_BENCH_HEAT_MS) of GPU time have passed, at least once."""
+    budget = float(os.environ.get("S2_BENCH_HEAT_MS", HEAT_MS)) if ms is None else ms
+    start = time.perf_counter()
+    while True:
+        fn()
+        torch.cuda.synchronize()
+        if (time.perf_counter() - start) * 1e3 >= budget:
+            return
+
+
 def do_bench(fn):
-    """Median ms of fn (triton do_bench); the SM clock and power it ran at are left in do_bench.last_clock."""
+    """Median ms of fn (triton do_bench) after heat(fn); the SM clock and power it ran at are left in
+    do_bench.last_clock."""
     from triton.testing import do_bench as tb
 
+    heat(fn)
     with gpu_clock.ClockMonitor() as clock:
         try:
             ms = float(tb(fn, warmup=25, rep=200, return_mode="median"))
@@ -46,6 +67,11 @@ def do_bench(fn):
 
 
 do_bench.last_clock = {}
+
+
+def timing_note():
+    heat_ms = float(os.environ.get("S2_BENCH_HEAT_MS", HEAT_MS))
+    return f"triton.testing.do_bench median (warmup 25 ms, rep 200 ms) after {heat_ms:.0f} ms of untimed calls"
 
 
 def driver_version():
@@ -261,7 +287,7 @@ def main():
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 command=" ".join([sys.executable] + sys.argv),
                 shape=dict(B=B, H=H, D=D, dtype="bf16", causal=True, block=BS, local_blocks=L),
-                timing="triton.testing.do_bench median (warmup 25 ms, rep 200 ms)")
+                timing=timing_note())
     print(json.dumps(meta, indent=1), flush=True)
     rows, errors = [], []
     for S in seqlens:

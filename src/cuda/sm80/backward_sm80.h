@@ -22,7 +22,9 @@ struct BackwardLaunch {
 // by fp32 atomics from the KV kernel; both CUDA backwards ask. Measured on an H100 (S = 8k / 32k, V = 8 /
 // 16 / 32; bench/results/gpu_backward_*.json): with vertical strides the ordered path's fwd+bwd is
 // 1.3-1.4x faster, because a vertical key block is seen by every later query block, so its KV-stationary
-// tile is long and its atomics pile onto every dQ row.
+// tile is long and its atomics pile onto every dQ row. Measured again in session 21 against the dQ and KV
+// kernels of then, with sm_90's vector reductions: atomics +20% / +29% backward time at 32k V32 / V16
+// (bench/results/ab_sm80_dq_atomics_2026-12-07_s21.txt).
 inline bool ordered_dq_preferred(const PatternRules& rules) { return !rules.use_mask && rules.vert_stride > 0; }
 
 // Pre-pass (row statistics, zeroed dQ accumulator) and post-process (dQ accumulator -> dq).
