@@ -1,6 +1,6 @@
 """The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
 benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output, and the KV kernel's schedule
-model (tools/kv_schedule_l2_model.py)."""
+models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py)."""
 import json
 import pathlib
 import subprocess
@@ -96,3 +96,17 @@ def test_kv_schedule_model_units_partition_the_key_blocks_and_fused_adds_traffic
     fused = kv_model.simulate(mask, units, True, 4 * 2**20)
     assert ordered["write"] == 0 and ordered["read"] > 0
     assert fused["read"] > ordered["read"] and fused["write"] >= 32 * 64 * 32 * 1024  # every dQ tile written
+
+
+def test_sm80_kv_grid_model_vertical_first_is_a_permutation_and_shortens_the_tail():
+    import numpy as np
+    import sm80_kv_grid_model as grid_model
+    from kv_schedule_model import busiest_over_mean
+    work, vertical = grid_model.tile_work(8192, 32, 16, 32)
+    plain = grid_model.grid_order(work, vertical, False)
+    first = grid_model.grid_order(work, vertical, True)
+    assert sorted(plain) == sorted(first) and len(first) == work.size  # the same CTAs, reordered
+    nv = sum(len(v) for v in vertical)
+    assert np.mean(first[:nv]) > 4 * np.mean(first[nv:])  # the vertical tiles are the long ones: they go first
+    end = [busiest_over_mean(np.array(o, dtype=float) + 4, 264, True) for o in (plain, first)]
+    assert end[1] < end[0] - 0.1 and end[1] < 1.05  # the plain order's last heads run their long tiles alone

@@ -26,6 +26,7 @@
 #include "cuda/common/device.h"
 #include "cuda/common/launch.cuh"
 #include "cuda/common/host_math.h"  // kMaxKernelPosition
+#include "cuda/common/kv_tile_order.h"
 #include "cuda/common/stream_scratch.h"
 #include "cuda/common/tma_map.h"
 #include "cuda/cuda_backend.h"
@@ -45,13 +46,6 @@ constexpr int kBlockN = 128;  // BackwardTraitsSm90::kBlockN
 // Which backward kernels this build has: those of the variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
 bool backward_variant_built(DType dtype, int head_dim) {
   return (head_dim == 64 || head_dim == 128) && variant_built_sm90(dtype, head_dim);
-}
-
-// The pass-1 order of the scheduler (backward_scheduler_sm90.cuh): absolute vertical blocks per KV head,
-// stride >= 2 (so that a 128-key tile holds at most one of them).
-bool vertical_first(const PatternRules& r) {
-  return !r.use_mask && !r.per_q_head && r.vert_stride >= 2 &&
-         r.vert_position == static_cast<int32_t>(VertPosition::absolute);
 }
 
 // Fused dQ's post-process (backward_dq_postprocess_sm90.cuh): one CTA per (accumulator tile, head).
@@ -171,7 +165,9 @@ void backward_sm90(const AttentionBwdParams& params) {
     bp.dq_accum = reinterpret_cast<float*>(base + layout.dq_offset());
     S2_CUDA_CHECK(cudaMemsetAsync(bp.dq_accum, 0, layout.dq_floats * sizeof(float), launch.stream));
   }
-  bp.vertical_first = vertical_first(p.pattern) ? 1 : 0;
+  // the scheduler's pass 1 (backward_scheduler_sm90.cuh): stride >= 2 puts at most one vertical block in a
+  // 128-key tile
+  bp.vertical_first = vertical_first_order(p.pattern) ? 1 : 0;
   // The scheduler's second pass in groups of KV heads. Fused dQ: 4. With all heads' local key tiles side by
   // side, their dQ reduce-adds overflowed the L2 (ncu, 32k V32: 1.98 TB/s of DRAM traffic against 1.07 for
   // the ordered KV kernel; tools/kv_schedule_l2_model.py: 15 GB with all heads, 3.8 GB in groups of 1-8).
