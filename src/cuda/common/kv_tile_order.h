@@ -67,6 +67,11 @@ S2_HD KvTileOrder kv_tile_order(const PatternRules& p, int32_t key_tiles, int32_
   return o;
 }
 
+// The n-th block that is not vertical, where the vertical ones are r, r + V, r + 2 V, ... (V >= 2).
+S2_HD int32_t non_vertical_block(int32_t n, int32_t r, int32_t V) {
+  return n < r ? n : r + 1 + (n - r) + (n - r) / (V - 1);
+}
+
 // The first vertical tile-block of KV head hk (-phase mod V, in tile-blocks).
 S2_HD int32_t kv_vertical_residue(const PatternRules& p, const KvTileOrder& o, int32_t hk) {
   return pmod(-vertical_phase(p, hk), p.vert_stride) >> o.shift;
@@ -91,7 +96,7 @@ S2_HD void kv_tile_of(const PatternRules& p, const KvTileOrder& o, int32_t u, in
     *hk = w / pass2_ctas;
     t = w % pass2_ctas;
     const int32_t n = t / o.tiles_per, r = kv_vertical_residue(p, o, *hk);
-    tb = n < r ? n : r + 1 + (n - r) + (n - r) / (o.stride - 1);
+    tb = non_vertical_block(n, r, o.stride);
   }
   const int32_t x = tb * o.tiles_per + t % o.tiles_per;
   *tile = x < o.tiles ? x : -1;  // (a head with fewer vertical or other tile-blocks than the largest count)

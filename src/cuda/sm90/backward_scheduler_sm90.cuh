@@ -34,6 +34,7 @@
 #include <cstdint>
 
 #include "common/attention_params.h"
+#include "cuda/common/kv_tile_order.h"  // non_vertical_block
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/seq_geometry.cuh"
 #include "cuda/sm90/backward_sm90.h"
@@ -79,11 +80,6 @@ struct BwdTileSchedulerSm90 {
       per_head2 = tiles;
     }
     units = n1 + p.num_kv_heads * per_head2;
-  }
-
-  // The n-th key block of KV head hk that is not vertical (V >= 2; r: its first vertical block).
-  __device__ __forceinline__ static int non_vertical_block(int n, int r, int V) {
-    return n < r ? n : r + 1 + (n - r) + (n - r) / (V - 1);
   }
 
   // Whether key block j is one of KV head hk's vertical blocks (pass 1's).
