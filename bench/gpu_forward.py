@@ -40,9 +40,13 @@ DTYPE = torch.bfloat16
 HEAT_MS = 500.0
 
 
-def heat(fn, ms=None):
-    """Calls fn until `ms` (default HEAT_MS, env S2_BENCH_HEAT_MS) of GPU time have passed, at least once."""
-    budget = float(os.environ.get("S2_BENCH_HEAT_MS", HEAT_MS)) if ms is None else ms
+def heat_ms():
+    return float(os.environ.get("S2_BENCH_HEAT_MS", HEAT_MS))
+
+
+def heat(fn):
+    """Calls fn until heat_ms() of GPU time have passed, at least once."""
+    budget = heat_ms()
     start = time.perf_counter()
     while True:
         fn()
@@ -70,8 +74,7 @@ do_bench.last_clock = {}
 
 
 def timing_note():
-    heat_ms = float(os.environ.get("S2_BENCH_HEAT_MS", HEAT_MS))
-    return f"triton.testing.do_bench median (warmup 25 ms, rep 200 ms) after {heat_ms:.0f} ms of untimed calls"
+    return f"triton.testing.do_bench median (warmup 25 ms, rep 200 ms) after {heat_ms():.0f} ms of untimed calls"
 
 
 def driver_version():

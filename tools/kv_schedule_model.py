@@ -17,6 +17,13 @@ import numpy as np
 import s2attn
 
 
+def first_block_below_window(mask, h, L):
+    """The first key block that head h's last query block sees below its local window of L blocks (a block of
+    the head's vertical progression), or None when it sees none there."""
+    nb = mask.shape[2]
+    return next((j for j in range(nb - L - 1) if mask[h, nb - 1, j]), None)
+
+
 def kv_units(S, H, L, V, block=64, vert_position="absolute"):
     """The KV kernel's units in the scheduler's order (causal self-attention of length S, one KV head per q
     head), each as (full steps, half steps): query blocks that see both of its key blocks (both consumer
@@ -26,9 +33,9 @@ def kv_units(S, H, L, V, block=64, vert_position="absolute"):
     mask = np.asarray(p.to_block_mask(nb, nb, 0)).astype(bool)
     pass1, pass2 = [], []
     for h in range(H):
-        # the head's vertical residue: the blocks its last query block sees below its local window
-        below = [j for j in range(nb - L - 1) if mask[h, nb - 1, j]]
-        r = below[0] % V if below and vert_position == "absolute" else 0
+        # the head's vertical residue
+        first = first_block_below_window(mask, h, L)
+        r = first % V if first is not None and vert_position == "absolute" else 0
         vertical = list(range(r, nb, V)) if vert_position == "absolute" and V >= 2 else []
         vset = set(vertical)
         other = [j for j in range(nb) if j not in vset]

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 import s2attn
-from kv_schedule_model import busiest_over_mean
+from kv_schedule_model import busiest_over_mean, first_block_below_window
 
 
 def tile_work(S, H, L, V, block=64):
@@ -33,8 +33,8 @@ def tile_work(S, H, L, V, block=64):
     work = mask.sum(axis=1)  # [H][nb]: query blocks per key block
     vertical = []
     for h in range(H):
-        below = [j for j in range(nb - L - 1) if mask[h, nb - 1, j]]
-        r = below[0] % V if below else nb
+        first = first_block_below_window(mask, h, L)
+        r = first % V if first is not None else nb
         vertical.append(set(range(r, nb, V)))
     return work, vertical
 
