@@ -267,7 +267,9 @@ def test_tma_decode_equals_cp_async_decode(c, splits, drop, gen, monkeypatch):
 # context hold NaN (make_cache), unmapped pages are -1 with drop=True.
 SM90_PREFILL_CASES = [  # >= 64 query rows a sequence (the path's gate)
     ("prefill_sm90_page64", [600, 180], 64, 64, 4, 2, 128, torch.bfloat16, "ls", 64, {}),
-    ("prefill_sm90_page128_bs128_varlen", [520, 130], [140, 30], 128, 4, 1, 64, torch.float16, "rules", 128,
+    # fp16 in the id: `-k "not fp16"` runs of a bf16-only build (tools/gpu-pending) deselect it, as they do
+    # the other files' fp16 cases; with no fp16 Hopper kernel the call takes the packed kernel and this fails
+    ("prefill_sm90_page128_bs128_varlen_fp16", [520, 130], [140, 30], 128, 4, 1, 64, torch.float16, "rules", 128,
      {"varlen": True}),
     ("prefill_sm90_page64_bs128", [777, 300], 100, 64, 4, 2, 128, torch.bfloat16, "ls", 128, {}),
     ("prefill_sm90_head_paged", [250, 97], 80, 64, 8, 4, 64, torch.bfloat16, "ls_het", 64, {"head_paged": True}),
