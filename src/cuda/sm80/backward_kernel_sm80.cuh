@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "common/attention_params.h"
+#include "cuda/common/kv_tile_order.h"
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/ptx_sm80.cuh"
 #include "cuda/common/seq_geometry.cuh"
@@ -221,21 +222,23 @@ __device__ __forceinline__ void init_walk_geometry(WalkGeometry& geo, const Atte
   geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
 }
 
-// A KV-kernel CTA's work: key tile x (first key k0 = x * block_n) of KV head hk of sequence b, from the grid
-// index (b * Hkv + hk) * key_tiles + x (see the kernel below), and the sequence's geometry.
+// A KV-kernel CTA's work: key tile x (first key k0 = x * block_n) of KV head hk of sequence b, and the
+// sequence's geometry. The grid is b-major, Hkv * order.per_head CTAs per sequence, taken longest first
+// (kv_tile_order.h; the host computes the order once); a CTA without a tile gets k0 = INT_MAX (>= every
+// len_k: it returns at once).
 struct KvCta {
   int b, hk, k0;
   SeqGeometry g;
 };
-__device__ __forceinline__ KvCta kv_cta(const AttentionBwdParams& params, int key_tiles, int block_n) {
-  int lin = static_cast<int>(blockIdx.x);
-  const int x = lin % key_tiles;
-  lin /= key_tiles;
+__device__ __forceinline__ KvCta kv_cta(const AttentionBwdParams& params, const KvTileOrder& order, int block_n) {
+  const int per_seq = params.num_kv_heads * order.per_head;
+  const int lin = static_cast<int>(blockIdx.x);
   KvCta c;
-  c.hk = lin % params.num_kv_heads;
-  c.b = lin / params.num_kv_heads;
+  int x;
+  kv_tile_of(params.pattern, order, lin % per_seq, &c.hk, &x);
+  c.b = lin / per_seq;
   c.g = seq_geometry(params, c.b);
-  c.k0 = x * block_n;
+  c.k0 = x < 0 ? INT_MAX : x * block_n;
   return c;
 }
 
@@ -290,14 +293,14 @@ __device__ __forceinline__ void load_key_tile(typename T::Elem* sK, typename T::
   load_rows<T, T::kBlockN>(sV, v, params.v_stride.seq, cta.k0, 0, cta.g.len_k, params.v);
 }
 
-// Grid: one CTA per (key tile, KV head, sequence), flattened as (b * Hkv + hk) * key_tiles + x, so that the
-// key tiles of one KV head run side by side (they share its Q / dO rows in L2) and, within it, the
-// earliest keys (under causality the ones the most queries see: longest first) start first.
+// Grid: one CTA per (key tile, KV head, sequence) in kv_tile_order's order (kv_cta): the vertical key tiles
+// of every KV head first, then each head's other tiles side by side (they share its Q / dO rows in L2), the
+// earliest keys (under causality the ones the most queries see) first in both.
 // kList: a block-mask pattern, its column lists walked (BackwardWalk<.., true>); else the analytic rules.
 template <class T, bool kList>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
-    backward_kv_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int key_tiles, const float* lse2,
-                            const float* dsum, float* dq_accum) {
+    backward_kv_kernel_sm80(const __grid_constant__ AttentionBwdParams params, const KvTileOrder order,
+                            const float* lse2, const float* dsum, float* dq_accum) {
   using Elem = typename T::Elem;
   constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kD = T::kHeadDim;
   extern __shared__ uint4 smem_raw[];  // 16-byte aligned
@@ -307,7 +310,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   Elem* sdS = sRows + T::kStages * 2 * T::kRowElems;
   float* sStats = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_raw) + T::kStatsOffsetBytes);
 
-  const KvCta cta = kv_cta(params, key_tiles, kBlockN);
+  const KvCta cta = kv_cta(params, order, kBlockN);
   const int b = cta.b, hk = cta.hk, k0 = cta.k0;
   const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;

@@ -161,8 +161,8 @@ __device__ __forceinline__ void kv2x2_grads(const typename T::Elem* sQ, const ty
 // Grid, CTA order and walk as backward_kv_kernel_sm80.
 template <class T, bool kList>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
-    backward_kv_2x2_kernel_sm80(const __grid_constant__ AttentionBwdParams params, int key_tiles, const float* lse2,
-                                const float* dsum, float* dq_accum) {
+    backward_kv_2x2_kernel_sm80(const __grid_constant__ AttentionBwdParams params, const KvTileOrder order,
+                                const float* lse2, const float* dsum, float* dq_accum) {
   using Elem = typename T::Elem;
   constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kD = T::kHeadDim;
   extern __shared__ uint4 smem_raw[];  // 16-byte aligned
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocksPerSm)
   float* sL = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_raw) + T::kStatsOffsetBytes);
   float* sD = sL + kBlockM;
 
-  const KvCta cta = kv_cta(params, key_tiles, kBlockN);
+  const KvCta cta = kv_cta(params, order, kBlockN);
   const int b = cta.b, hk = cta.hk, k0 = cta.k0;
   const SeqGeometry& g = cta.g;
   if (k0 >= g.len_k) return;

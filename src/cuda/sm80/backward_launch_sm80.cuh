@@ -31,9 +31,9 @@ template <typename Elem, int kHeadDim, int kBlockM, bool kList>
 void run_backward_kv_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
   using T = BackwardTraitsSm80<Elem, kHeadDim, kBlockM>;
   static uint64_t configured = 0;
-  const int64_t ctas = int64_t(launch.key_tiles) * params.batch * params.num_kv_heads;
-  launch_kernel(backward_kv_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA backward"), T::kThreads,
-                T::kSmemBytes, launch.stream, launch.device, &configured, params, launch.key_tiles, launch.lse2,
+  launch_kernel(backward_kv_kernel_sm80<T, kList>,
+                grid_extent(kv_grid_ctas(params, launch.kv_order), "the CUDA backward"), T::kThreads,
+                T::kSmemBytes, launch.stream, launch.device, &configured, params, launch.kv_order, launch.lse2,
                 launch.dsum, launch.dq_accum);
 }
 
@@ -41,9 +41,9 @@ template <typename Elem, int kHeadDim, bool kList>
 void run_backward_kv_2x2_sm80(const AttentionBwdParams& params, const BackwardLaunch& launch) {
   using T = BackwardKv2x2TraitsSm80<Elem, kHeadDim>;
   static uint64_t configured = 0;
-  const int64_t ctas = int64_t(launch.key_tiles) * params.batch * params.num_kv_heads;
-  launch_kernel(backward_kv_2x2_kernel_sm80<T, kList>, grid_extent(ctas, "the CUDA backward"), T::kThreads,
-                T::kSmemBytes, launch.stream, launch.device, &configured, params, launch.key_tiles, launch.lse2,
+  launch_kernel(backward_kv_2x2_kernel_sm80<T, kList>,
+                grid_extent(kv_grid_ctas(params, launch.kv_order), "the CUDA backward"), T::kThreads,
+                T::kSmemBytes, launch.stream, launch.device, &configured, params, launch.kv_order, launch.lse2,
                 launch.dsum, launch.dq_accum);
 }
 

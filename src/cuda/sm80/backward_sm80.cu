@@ -136,6 +136,7 @@ void backward_sm80(const AttentionBwdParams& params) {
   BackwardLaunch launch;
   const int block_n = bwd_key_tile_sm80(), block_m = dq_query_tile_sm80(key_tile_sm80(p.pattern.block_size));
   launch.key_tiles = static_cast<int>((int64_t(p.seqlen_k) + block_n - 1) / block_n);
+  launch.kv_order = kv_tile_order(p.pattern, launch.key_tiles, block_n);
   if (p.seqlen_q > 0) {
     if (p.cu_seqlens_q != nullptr) {
       // lengths live on the device: seqlen_q is the total, an upper bound; +1 for an unaligned offset
@@ -146,7 +147,7 @@ void backward_sm80(const AttentionBwdParams& params) {
           static_cast<int>(floor_div64(off + p.seqlen_q - 1, block_m) - floor_div64(off, block_m) + 1);
     }
   }
-  const int64_t kv_ctas = int64_t(launch.key_tiles) * p.batch * p.num_kv_heads;
+  const int64_t kv_ctas = kv_grid_ctas(p, launch.kv_order);
   const int64_t dq_ctas = p.deterministic ? int64_t(launch.query_tiles) * p.batch * p.num_heads : 0;
   const int64_t row_ctas = int64_t(p.num_heads) * p.total_q * (p.head_dim / 8) / 256 + 1;
   if (kv_ctas > 0x7fffffff || dq_ctas > 0x7fffffff || row_ctas > 0x7fffffff) {

@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include "common/attention_params.h"
+#include "cuda/common/kv_tile_order.h"
 
 namespace s2attn::cuda {
 
@@ -11,6 +12,7 @@ struct BackwardLaunch {
   int device = 0;
   cudaStream_t stream = nullptr;
   int key_tiles = 0;    // KV kernel: per sequence and KV head (an upper bound under varlen)
+  KvTileOrder kv_order;  // KV kernel: the order of its CTAs (kv_tile_order of key_tiles)
   int query_tiles = 0;  // dQ kernel: per sequence and head (an upper bound under varlen)
   // workspace sections (BackwardWorkspace)
   float* lse2 = nullptr;
@@ -26,6 +28,12 @@ struct BackwardLaunch {
 // kernels of then, with sm_90's vector reductions: atomics +20% / +29% backward time at 32k V32 / V16
 // (bench/results/ab_sm80_dq_atomics_2026-12-07_s21.txt).
 inline bool ordered_dq_preferred(const PatternRules& rules) { return !rules.use_mask && rules.vert_stride > 0; }
+
+// The KV kernels' grid: per sequence, KV heads x the order's CTAs per head (the key tiles, plus a few
+// without work when the vertical tiles go first).
+inline int64_t kv_grid_ctas(const AttentionBwdParams& params, const KvTileOrder& order) {
+  return int64_t(order.per_head) * params.num_kv_heads * params.batch;
+}
 
 // Pre-pass (row statistics, zeroed dQ accumulator) and post-process (dQ accumulator -> dq).
 template <typename Elem, int kHeadDim>
