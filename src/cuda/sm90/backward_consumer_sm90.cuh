@@ -27,6 +27,8 @@
 // A warpgroup computes dQ of its previous step (dS^T double-buffered by step, mbarriers per slot), so that
 // it does not wait for the other warpgroup to finish the current one: with one buffer and a 256-thread
 // barrier per step the warpgroups ran in lockstep and the kernel took 2.1x as long (ncu, session 14).
+// That GEMM is issued right behind the step's dK GEMM and drained by the same wait (session 22, H100: KV
+// kernel -3.1 to -4.4%, one pipeline drain a step fewer).
 // Session 15 (ncu, 32k V = 8): staging dQ for a TMA reduce-add and storing dS^T element by element doubled
 // the kernel's instructions (2.54 G against 1.27 G) and its time; hence stmatrix for dS^T and an accumulator
 // laid out in fragment order (dq_accum_tiles_sm90.h), each warp's part contiguous: the warp stages it with
@@ -187,26 +189,39 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // accumulator, in units of kDqHalfFloats (-1: the step holds no query of the sequence, nothing to add).
   [[maybe_unused]] uint32_t fdq = 0;
   [[maybe_unused]] int fdq_half = -1;
-  // The previous step's dQ GEMM and its staging; the caller fences and issues the reduction (fdq_half >= 0).
-  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
+  // The previous step's dQ GEMM (issue, then finish after the caller's wait for it); the caller fences and
+  // issues the reduction (fdq_half >= 0). In a step it is issued right behind dK += dS^T Q, so that one wait
+  // drains both (its operands are shared memory only; its accumulator takes S^T's dead registers).
+  [[maybe_unused]] auto fused_dq_issue = [&](auto& tQrdQ) {
     if constexpr (T::kFusedDq) {
       const uint32_t n = (fdq >> 3) - 1, slot = n & 1u, halves = (fdq >> 1) & 3u;
       mbar_wait(&ss.fdq_bar.ds_full[slot], (n >> 1) & 1u);  // the slot's (n / 2)-th fill
-      Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
       if (halves == 3u) {
         const auto half0 = fused_dq_operands(slot, 0);
         wgmma_issue<true, false>(mma_dq, get<0>(half0), get<1>(half0), tQrdQ);
         const auto half1 = fused_dq_operands(slot, 1);
         wgmma_issue<false, false>(mma_dq, get<0>(half1), get<1>(half1), tQrdQ);
-        warpgroup_wait<0>();
       } else {  // one key half seen (vertical strides: most steps of a tile)
         const auto half = fused_dq_operands(slot, halves == 2u ? 1 : 0);
         wgmma_issue<true, false>(mma_dq, get<0>(half), get<1>(half), tQrdQ);
-        warpgroup_wait<0>();
       }
+    }
+  };
+  // After the wait that covers fused_dq_issue's GEMM: its slot is free for this thread, dQ staged.
+  [[maybe_unused]] auto fused_dq_finish = [&](auto& tQrdQ) {
+    if constexpr (T::kFusedDq) {
+      const uint32_t slot = ((fdq >> 3) - 1) & 1u;
       warpgroup_fence_operand(tQrdQ);
       mbar_arrive(&ss.fdq_bar.ds_empty[slot]);  // this thread's share of the GEMM's reads is done
       if (fdq_half >= 0) stage_dq<T>(ss, wg, tQrdQ);
+    }
+  };
+  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
+    if constexpr (T::kFusedDq) {
+      Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
+      fused_dq_issue(tQrdQ);
+      warpgroup_wait<0>();
+      fused_dq_finish(tQrdQ);
     }
   };
 
@@ -308,7 +323,17 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
         }
-        warpgroup_wait<0>();
+        // Fused dQ: the previous step's dQ GEMM behind dK's, drained by the same wait, and staged (the
+        // accumulator lives inside this branch only: no value of it merges with another path)
+        [[maybe_unused]] const bool dq_now = T::kFusedDq && meta.vis != 0u && (fdq & 1u);
+        if (dq_now) {
+          Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
+          fused_dq_issue(tQrdQ);
+          warpgroup_wait<0>();
+          fused_dq_finish(tQrdQ);
+        } else {
+          warpgroup_wait<0>();
+        }
         warpgroup_fence_operand(tVrdV);
         warpgroup_fence_operand(tKrdK);
         // Every thread arrives for the reads it made (Q, dO, statistics, meta): a one-lane arrival after a
@@ -324,10 +349,9 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             // after dK's wait: PTX leaves reading a wgmma's A registers while it runs undefined (session 15's
             // v3b / v4 stored them under the dK GEMM; measured fine, not relied on)
             if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32);
-            // the previous step's dQ before this step's slot is published: one proxy fence covers both
-            // stores, dS^T (read by the other warpgroup's wgmma) and dQ's staging (read by the bulk copy)
-            const bool add = (fdq & 1u) && fdq_half >= 0;
-            if (fdq & 1u) fused_dq_previous_step();
+            // one proxy fence covers both stores: this step's dS^T (read by the other warpgroup's wgmma) and
+            // the previous step's dQ staged above (read by the bulk copy)
+            const bool add = dq_now && fdq_half >= 0;
             fence_proxy_async_shared();  // generic-proxy stores, read by the async proxy
             mbar_arrive(&ss.fdq_bar.ds_full[slot]);
             if (add) issue_dq_reduction<T>(fp, ss, wg, fdq_half);
