@@ -1,6 +1,7 @@
 // The Hopper (sm_90a) S2 forward kernel: a persistent, warp-specialised CTA of 3 warpgroups.
-//   warpgroup 0: producer (setmaxnreg down); its warp 0 walks the work units and their visible key tiles
-//                and issues the TMA loads (forward_producer_sm90.cuh);
+//   warpgroup 0: producer (setmaxnreg down); its warp 1 walks the work units and their visible key tiles
+//                into a plan ring, warp 0 issues the Q and K TMA loads, warp 2 the V loads
+//                (forward_producer_sm90.cuh);
 //   warpgroups 1, 2: consumers (setmaxnreg up), 64 query rows each (forward_consumer_sm90.cuh).
 // Shared memory: the Q tile (1 or 2 buffers, reloaded per unit once the consumers release it after the
 // unit's last S GEMM) and a ring of kStages K/V stages, K and V each with full (TMA transaction) and empty
@@ -31,6 +32,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __gr
       mbar_init(&ss.q_full[s], 1);
       mbar_init(&ss.q_empty[s], T::kConsumerWarpgroups * 4);
     }
+    for (int s = 0; s < T::kPlanStages; ++s) {
+      mbar_init(&ss.plan_full[s], 1);   // the planner warp's lane 0
+      mbar_init(&ss.plan_empty[s], 2);  // lane 0 of the K warp and of the V warp
+    }
     fence_barrier_init();
   }
   if (fp.paged.block_table != nullptr) {
@@ -47,7 +52,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) forward_kernel_sm90(const __gr
 
   if (role == static_cast<int>(WarpGroupRoleSm90::producer)) {
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
-    if (threadIdx.x / 32 == 0) run_producer<T>(fp, ss);
+    run_producer<T>(fp, ss);  // its warps 0-2: K, plan, V
   } else {
     cutlass::arch::warpgroup_reg_alloc<T::kConsumerRegs>();
     run_consumer<T>(fp, ss, role - 1);

@@ -1,8 +1,8 @@
-// The producer warp of the Hopper forward: for each work unit, one TMA load of the Q tile, then the unit's
+// The producer warps of the Hopper forward: for each work unit, one TMA load of the Q tile, then the unit's
 // visible key tiles, two 64-key boxes per stage of a shared-memory ring; K and V of a stage each have a
-// full / empty mbarrier pair, and are issued in the consumers' order: K(0), K(1), V(0), K(2), V(1), ...
-// Which key tiles: StageSequenceSm90; each K stage's descriptor goes to shared memory beside the slot, for
-// the consumers (written before the slot's full barrier arrives, which releases it to them).
+// full / empty mbarrier pair. A planner warp walks the units and stages (StageSequenceSm90) into a plan ring;
+// one warp issues Q and K from it, another V (run_producer). Each K stage's descriptor goes to shared memory
+// beside the slot, for the consumers (written before the slot's full barrier arrives, which releases it).
 #pragma once
 #include <cstdint>
 
@@ -40,15 +40,7 @@ __device__ __forceinline__ void load_kv_stage(const CUtensorMap* map, typename T
   }
 }
 
-// Paged K / V (fp.paged): where each box of a stage comes from. rows 64: a whole box; fewer: the rows of a
-// context's last, partial box (loaded row by row: the page's rest may hold anything); 0: not loaded (past
-// the stage's boxes, or a page the table does not map: the box is then marked unseen for the consumers).
-struct PagedStageSm90 {
-  int32_t entry[2];
-  int32_t row[2];   // first row in the page
-  int32_t rows[2];
-};
-
+// Paged K / V (fp.paged): where each box of a stage comes from (PagedStageSm90, stage_sm90.h).
 __device__ __forceinline__ PagedStageSm90 paged_stage_sm90(const ForwardParamsSm90& fp, StageSm90& st, int b, int hk,
                                                            int len_k) {
   const PagedKvSm90& pg = fp.paged;
@@ -101,113 +93,199 @@ __device__ __forceinline__ void load_paged_kv_stage(const CUtensorMap* map, cons
   }
 }
 
+// The producer warpgroup's three warps (run_producer): the planner walks the work units and their stages
+// into the plan ring (SharedStorageSm90::plan, plan_full / plan_empty); the K warp issues each unit's Q and
+// each stage's K, the V warp each stage's V, both from the plan. One warp did all three before: the next
+// unit's Q and first K then waited behind the previous unit's last V (a V slot frees only when the P V two
+// stages back completes) and behind the next unit's set-up (scheduler, the sequence's divisions, on one warp
+// at 72 registers), and the consumers waited ~1.4 us for the first K of every unit (ncu, session 20: 4.3-4.5%
+// of all stall samples on that one wait). Now K runs ahead of V within the K ring's depth, and the planning
+// runs ahead of both within the plan ring's.
+
+// Warp 1: the units and their stages, in the consumers' order, one plan entry per stage; an `end` entry last.
+// Lane 0 writes each entry in place, field by field (a whole entry in registers spilled at 72).
 template <class T>
-__device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
-  using Elem = typename T::Elem;
+__device__ __forceinline__ void run_planner(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
   const AttentionParams& p = fp.p;
   const int lane = threadIdx.x % 32;
-  if (lane == 0) {
-    prefetch_tensormap(&fp.tma_q);
-    prefetch_tensormap(&fp.tma_k);
-    prefetch_tensormap(&fp.tma_v);
-  }
   const bool varlen = p.cu_seqlens_q != nullptr;
   const bool paged = fp.paged.block_table != nullptr;
-  if (paged && lane == 0) {
-    prefetch_tensormap(&fp.paged.tma_k_row);
-    prefetch_tensormap(&fp.paged.tma_v_row);
-  }
   TileSchedulerSm90<T::kBlockM> sched;
-  // K and V rings advance once per stage each; V lags K by one stage inside a unit (the consumers read
-  // K(n) together with V(n - 1)), and catches up at the unit's end. Counted in stages loaded so far (slot
-  // n % kStages, phase (n / kStages) & 1): two registers instead of four (the producer has 72).
-  uint32_t k_count = 0, v_count = 0;
-  int unit_count = 0;
+  uint32_t plans = 0;  // entries written so far: slot plans % kPlanStages, phase (plans / kPlanStages) & 1
+  auto wait_slot = [&]() -> ProducerPlanSm90& {  // lane 0: the next entry, once the K and V warps are done with it
+    const uint32_t slot = plans % T::kPlanStages;
+    mbar_wait(&ss.plan_empty[slot], ((plans / T::kPlanStages) & 1) ^ 1);
+    return ss.plan[slot];
+  };
   WorkUnitSm90 w;
-  for (int u = blockIdx.x; sched.get(fp, u, w);) {
-    const int hk = w.h / (p.num_heads / p.num_kv_heads);
-    const int qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
-    // Q of this unit, and the unit (index and geometry) for the consumers. The buffer is released after the
-    // S GEMM of its previous unit's last stage, while the K ring's next slot frees two stages earlier: the
-    // next K load waits behind this one only briefly.
-    if (lane == 0) {
-      const int slot = unit_count % T::kQStages;
-      mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
-      // released to the consumers by the arrive below
-      ss.unit[slot] = UnitSm90{u, w.b, w.h, w.t0, w.pos_lo, w.pos_hi, w.g.len_k, w.g.offset, w.g.q_begin};
-      mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
-      // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
-      // out-of-range elements with zeros and still credits the whole box to the transaction count
-      const int row0 = static_cast<int>(w.g.q_begin) + (w.t0 - w.g.offset);
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int c = 0; c < T::kChunks; ++c) {
-          Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
-          tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, w.h, qb);
-        }
-    }
-    ++unit_count;
+  int u = blockIdx.x;
+  for (int unit_count = 0;; ++unit_count) {
+    // Not more than the Q buffers ahead of the consumers: wait (without arriving) until this unit's Q buffer
+    // is free, as the K warp will, before taking the next unit from the counter; planning further ahead
+    // would take units that other CTAs could start sooner (the short units at the end of the order, where
+    // the dynamic schedule evens out the CTAs: a reviewer's simulation had a CTA hold 10-11). Waited before
+    // the unit is located, where little is live (72 registers).
+    if (lane == 0) mbar_wait(&ss.q_empty[unit_count % T::kQStages], ((unit_count / T::kQStages) & 1) ^ 1);
+    if (!sched.get(fp, u, w)) break;
     // The next unit. Dynamic: the first one no CTA has taken yet (CTAs finish their units at different
     // times: the static stride left the SMs 7% apart at 8k, ncu). Every CTA's fetches increase, as the
     // scheduler's cursor needs. Fetched at the unit's start, so that the atomic's latency hides under it.
     int next = u + static_cast<int>(gridDim.x);
     if (fp.unit_counter != nullptr && lane == 0) next = atomicAdd(fp.unit_counter, 1) + gridDim.x;
-
+    // the unit goes into its first stage's entry now, so that none of it stays live through the stages
+    if (lane == 0) {
+      ProducerPlanSm90& e = wait_slot();
+      e.unit = UnitSm90{u, w.b, w.h, w.t0, w.pos_lo, w.pos_hi, w.g.len_k, w.g.offset, w.g.q_begin};
+      e.hk = w.h / (p.num_heads / p.num_kv_heads);
+      e.qb = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
+    }
     StageSequenceSm90<T::kBlockM, T::kSubTile> seq;
     seq.init(p.pattern, w);
     const int krow0 = static_cast<int>(w.g.k_begin);
     StageSm90 st;
-    // the previous stage, whose V is loaded after this stage's K
-    int v_boxes = -1, v_key0 = 0, v_key1 = 0;  // v_boxes < 0: none pending
-    PagedStageSm90 v_pages{};
-    const int map_head = fp.paged.head_paged ? 0 : hk;  // paged maps: {D, heads, page rows, pages}
-    auto load_v = [&]() {
-      if (lane == 0) {
-        const uint32_t v_stage = v_count % T::kStages;
-        if (paged) {
-          load_paged_kv_stage<T>(&fp.tma_v, &fp.paged.tma_v_row, ss.v[v_stage], &ss.v_full[v_stage],
-                                 &ss.v_empty[v_stage], (v_count / T::kStages) & 1, v_pages, map_head);
-        } else {
-          load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
-                           (v_count / T::kStages) & 1, v_boxes, v_key0, v_key1, hk, qb);
-        }
-      }
-      ++v_count;
-    };
+    int first = 1;
     while (seq.next(st)) {
-      // a missing second box repeats the first: finite data that the consumers mask out
-      const int key0 = krow0 + st.k0[0];
-      const int key1 = krow0 + (st.boxes > 1 ? st.k0[1] : st.k0[0]);
       PagedStageSm90 pages{};
-      if (paged && lane == 0) pages = paged_stage_sm90(fp, st, w.b, hk, w.g.len_k);
-      if (lane == 0) {
-        const uint32_t k_stage = k_count % T::kStages;
-        if (paged) {
-          load_paged_kv_stage<T>(&fp.tma_k, &fp.paged.tma_k_row, ss.k[k_stage], &ss.k_full[k_stage],
-                                 &ss.k_empty[k_stage], (k_count / T::kStages) & 1, pages, map_head,
-                                 &ss.stage[k_stage], &st);
-        } else {
-          load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
-                           (k_count / T::kStages) & 1, st.boxes, key0, key1, hk, qb, &ss.stage[k_stage], &st);
-        }
+      if (paged && lane == 0) {  // may clear st.vis
+        pages = paged_stage_sm90(fp, st, w.b, w.h / (p.num_heads / p.num_kv_heads), w.g.len_k);
       }
-      ++k_count;
-      if (v_boxes >= 0) load_v();
-      v_boxes = st.boxes;
-      v_key0 = key0;
-      v_key1 = key1;
-      v_pages = pages;
+      if (lane == 0) {
+        ProducerPlanSm90& e = first ? ss.plan[plans % T::kPlanStages] : wait_slot();  // (the first: waited)
+        e.st = st;
+        // a missing second box repeats the first: finite data that the consumers mask out
+        e.key0 = krow0 + st.k0[0];
+        e.key1 = krow0 + (st.boxes > 1 ? st.k0[1] : st.k0[0]);
+        e.first = first;
+        e.end = 0;
+        if (paged) e.pages = pages;
+        mbar_arrive(&ss.plan_full[plans % T::kPlanStages]);  // releases the entry to the K and V warps
+      }
+      ++plans;
+      first = 0;
     }
-    load_v();  // every unit has at least one stage
     u = __shfl_sync(0xffffffffu, next, 0);
   }
-  // no more units: an empty Q buffer with index -1 ends the consumers
   if (lane == 0) {
-    const int slot = unit_count % T::kQStages;
-    mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
-    ss.unit[slot].u = -1;
-    mbar_arrive(&ss.q_full[slot]);
+    ProducerPlanSm90& e = wait_slot();
+    e.first = 0;
+    e.end = 1;
+    mbar_arrive(&ss.plan_full[plans % T::kPlanStages]);
+  }
+}
+
+// Plan entry `n` of the ring, once the planner has filled it. The K or V warp's lane 0 reads its fields in
+// place (registers are short at 72) and then releases it: the lane that reads is the one that arrives on the
+// empty barrier, which orders the planner's next write of the slot after the reads.
+template <class T>
+__device__ __forceinline__ const ProducerPlanSm90& wait_plan(SharedStorageSm90<T>& ss, uint32_t n) {
+  const uint32_t slot = n % T::kPlanStages;
+  mbar_wait(&ss.plan_full[slot], (n / T::kPlanStages) & 1);
+  return ss.plan[slot];
+}
+template <class T>
+__device__ __forceinline__ void release_plan(SharedStorageSm90<T>& ss, uint32_t n) {
+  mbar_arrive(&ss.plan_empty[n % T::kPlanStages]);
+}
+
+// Warp 0, lane 0: for each plan entry the unit's Q (when it opens one) and the stage's K with its descriptor;
+// after the last, an empty Q buffer with unit index -1, which ends the consumers.
+template <class T>
+__device__ __forceinline__ void run_k_loader(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
+  using Elem = typename T::Elem;
+  if (threadIdx.x % 32 != 0) return;
+  const bool paged = fp.paged.block_table != nullptr;
+  prefetch_tensormap(&fp.tma_q);
+  prefetch_tensormap(&fp.tma_k);
+  if (paged) prefetch_tensormap(&fp.paged.tma_k_row);
+  uint32_t k_count = 0;  // K stages loaded: slot k_count % kStages, phase (k_count / kStages) & 1
+  int unit_count = 0;
+  int hk = 0, qb = 0;    // the current unit's (its first entry has them)
+  for (uint32_t n = 0;; ++n) {
+    const ProducerPlanSm90& e = wait_plan(ss, n);
+    if (e.first) {
+      hk = e.hk;
+      qb = e.qb;
+    }
+    if (e.first || e.end) {
+      // Q of this unit, and the unit for the consumers, in the next Q buffer once they have released it
+      // (after the S GEMM of the last stage of the unit kQStages units back)
+      const int slot = unit_count % T::kQStages;
+      mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+      if (e.end) {
+        release_plan(ss, n);
+        ss.unit[slot].u = -1;
+        mbar_arrive(&ss.q_full[slot]);
+        return;
+      }
+      ss.unit[slot] = e.unit;  // released to the consumers by the arrive below
+      mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
+      // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
+      // out-of-range elements with zeros and still credits the whole box to the transaction count
+      const int row0 = static_cast<int>(e.unit.q_begin) + (e.unit.t0 - e.unit.offset);
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int c = 0; c < T::kChunks; ++c) {
+          Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
+          tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, e.unit.h, qb);
+        }
+      ++unit_count;
+    }
+    const uint32_t k_stage = k_count % T::kStages;
+    if (paged) {  // paged maps: {D, heads, page rows, pages}
+      load_paged_kv_stage<T>(&fp.tma_k, &fp.paged.tma_k_row, ss.k[k_stage], &ss.k_full[k_stage],
+                             &ss.k_empty[k_stage], (k_count / T::kStages) & 1, e.pages,
+                             fp.paged.head_paged ? 0 : hk, &ss.stage[k_stage], &e.st);
+    } else {
+      load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
+                       (k_count / T::kStages) & 1, e.st.boxes, e.key0, e.key1, hk, qb, &ss.stage[k_stage], &e.st);
+    }
+    release_plan(ss, n);
+    ++k_count;
+  }
+}
+
+// Warp 2, lane 0: each plan entry's V, in the same order.
+template <class T>
+__device__ __forceinline__ void run_v_loader(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
+  if (threadIdx.x % 32 != 0) return;
+  const bool paged = fp.paged.block_table != nullptr;
+  prefetch_tensormap(&fp.tma_v);
+  if (paged) prefetch_tensormap(&fp.paged.tma_v_row);
+  uint32_t v_count = 0;
+  int hk = 0, qb = 0;  // the current unit's (its first entry has them)
+  for (uint32_t n = 0;; ++n) {
+    const ProducerPlanSm90& e = wait_plan(ss, n);
+    if (e.end) {
+      release_plan(ss, n);
+      return;
+    }
+    if (e.first) {
+      hk = e.hk;
+      qb = e.qb;
+    }
+    const uint32_t v_stage = v_count % T::kStages;
+    if (paged) {
+      load_paged_kv_stage<T>(&fp.tma_v, &fp.paged.tma_v_row, ss.v[v_stage], &ss.v_full[v_stage],
+                             &ss.v_empty[v_stage], (v_count / T::kStages) & 1, e.pages,
+                             fp.paged.head_paged ? 0 : hk);
+    } else {
+      load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
+                       (v_count / T::kStages) & 1, e.st.boxes, e.key0, e.key1, hk, qb);
+    }
+    release_plan(ss, n);
+    ++v_count;
+  }
+}
+
+// The producer warpgroup: warp 0 loads Q and K, warp 1 plans, warp 2 loads V (warp 3 idles).
+template <class T>
+__device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
+  switch (threadIdx.x / 32) {
+    case 0: run_k_loader<T>(fp, ss); break;
+    case 1: run_planner<T>(fp, ss); break;
+    case 2: run_v_loader<T>(fp, ss); break;
+    default: break;
   }
 }
 

@@ -22,8 +22,9 @@ namespace s2attn::cuda {
 // pairing two of them gives every GEMM N = 128 keys (S = Q K^T at 64 x 128) instead of 64.
 constexpr int kSubTileSm90 = 64;
 
-// Warp roles: warpgroup 0 is the producer (its warp 0 issues every TMA load; the other three idle), warpgroups
-// 1 and 2 are the consumers, each owning 64 query rows of the 128-row tile.
+// Warp roles: warpgroup 0 is the producer (warp 1 plans the units and stages, warp 0 issues the Q and K loads,
+// warp 2 the V loads, warp 3 idles: forward_producer_sm90.cuh), warpgroups 1 and 2 are the consumers, each
+// owning 64 query rows of the 128-row tile.
 enum class WarpGroupRoleSm90 : int { producer = 0, consumer0 = 1, consumer1 = 2 };
 
 // Named hardware barriers (ids 1..15; 0 is __syncthreads). Ping-pong: consumer w waits on kWgTurn + w before
@@ -47,7 +48,8 @@ struct ForwardTraitsSm90 {
   static constexpr int kChunks = kHeadDim / kChunk;
   // K + V of one stage: 64 KiB at D = 128, 32 KiB at D = 64; Q takes 32 / 16 KiB. A consumer holds two
   // stages at once (S of stage n and P V of stage n - 1 in flight together), so 3 stages let the producer
-  // fill the next one meanwhile: 224 KiB of 227 at D = 128; 5 stages (+ 2 Q buffers: 192 KiB) at D = 64.
+  // fill the next one meanwhile: 224 KiB of 227 at D = 128 (with the barriers, descriptors and plan ring,
+  // ~1 KiB short of the limit); 5 stages (+ 2 Q buffers: 192 KiB) at D = 64.
   // S2ATTN_SM90_D128_STAGES (sm90.cmake) = 2, the default, is FA3's depth at D = 128: with K and V on
   // barriers of their own, K(n + 1) refills the slot of K(n - 1) once S(n - 1) is done and V(n) that of
   // V(n - 2), still one stage ahead, and the 64 KiB freed hold a second Q buffer: -2 to -4% against 3 on
@@ -58,9 +60,13 @@ struct ForwardTraitsSm90 {
   // has room for a second buffer (192 KiB in all): the next unit's Q is then loaded a whole unit ahead.
   static constexpr int kQStages = (kHeadDim == 64 || kStages <= 2) ? 2 : 1;
   static_assert(kStages >= 2, "the consumers hold K(n) and V(n - 1) at once");
+  // The producer's plan ring (forward_producer_sm90.cuh): stages planned ahead of the K and V loads, 112
+  // bytes each; at least the K ring's depth plus one, so that planning does not hold up the K loads while
+  // the V warp lags (a 1-entry ring is still deadlock-free: a reviewer's simulation of the barriers).
+  static constexpr int kPlanStages = 6;
   // setmaxnreg: the consumers hold O (64 x D fp32 per warpgroup), S (64 x 128 fp32) and P (64 x 128 16-bit)
-  // at once (P V of one stage overlaps the softmax of the next); the producer warp runs the scheduler and
-  // the key-tile enumeration (72 is the least it needs without spilling, ptxas -v). 72 x 128 + 216 x 256 =
+  // at once (P V of one stage overlaps the softmax of the next); the producer's planner warp runs the
+  // scheduler and the key-tile enumeration (72 is the least it needs without spilling, ptxas -v). 72 x 128 + 216 x 256 =
   // 64512, the whole pool (cta_register_pool_sm90). Both without spills at D = 128 (the resource report).
   static constexpr int kProducerRegs = 72;
   static constexpr int kConsumerRegs = 216;
@@ -103,7 +109,7 @@ struct SharedStorageSm90 {
   alignas(1024) typename T::Elem v[T::kStages][T::kTileElems];
   // K and V have barriers of their own: K of a stage is consumed (S = Q K^T) one stage before its V
   // (O += P V), so K is released as soon as its S GEMM completes and the producer refills it while the
-  // stage's V is still being read; the producer also issues K(n) ahead of V(n - 1), in consumption order.
+  // stage's V is still being read. The producer's K and V warps issue them independently, each in order.
   alignas(8) uint64_t k_full[T::kStages];
   uint64_t k_empty[T::kStages];
   uint64_t v_full[T::kStages];
@@ -118,6 +124,11 @@ struct SharedStorageSm90 {
   // Written by the producer before the buffer's full barrier arrives; under dynamic scheduling only the
   // producer knows it.
   UnitSm90 unit[T::kQStages];
+  // The producer warps' plan ring: the planner fills an entry (plan_full: 1 arrival), the K and V warps each
+  // read it (plan_empty: 2 arrivals).
+  ProducerPlanSm90 plan[T::kPlanStages];
+  uint64_t plan_full[T::kPlanStages];
+  uint64_t plan_empty[T::kPlanStages];
 };
 
 }  // namespace s2attn::cuda

@@ -29,6 +29,27 @@ struct alignas(8) UnitSm90 {
   int64_t q_begin;          // first query token of the sequence in the operands
 };
 
+// Paged K / V (the forward over a paged cache): where each box of a stage comes from. rows 64: a whole box;
+// fewer: the rows of a context's last, partial box (loaded row by row: the page's rest may hold anything);
+// 0: not loaded (past the stage's boxes, or a page the table does not map: the box is then marked unseen).
+struct PagedStageSm90 {
+  int32_t entry[2];
+  int32_t row[2];   // first row in the page
+  int32_t rows[2];
+};
+
+// One entry of the forward producer's plan ring: a stage as the planner warp found it, for the warps that load
+// its K and its V (forward_producer_sm90.cuh). `first`: the stage opens a unit, whose Q the K warp loads
+// first; `end`: no more units (nothing else is valid).
+struct alignas(8) ProducerPlanSm90 {
+  StageSm90 st;
+  UnitSm90 unit;            // first: the unit, as its consumers get it beside its Q buffer
+  PagedStageSm90 pages;     // paged K / V only
+  int32_t key0, key1;       // TMA row (or, paged, unused) of each box; a missing second box repeats the first
+  int32_t hk, qb;           // first: the unit's KV head and TMA batch coordinate (varlen: 0)
+  int32_t first, end;
+};
+
 #ifdef __CUDACC__
 // A slot's contents (a stage descriptor, a unit) after the slot's full-barrier wait. Lane 0 of each warp
 // loads it (volatile predicated ld.shared of 8-byte words: they stay below the wait, with no branch around
