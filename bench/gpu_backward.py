@@ -15,6 +15,7 @@ deterministic mode, so the two rows compare them). The
 dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
 TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
+"paired": s2attn's dense fwd+bwd time against cuDNN's in alternating rounds (gpu_forward.paired).
 """
 import argparse
 import datetime
@@ -68,7 +69,7 @@ def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
         print(f"  dkernel V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
 
 
-def bench_shape(cfg, S, strides, rows, errors, flex_on):
+def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
     B, H, Hkv, D, BS, L = cfg["B"], cfg["H"], cfg["Hkv"], cfg["D"], cfg["BS"], cfg["L"]
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -153,6 +154,17 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on):
         add("s2attn_deterministic" + sfx, V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
             "bhsd storage, automatic backend")
         if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
+            if pairs is not None:  # issue 6's dense criterion against cuDNN, clock-paired (gpu_forward.paired)
+                def cudnn_step():
+                    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
+                        return torch.autograd.grad(o, (q, k, v), dout)
+                try:
+                    cudnn_step()
+                    pairs.append(fwd.paired("fwd+bwd dense s2attn (automatic, bhsd) vs sdpa_cudnn", S, s2_step,
+                                            cudnn_step))
+                except Exception as e:  # noqa: BLE001 - reported, not fatal
+                    errors.append(f"paired dense S={S}: {type(e).__name__}: {e}")
             continue
         s2_step()  # the default path's gradients again (the deterministic row left its own), for the rows below
         if torch.cuda.get_device_capability() == (9, 0):
@@ -241,18 +253,18 @@ def main():
                 flops="dense causal 4*B*H*S^2*D/2 per forward; fwd+bwd x3.5, bwd x2.5; effective = x density",
                 timing=fwd.timing_note())
     print(json.dumps(meta, indent=1), flush=True)
-    rows, errors = [], []
+    rows, errors, pairs = [], [], []
     for cfg in configs:
         for S in seqlens:
             print(f"S = {S}  {cfg}", flush=True)
             try:
                 bench_shape(cfg, S, strides, rows, errors,
-                            False if args.no_flex else "autotune" if args.flex_autotune else True)
+                            False if args.no_flex else "autotune" if args.flex_autotune else True, pairs)
             except Exception as e:  # noqa: BLE001 - e.g. out of memory at 128k: report, go on
                 errors.append(f"S={S} {cfg}: {type(e).__name__}: {e}")
                 print(f"  failed: {type(e).__name__}: {e}", flush=True)
                 torch.cuda.empty_cache()
-            fwd.write_report(args.out, meta, rows, errors)  # after each shape: a run cut short keeps its rows
+            fwd.write_report(args.out, meta, rows, errors, pairs)  # after each shape: a cut run keeps its rows
     return 0
 
 

@@ -13,7 +13,9 @@ Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16, V in {8, 16, 32}, S in {
 
 Reported per row: ms, dense-equivalent TFLOP/s = 4 * B * H * S^2 * D / 2 / t (causal), effective TFLOP/s
 = dense-equivalent x block density (density = visible blocks / causal block triangle; 1 for the dense
-peers), and the speedup over the SDPA flash backend.
+peers), and the speedup over the SDPA flash backend. Beside the rows, "paired": the Hopper path's dense time
+against cuDNN's, measured in alternating rounds (paired(); S2_BENCH_PAIRED_ROUNDS, default 4), since under
+the 700 W cap the clock differs by several percent between rows run at different times.
 """
 import argparse
 import datetime
@@ -73,6 +75,36 @@ def do_bench(fn):
 do_bench.last_clock = {}
 
 
+PAIRED_ROUNDS = 4
+
+
+def paired_rounds():
+    return int(os.environ.get("S2_BENCH_PAIRED_ROUNDS", PAIRED_ROUNDS))
+
+
+def paired(what, S, ours, peer):
+    """Our time against a peer's in alternating rounds (ours first, then the peer first, ...), each a do_bench
+    (heated): under the power cap the clock moves by several percent from row to row, and alternation gives
+    both the same clocks. Returns the rounds' medians and the median of peer / ours per round (>= 1: ours
+    takes no more time). The issues' dense criteria (s2attn's dense time against cuDNN's) read this."""
+    rounds = []
+    for r in range(paired_rounds()):
+        t = {}
+        for key, fn in ((("ours", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("ours", ours))):
+            t[key] = do_bench(fn)
+            t[key + "_clock"] = do_bench.last_clock
+        rounds.append(t)
+    ratios = sorted(t["peer"] / t["ours"] for t in rounds)
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    entry = dict(what=what, S=S, rounds=rounds, peer_over_ours_median=median,
+                 peer_over_ours_range=[ratios[0], ratios[-1]])
+    ours_ms = ", ".join(f"{t['ours']:.3f}" for t in rounds)
+    print(f"  paired {what} S={S}: peer / ours time {median:.3f} (rounds {ratios[0]:.3f}-{ratios[-1]:.3f}; "
+          f"ours {ours_ms} ms)", flush=True)
+    return entry
+
+
 def timing_note():
     return f"triton.testing.do_bench median (warmup 25 ms, rep 200 ms) after {heat_ms():.0f} ms of untimed calls"
 
@@ -126,7 +158,7 @@ def flex_block_mask(pattern, S, device, flex_bs=None):
                                     seq_lengths=(S, S))
 
 
-def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
+def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=None):
     torch.manual_seed(0)
     dev = torch.device("cuda")
     # one storage for everyone: [B, H, S, D] (SDPA / Flex layout); s2attn reads it as a [B, S, H, D] view
@@ -191,6 +223,17 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True):
         out = s2_rows(name + "_dense", backend, 0, dense_pattern, 1.0)
         if out is not None:
             rows[-1]["note"] += f", rel err vs sdpa (4 heads) {rel_err(out[:, :, :4], sdpa_ref):.1e}"
+            if name == "s2attn_sm90" and pairs is not None:  # issue 5's dense criterion, clock-paired
+                def cudnn():
+                    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                try:
+                    cudnn()
+                    pairs.append(paired("forward dense s2attn_sm90 (bhsd) vs sdpa_cudnn", S,
+                                        lambda: s2attn.attention(qs, ks, vs, dense_pattern, out=out, backend=backend),
+                                        cudnn))
+                except Exception as e:  # noqa: BLE001 - reported, not fatal
+                    errors.append(f"paired dense S={S}: {type(e).__name__}: {e}")
 
     flex = None
     try:
@@ -292,19 +335,19 @@ def main():
                 shape=dict(B=B, H=H, D=D, dtype="bf16", causal=True, block=BS, local_blocks=L),
                 timing=timing_note())
     print(json.dumps(meta, indent=1), flush=True)
-    rows, errors = [], []
+    rows, errors, pairs = [], [], []
     for S in seqlens:
         print(f"S = {S}", flush=True)
-        bench_seqlen(S, strides, rows, errors, flex_on=not args.no_flex, sm80_on=not args.no_sm80)
-    write_report(args.out, meta, rows, errors)
+        bench_seqlen(S, strides, rows, errors, flex_on=not args.no_flex, sm80_on=not args.no_sm80, pairs=pairs)
+    write_report(args.out, meta, rows, errors, pairs)
     return 0
 
 
-def write_report(path, meta, rows, errors):
-    """The result file (meta, rows, errors) and the summary table (a mode column when rows carry one);
-    shared with gpu_backward.py. tools/gpu-check shows the table from its 'impl' header on."""
+def write_report(path, meta, rows, errors, pairs=()):
+    """The result file (meta, rows, errors, paired comparisons) and the summary table (a mode column when rows
+    carry one); shared with gpu_backward.py. tools/gpu-check shows the table from its 'impl' header on."""
     with open(path, "w") as f:
-        json.dump(dict(meta=meta, results=rows, errors=errors), f, indent=1)
+        json.dump(dict(meta=meta, results=rows, errors=errors, paired=list(pairs)), f, indent=1)
     with_mode = any("mode" in r for r in rows)
     w = 22 if with_mode else 18
     mode_head = f"{'mode':<9}" if with_mode else ""
@@ -315,6 +358,9 @@ def write_report(path, meta, rows, errors):
         mode = f"{r['mode']:<9}" if with_mode else ""
         print(f"{r['impl']:<{w}}{mode}{r['S']:>{7 if with_mode else 8}}{r['V'] or '-':>4}{r['ms']:>10.3f}"
               f"{r['dense_equiv_tflops']:>10.1f}{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
+    for pr in pairs:
+        print(f"paired: {pr['what']} S={pr['S']}: peer / ours time {pr['peer_over_ours_median']:.3f} "
+              f"[{pr['peer_over_ours_range'][0]:.3f}, {pr['peer_over_ours_range'][1]:.3f}]")
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))
     print(f"\nwrote {path}")
