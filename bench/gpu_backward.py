@@ -15,7 +15,8 @@ deterministic mode, so the two rows compare them). The
 dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
 TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
-"paired": s2attn's dense fwd+bwd time against cuDNN's in alternating rounds (gpu_forward.paired).
+"paired": in alternating rounds (gpu_forward.paired), s2attn's dense fwd+bwd time against cuDNN's, and the
+portable path's fwd+bwd against FlexAttention's at each S2 shape where Flex runs.
 """
 import argparse
 import datetime
@@ -217,6 +218,11 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
                     f"compile {compile_s:.0f}s, BlockMask of {mask_kind}, kernel_options {opts}, "
                     f"s2attn vs flex grad rel err {err:.1e}")
                 rows[-1]["s2attn_vs_flex_grad_rel_err"] = err
+                if pairs is not None:  # issue 4's 1.3x Flex: the portable path against Flex, clock-paired
+                    portable = "cuda_sm80" if torch.cuda.get_device_capability() == (9, 0) else "auto"
+                    pairs.append(fwd.paired(f"fwd+bwd V={V} s2attn {portable} vs flex ({mask_kind})", S,
+                                            lambda: s2_step(False, portable), flex_step))
+                    s2_step()  # the automatic backend's gradients again, for dkernel's error column
             except Exception as e:  # noqa: BLE001
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
                 print(f"  flex V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
