@@ -79,7 +79,7 @@ PAIRED_ROUNDS = 4
 
 
 def paired_rounds():
-    return int(os.environ.get("S2_BENCH_PAIRED_ROUNDS", PAIRED_ROUNDS))
+    return max(1, int(os.environ.get("S2_BENCH_PAIRED_ROUNDS", PAIRED_ROUNDS)))
 
 
 def paired(what, S, ours, peer):

@@ -341,7 +341,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         mbar_arrive(&ss.empty[stage]);
         // Fused dQ: both warpgroups take part in every step some warpgroup computed (the one that did not see
         // it stores nothing: the GEMM skips that half). This step's dS^T goes into its slot (free once both
-        // warpgroups' dQ of the step two back is done), then the previous step's dQ.
+        // warpgroups' dQ of the step two back is done); the previous step's dQ was issued and staged above.
         if constexpr (T::kFusedDq) {
           if (meta.vis != 0u) {
             const uint32_t n = fdq >> 3, slot = n & 1u;
