@@ -1,10 +1,13 @@
 """The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
-benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output, and the KV kernel's schedule
-models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py)."""
+benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output and their clock-paired comparison
+(bench/gpu_forward.paired) on fake timings, and the KV kernel's schedule models (tools/kv_schedule_l2_model.py,
+tools/sm80_kv_grid_model.py)."""
 import json
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -110,3 +113,32 @@ def test_sm80_kv_grid_model_vertical_first_is_a_permutation_and_shortens_the_tai
     assert np.mean(first[:nv]) > 4 * np.mean(first[nv:])  # the vertical tiles are the long ones: they go first
     end = [busiest_over_mean(np.array(o, dtype=float) + 4, 264, True) for o in (plain, first)]
     assert end[1] < end[0] - 0.1 and end[1] < 1.05  # the plain order's last heads run their long tiles alone
+
+
+def test_bench_paired_alternates_the_order_and_takes_the_median_ratio(monkeypatch):
+    pytest.importorskip("torch")  # bench/gpu_forward.py imports torch (not its GPU)
+    import gpu_forward
+
+    def fake_do_bench(fn):
+        fake_do_bench.last_clock = {"sm_clock_mhz": 1500.0}
+        return fn()
+
+    fake_do_bench.last_clock = {}
+    monkeypatch.setattr(gpu_forward, "do_bench", fake_do_bench)
+    monkeypatch.setenv("S2_BENCH_PAIRED_ROUNDS", "4")
+    calls, peer_ms = [], iter([11.0, 10.0, 12.0, 10.5])
+
+    def ours():
+        calls.append("ours")
+        return 10.0
+
+    def peer():
+        calls.append("peer")
+        return next(peer_ms)
+
+    e = gpu_forward.paired("test", 1024, ours, peer)
+    assert calls == ["ours", "peer", "peer", "ours", "ours", "peer", "peer", "ours"]
+    assert [t["peer"] for t in e["rounds"]] == [11.0, 10.0, 12.0, 10.5]
+    assert e["peer_over_ours_median"] == pytest.approx(1.075)  # ratios 1.0, 1.05, 1.1, 1.2
+    assert e["peer_over_ours_range"] == pytest.approx([1.0, 1.2])
+    assert e["rounds"][0]["ours_clock"] == {"sm_clock_mhz": 1500.0}
