@@ -189,13 +189,14 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // accumulator, in units of kDqHalfFloats (-1: the step holds no query of the sequence, nothing to add).
   [[maybe_unused]] uint32_t fdq = 0;
   [[maybe_unused]] int fdq_half = -1;
-  // The previous step's dQ GEMM (issue, then finish after the caller's wait for it); the caller fences and
-  // issues the reduction (fdq_half >= 0). In a step it is issued right behind dK += dS^T Q, so that one wait
-  // drains both (its operands are shared memory only; its accumulator takes S^T's dead registers).
-  [[maybe_unused]] auto fused_dq_issue = [&](auto& tQrdQ) {
+  // The previous step's dQ GEMM and its staging; the caller fences and issues the reduction (fdq_half >= 0).
+  // In a step it is issued right behind dK += dS^T Q, so that its wait drains both (its operands are shared
+  // memory only; its accumulator takes S^T's dead registers).
+  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
     if constexpr (T::kFusedDq) {
       const uint32_t n = (fdq >> 3) - 1, slot = n & 1u, halves = (fdq >> 1) & 3u;
       mbar_wait(&ss.fdq_bar.ds_full[slot], (n >> 1) & 1u);  // the slot's (n / 2)-th fill
+      Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
       if (halves == 3u) {
         const auto half0 = fused_dq_operands(slot, 0);
         wgmma_issue<true, false>(mma_dq, get<0>(half0), get<1>(half0), tQrdQ);
@@ -205,23 +206,10 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         const auto half = fused_dq_operands(slot, halves == 2u ? 1 : 0);
         wgmma_issue<true, false>(mma_dq, get<0>(half), get<1>(half), tQrdQ);
       }
-    }
-  };
-  // After the wait that covers fused_dq_issue's GEMM: its slot is free for this thread, dQ staged.
-  [[maybe_unused]] auto fused_dq_finish = [&](auto& tQrdQ) {
-    if constexpr (T::kFusedDq) {
-      const uint32_t slot = ((fdq >> 3) - 1) & 1u;
+      warpgroup_wait<0>();
       warpgroup_fence_operand(tQrdQ);
       mbar_arrive(&ss.fdq_bar.ds_empty[slot]);  // this thread's share of the GEMM's reads is done
       if (fdq_half >= 0) stage_dq<T>(ss, wg, tQrdQ);
-    }
-  };
-  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
-    if constexpr (T::kFusedDq) {
-      Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
-      fused_dq_issue(tQrdQ);
-      warpgroup_wait<0>();
-      fused_dq_finish(tQrdQ);
     }
   };
 
@@ -323,14 +311,11 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
         }
-        // Fused dQ: the previous step's dQ GEMM behind dK's, drained by the same wait, and staged (the
-        // accumulator lives inside this branch only: no value of it merges with another path)
+        // Fused dQ: the previous step's dQ GEMM behind dK's, drained by the same wait, and staged (its
+        // accumulator lives inside fused_dq_previous_step only: no value of it merges with another path)
         [[maybe_unused]] const bool dq_now = T::kFusedDq && meta.vis != 0u && (fdq & 1u);
         if (dq_now) {
-          Tensor tQrdQ = partition_fragment_C(mma_dq, Shape<_64, _64>{});  // (64 q, 64 d) fp32
-          fused_dq_issue(tQrdQ);
-          warpgroup_wait<0>();
-          fused_dq_finish(tQrdQ);
+          fused_dq_previous_step();
         } else {
           warpgroup_wait<0>();
         }
