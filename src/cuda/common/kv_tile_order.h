@@ -7,8 +7,8 @@
 // the mean at 32k V32, 10% at V8). Here, per sequence:
 //   pass 1: the vertical tiles of every KV head, head-major, ascending (decreasing work under causality);
 //   pass 2: the other tiles, head-major, ascending (a head's tiles side by side share its Q / dO in L2).
-// (The portable kernels take this order with tools/pending/sm80-kv-vertical-first.patch, once it is measured
-// on the GPU; the Hopper backward uses vertical_first_order for its persistent scheduler's first pass.)
+// (Measured on the H100, session 22: the portable KV kernel -7.3 / -10.5 / -14.6% at 32k V8 / V16 / V32. The
+// Hopper backward uses vertical_first_order for its persistent scheduler's first pass.)
 // Both passes are closed form in the CTA index (no plan, CUDA-graph safe). A pass has the same count for every
 // KV head (the largest): the indices a head does not use are CTAs without work (`tile` < 0), at most one or
 // two per head. The passes partition the tiles whatever the pattern, so the classification affects speed
@@ -72,9 +72,14 @@ S2_HD int32_t non_vertical_block(int32_t n, int32_t r, int32_t V) {
   return n < r ? n : r + 1 + (n - r) + (n - r) / (V - 1);
 }
 
-// The first vertical tile-block of KV head hk (-phase mod V, in tile-blocks).
+// The first vertical key block of KV head hk: -phase mod V (the backward schedulers' pass 1).
+S2_HD int32_t first_vertical_block(const PatternRules& p, int32_t hk) {
+  return pmod(-vertical_phase(p, hk), p.vert_stride);
+}
+
+// The first vertical tile-block of KV head hk.
 S2_HD int32_t kv_vertical_residue(const PatternRules& p, const KvTileOrder& o, int32_t hk) {
-  return pmod(-vertical_phase(p, hk), p.vert_stride) >> o.shift;
+  return first_vertical_block(p, hk) >> o.shift;
 }
 
 // CTA u of a sequence (0 <= u < p.num_kv_heads * o.per_head): its KV head and key tile (-1: no work).

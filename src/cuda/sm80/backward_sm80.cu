@@ -47,7 +47,7 @@ void require_aligned_rows(const Operand& o, int64_t batch) {
 template <typename Elem, int kHeadDim, bool kList>
 void run_variant(const AttentionBwdParams& p, const BackwardLaunch& launch) {
   run_backward_rows_sm80<Elem, kHeadDim>(p, launch, /*post=*/false);
-  if (launch.key_tiles > 0) {
+  if (launch.kv_order.tiles > 0) {
     // 64-row steps need 105 KiB of shared memory at D = 128: on GPUs that allow a CTA less (sm_86 / sm_89:
     // 99 KiB) the kernel takes 32-row steps (a 64- or 128-row block is then two or four steps)
     int rows = bwd_query_tile_sm80(p.pattern.block_size);
@@ -135,8 +135,7 @@ void backward_sm80(const AttentionBwdParams& params) {
 
   BackwardLaunch launch;
   const int block_n = bwd_key_tile_sm80(), block_m = dq_query_tile_sm80(key_tile_sm80(p.pattern.block_size));
-  launch.key_tiles = static_cast<int>((int64_t(p.seqlen_k) + block_n - 1) / block_n);
-  launch.kv_order = kv_tile_order(p.pattern, launch.key_tiles, block_n);
+  launch.kv_order = kv_tile_order(p.pattern, static_cast<int>((int64_t(p.seqlen_k) + block_n - 1) / block_n), block_n);
   if (p.seqlen_q > 0) {
     if (p.cu_seqlens_q != nullptr) {
       // lengths live on the device: seqlen_q is the total, an upper bound; +1 for an unaligned offset

@@ -11,8 +11,8 @@ namespace s2attn::cuda {
 struct BackwardLaunch {
   int device = 0;
   cudaStream_t stream = nullptr;
-  int key_tiles = 0;    // KV kernel: per sequence and KV head (an upper bound under varlen)
-  KvTileOrder kv_order;  // KV kernel: the order of its CTAs (kv_tile_order of key_tiles)
+  KvTileOrder kv_order;  // KV kernel: its key tiles per sequence and KV head (.tiles: an upper bound under
+                         // varlen) and the order of its CTAs
   int query_tiles = 0;  // dQ kernel: per sequence and head (an upper bound under varlen)
   // workspace sections (BackwardWorkspace)
   float* lse2 = nullptr;

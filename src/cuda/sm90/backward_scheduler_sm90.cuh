@@ -34,7 +34,7 @@
 #include <cstdint>
 
 #include "common/attention_params.h"
-#include "cuda/common/kv_tile_order.h"  // non_vertical_block
+#include "cuda/common/kv_tile_order.h"  // first_vertical_block, non_vertical_block
 #include "cuda/common/numeric.cuh"
 #include "cuda/common/seq_geometry.cuh"
 #include "cuda/sm90/backward_sm90.h"
@@ -122,7 +122,7 @@ struct BwdTileSchedulerSm90 {
       const int per_head = n1 / hkv;
       const int m = v % per_head;
       w.hk = v / per_head;
-      const int r = pmod(-vertical_phase(pr, w.hk), V);
+      const int r = first_vertical_block(pr, w.hk);
       if (bs < kBlockN) {  // vertical blocks 2 m and 2 m + 1 of the head
         const int j = r + 2 * m * V;
         w.valid = j < nblocks;
@@ -136,7 +136,7 @@ struct BwdTileSchedulerSm90 {
     } else if (fp.vertical_first && bs < kBlockN) {  // non-vertical blocks 2 x and 2 x + 1 of the head
       int x;
       pass2_unit(v - n1, per_head2, hkv, fp.head_group, x, w.hk);
-      const int r = pmod(-vertical_phase(pr, w.hk), V);
+      const int r = first_vertical_block(pr, w.hk);
       const int nvert = r < nblocks ? (nblocks - r + V - 1) / V : 0;
       const int count = nblocks - nvert;
       w.valid = 2 * x < count;
