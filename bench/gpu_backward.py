@@ -98,14 +98,16 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     gqa = {"enable_gqa": True} if Hkv != H else {}
+
+    def sdpa_step():  # under the caller's sdpa_kernel backend
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
+        return torch.autograd.grad(o, (q, k, v), dout)
+
     for name, backend in (("sdpa_flash", "FLASH_ATTENTION"), ("sdpa_cudnn", "CUDNN_ATTENTION")):
         try:
             with sdpa_kernel(getattr(SDPBackend, backend)):
-                def step():
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
-                    return torch.autograd.grad(o, (q, k, v), dout)
-                step()
-                add(name, 0, "fwd+bwd", fwd.do_bench(step), 1.0)
+                sdpa_step()
+                add(name, 0, "fwd+bwd", fwd.do_bench(sdpa_step), 1.0)
         except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
             errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
             print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
@@ -158,8 +160,7 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
             if pairs is not None:  # issue 6's dense criterion against cuDNN, clock-paired (gpu_forward.paired)
                 def cudnn_step():
                     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
-                        return torch.autograd.grad(o, (q, k, v), dout)
+                        return sdpa_step()
                 try:
                     cudnn_step()
                     pairs.append(fwd.paired("fwd+bwd dense s2attn (automatic, bhsd) vs sdpa_cudnn", S, s2_step,

@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -95,8 +96,7 @@ def paired(what, S, ours, peer):
             t[key + "_clock"] = do_bench.last_clock
         rounds.append(t)
     ratios = sorted(t["peer"] / t["ours"] for t in rounds)
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    median = statistics.median(ratios)
     entry = dict(what=what, S=S, rounds=rounds, peer_over_ours_median=median,
                  peer_over_ours_range=[ratios[0], ratios[-1]])
     ours_ms = ", ".join(f"{t['ours']:.3f}" for t in rounds)
@@ -184,13 +184,15 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=Non
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    def sdpa():  # under the caller's sdpa_kernel backend
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
     for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", "CUDNN_ATTENTION")):
         try:
             be = backend if not isinstance(backend, str) else getattr(SDPBackend, backend)
             with sdpa_kernel(be):
-                fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-                fn()
-                add(name, 0, do_bench(fn), 1.0)
+                sdpa()
+                add(name, 0, do_bench(sdpa), 1.0)
         except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
             errors.append(f"{name} S={S}: {type(e).__name__}: {e}")
             print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
@@ -226,7 +228,7 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=Non
             if name == "s2attn_sm90" and pairs is not None:  # issue 5's dense criterion, clock-paired
                 def cudnn():
                     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                        return sdpa()
                 try:
                     cudnn()
                     pairs.append(paired("forward dense s2attn_sm90 (bhsd) vs sdpa_cudnn", S,
