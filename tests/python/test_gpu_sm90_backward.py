@@ -230,6 +230,36 @@ def test_sm90_backward_head_groups_equal_default_and_reference(switch, B, S, H, 
     check_switch_keeps_bits(switch, B, S, H, Hkv, D, kind, gen, monkeypatch, bs=bs)
 
 
+# Pass 1 folded (the default at block size 64 with the vertical pass from 64k keys on; S2ATTN_SM90_BWD_FOLD=1 / 0,
+# read per call, forces it on / off): a CTA takes a head's vertical tiles in pairs (m, last - m) and walks
+# the second one's query steps upwards, so its dK / dV sum in another order than unfolded. Both against the
+# reference, each repeatable bit for bit (deterministic mode). Odd and even pair counts, GQA, head dim 64,
+# two sequences.
+@pytest.mark.parametrize("B,S,H,Hkv,D,kind", [(2, 3001, 8, 4, 128, "paper"), (1, 4099, 6, 6, 64, "ls_het"),
+                                              (1, 6143, 4, 2, 128, "paper")])
+def test_sm90_backward_folded_pass1_matches_reference_and_repeats(B, S, H, Hkv, D, kind, gen, monkeypatch):
+    pattern = make_pattern(kind, H, Hkv, 64, True)
+    q = randn(gen, (B, S, H, D), "bf16")
+    k, v = (randn(gen, (B, S, Hkv, D), "bf16") for _ in range(2))
+    out, lse = s2attn.attention(q, k, v, pattern, return_lse=True, backend=SM90)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype).to(DEV)
+
+    def grads():
+        poisoned = [torch.full_like(x, float("nan")) for x in (q, k, v)]
+        return s2attn.attention_backward(dout, q, k, v, out, lse, pattern, backend=SM90, dq=poisoned[0],
+                                         dk=poisoned[1], dv=poisoned[2], deterministic=True)
+
+    ref = ref_backward(q[:1], k[:1], v[:1], dout[:1], element_mask(pattern, S, S), 1 / math.sqrt(D))
+    for value in ("1", "0"):
+        monkeypatch.setenv("S2ATTN_SM90_BWD_FOLD", value)
+        first, again = grads(), grads()
+        torch.cuda.synchronize()
+        for x, y in zip(first, again):
+            assert torch.equal(x, y), value
+        check_grads([g[:1] for g in first], ref)
+    monkeypatch.delenv("S2ATTN_SM90_BWD_FOLD")
+
+
 # The dQ kernel's ping-pong (S2ATTN_SM90_DQ_PINGPONG=1, read per call): the consumer warpgroups take turns on
 # their GEMMs; each issues the same GEMMs in the same order, so dQ must keep its bits. GQA, fp16, D 64 and
 # block 128 among the cases.

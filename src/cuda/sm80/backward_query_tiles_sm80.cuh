@@ -24,19 +24,24 @@ namespace s2attn::cuda {
 // kDescending: the query blocks from the last to the first (steps within a block still ascending); analytic
 // patterns only. A lane's cursor then walks its segment downwards to `hi`, which holds the segment's first
 // member, and the warp maximum is the next block (-1: none).
-template <int kBlockM, bool kList = false, bool kDescending = false>
+// kDirArg: the direction is the functions' `down` argument instead (ignored otherwise): the Hopper KV kernel
+// picks it per unit (a folded pair of vertical tiles walks its second tile upwards,
+// backward_scheduler_sm90.cuh). The fixed-direction code stays as it was (`if constexpr`: the portable
+// kernels' SASS is unchanged).
+template <int kBlockM, bool kList = false, bool kDescending = false, bool kDirArg = false>
 struct QueryTiles : KeyTiles<kBlockM, kList> {
   static_assert(!(kList && kDescending), "descending walks are for analytic patterns only");
   static constexpr int kNoBlockDown = -1;
 
   // Query blocks [q_lo, q_end) hold rows of the sequence; pos_end: one past its last query position.
   __device__ __forceinline__ void init_columns(const PatternRules& p, int head, int j0, int jstride, int nblocks,
-                                               int q_lo, int q_end, int pos_end) {
+                                               int q_lo, int q_end, int pos_end, bool down = kDescending) {
     this->block_size = p.block_size;
     this->tiles_per_block = p.block_size > kBlockM ? p.block_size / kBlockM : 1;
     this->len_k = pos_end;
     this->last_position = INT_MAX;  // causality cuts steps at their start; the walk checks that
-    this->cursor = kDescending ? kNoBlockDown : kNoBlock;
+    if constexpr (kDirArg) this->cursor = down ? kNoBlockDown : kNoBlock;
+    else this->cursor = kDescending ? kNoBlockDown : kNoBlock;
     this->stride = 1;
     this->hi = 0;
     const int lane = threadIdx.x % 32;
@@ -59,7 +64,15 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
         const int first = segment_first_from(s, q_lo);
         if (first < s.hi) {
           this->stride = s.stride;
-          if constexpr (kDescending) {  // the last member below s.hi, down to the first
+          if constexpr (kDirArg) {  // as below, the direction chosen at run time
+            if (down) {
+              this->cursor = (s.hi - 1) - pmod(s.hi - 1 - first, s.stride);
+              this->hi = first;
+            } else {
+              this->cursor = first;
+              this->hi = s.hi;
+            }
+          } else if constexpr (kDescending) {  // the last member below s.hi, down to the first
             this->cursor = (s.hi - 1) - pmod(s.hi - 1 - first, s.stride);
             this->hi = first;
           } else {
@@ -84,12 +97,14 @@ struct QueryTiles : KeyTiles<kBlockM, kList> {
     return true;
   }
 
-  __device__ __forceinline__ bool first() {
-    if constexpr (kDescending) return next_block_down();
+  __device__ __forceinline__ bool first(bool down = kDescending) {
+    if constexpr (kDirArg) return down ? next_block_down() : this->next_block();
+    else if constexpr (kDescending) return next_block_down();
     else return this->next_block();
   }
-  __device__ __forceinline__ bool next() {
-    if constexpr (kDescending) return this->next_sub() || next_block_down();
+  __device__ __forceinline__ bool next(bool down = kDescending) {
+    if constexpr (kDirArg) return this->next_sub() || (down ? next_block_down() : this->next_block());
+    else if constexpr (kDescending) return this->next_sub() || next_block_down();
     else return this->next_sub() || this->next_block();
   }
 };
@@ -116,18 +131,27 @@ struct WalkGeometry {
 // shared struct, or a stride read, made ptxas spill in its step loop).
 struct StridedWalkGeometry : WalkGeometry {
   int jstride;
+  int descending;  // this unit's walk direction (kDirFromGeo walks)
+  int fold_next;   // the unit is the first of a folded pair: its CTA takes the second next (the producer's)
 };
 __device__ __forceinline__ int block_stride(const WalkGeometry&) { return 1; }
 __device__ __forceinline__ int block_stride(const StridedWalkGeometry& g) { return g.jstride; }
 
-template <int kBlockM, bool kList = false, class Geometry = WalkGeometry, bool kDescending = false>
+// kDirFromGeo: the direction is geo->descending, read (shared memory) at each move instead of held.
+template <int kBlockM, bool kList = false, class Geometry = WalkGeometry, bool kDescending = false,
+          bool kDirFromGeo = false>
 struct BackwardWalk {
-  QueryTiles<kBlockM, kList, kDescending> tiles;
+  static_assert(!(kList && kDirFromGeo), "descending walks are for analytic patterns only");
+  QueryTiles<kBlockM, kList, kDescending, kDirFromGeo> tiles;
   const PatternRules* pattern = nullptr;
   const Geometry* geo = nullptr;  // shared memory
   int gi = 0;                         // the current q head: geo->head0 + gi
 
   __device__ __forceinline__ int head() const { return geo->head0 + gi; }
+  __device__ __forceinline__ bool down() const {
+    if constexpr (kDirFromGeo) return geo->descending != 0;
+    else return kDescending;
+  }
   __device__ __forceinline__ int p0() const { return tiles.query_start(); }
   __device__ __forceinline__ uint32_t vis() const { return tiles.vis; }
 
@@ -138,26 +162,27 @@ struct BackwardWalk {
   }
 
   __device__ __forceinline__ void start_head() {
-    tiles.init_columns(*pattern, head(), geo->j0, block_stride(*geo), geo->nblocks, geo->q_lo, geo->q_end, geo->pos_hi);
+    tiles.init_columns(*pattern, head(), geo->j0, block_stride(*geo), geo->nblocks, geo->q_lo, geo->q_end,
+                       geo->pos_hi, down());
   }
 
   // Moves to the first step with work from the current position (have: there is a current step).
   __device__ __forceinline__ bool settle(bool have) {
     for (;;) {
-      while (have && !has_work()) have = tiles.next();
+      while (have && !has_work()) have = tiles.next(down());
       if (have) return true;
       if (++gi >= geo->group) return false;
       start_head();
-      have = tiles.first();
+      have = tiles.first(down());
     }
   }
 
   __device__ __forceinline__ bool first() {
     gi = 0;
     start_head();
-    return settle(tiles.first());
+    return settle(tiles.first(down()));
   }
-  __device__ __forceinline__ bool next() { return settle(tiles.next()); }
+  __device__ __forceinline__ bool next() { return settle(tiles.next(down())); }
 };
 
 }  // namespace s2attn::cuda

@@ -61,8 +61,13 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
     }
     return __shfl_sync(0xffffffffu, next, 0);
   };
-  for (int u = blockIdx.x; sched.get(fp, u, w); u = next_unit(u)) {
-    if (!w.valid) continue;  // a skipped unit (few: past a head's last vertical block or last pair)
+  // part: 1 while the CTA runs the second unit of a folded pair (the same u; backward_scheduler_sm90.cuh)
+  for (int u = blockIdx.x, part = 0; sched.get(fp, u, part, w);) {
+    if (!w.valid) {  // a skipped unit (few: past a head's last vertical block or last pair); so is its pair
+      part = 0;
+      u = next_unit(u);
+      continue;
+    }
     const int batch_coord = varlen ? 0 : w.b;  // TMA batch coordinate (varlen: one packed sequence)
     const SeqGeometry& g = w.g;
     if (lane == 0) {
@@ -91,6 +96,8 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
       geo.len_k = g.len_k;
       geo.j0 = w.k0 / bs;
       geo.jstride = w.jstride;
+      geo.descending = kDescending != w.reversed ? 1 : 0;
+      geo.fold_next = w.folds ? 1 : 0;
       // block size 64: blocks j0 and j0 + jstride, the second only when it holds keys of the sequence
       geo.nblocks = bs >= T::kBlockN ? 1 : (w.k0 + k_half < g.len_k ? 2 : 1);
       geo.offset = g.offset;
@@ -106,7 +113,7 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
     __syncwarp();
     ++unit_count;
 
-    BackwardWalk<kBlockM, false, StridedWalkGeometry, kDescending> walk;
+    BackwardWalk<kBlockM, false, StridedWalkGeometry, kDescending, /*kDirFromGeo=*/true> walk;
     walk.pattern = &p.pattern;
     walk.geo = &ss.geo;
     bool have = walk.first();
@@ -156,6 +163,16 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
       }
       mbar_arrive(&ss.full[stage]);  // each lane's arrival releases its own stores (lane 0's: the meta too)
       advance();
+    }
+    // a folded pair's second unit (the same u), else the next unit. Lane 0's flag (it wrote it), shuffled to
+    // the warp: a lane reading shared memory here could see lane 0's next write of it (no other warp-wide step
+    // between this and the next unit's set-up on the way to part 1)
+    const int fold_next = __shfl_sync(0xffffffffu, lane == 0 ? ss.geo.fold_next : 0, 0);
+    if (part == 0 && fold_next != 0) {
+      part = 1;
+    } else {
+      part = 0;
+      u = next_unit(u);
     }
   }
   if (lane == 0) {  // no more units: tell the consumers

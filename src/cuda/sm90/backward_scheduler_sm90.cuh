@@ -23,6 +23,14 @@
 //     dQ accumulator tiles in L2: 4 with fused dQ, else all, backward_sm90.cu); block size 64:
 //     the non-vertical blocks in pairs (the n-th and n+1-th of them); otherwise the 128-key tiles that hold
 //     no vertical block (a stride >= 2 puts at most one vertical block in a 128-key tile).
+//   Folded pass 1 (fp.fold_vertical, block size 64): a head's pass-1 units in pairs (m, last - m), one unit
+//     of the scheduler each; its CTA walks m (long) downwards from the last query block, then last - m
+//     (short) upwards from its first one. Vertical blocks are evenly spaced, so every CTA's second walk
+//     reaches a query block at the same time as the others' and every pair takes the same time: the CTAs of
+//     a head stay in two fronts that share Q, dO (and fused dQ's accumulator tiles) in L2. Unfolded, the CTAs
+//     that finish a short walk start the next unit at the top while the others are low: at 128k the fronts
+//     drift apart by more than the L2 holds (tools/kv_schedule_l2_model.py --fold, 128k V32, fused dQ in
+//     groups of 4: 33 + 16 GB of DRAM reads and writes unfolded, 13.6 + 5.8 folded).
 // Without the vertical pass: every 128-key tile, adjacent blocks. The passes partition the key blocks
 // whatever the pattern, so the classification affects speed only, never which keys get dK and dV.
 // Everything is closed form in the unit index: no host-side plan, CUDA-graph safe (the dynamic order's
@@ -47,6 +55,8 @@ struct BwdWorkUnitSm90 {
   int k0 = 0;          // first key of the tile (sequence-relative): key block j0 = k0 / block size
   int jstride = 1;     // block size 64: the tile's second block is j0 + jstride (past the keys: none)
   bool valid = false;  // false: a skipped unit (nothing to do)
+  bool reversed = false;   // walked against the kernel's direction (the second unit of a folded pair: upwards)
+  bool folds = false;      // a folded pair's first unit: get(u, part 1) is its second
   SeqGeometry g;
 };
 
@@ -55,7 +65,7 @@ struct BwdTileSchedulerSm90 {
   int b = -1;     // current sequence
   int base = 0;   // first unit of sequence b
   int units = 0;  // units of sequence b
-  int n1 = 0;     // units of its pass 1
+  int n1 = 0;     // units of its pass 1 (folded: pairs)
   int per_head2 = 0;  // units of its pass 2 per KV head
   int nblocks = 0;
   SeqGeometry g;
@@ -72,8 +82,8 @@ struct BwdTileSchedulerSm90 {
       n1 = 0;
       per_head2 = tiles;  // every key tile, also when no query sees it: dK = dV = 0
     } else if (bs < kBlockN) {  // pairs: of vertical blocks (at most ceil(nb / V)), of the others (at most
-      const int vert_max = (nblocks + V - 1) / V;  // nb - floor(nb / V) of them)
-      n1 = p.num_kv_heads * ((vert_max + 1) / 2);
+      // nb - floor(nb / V) of them); folded, pairs of the former pairs
+      n1 = p.num_kv_heads * (fp.fold_vertical ? (pass1_tiles(nblocks, V) + 1) / 2 : pass1_tiles(nblocks, V));
       per_head2 = (nblocks - nblocks / V + 1) / 2;
     } else {
       n1 = p.num_kv_heads * ((nblocks + V - 1) / V);
@@ -81,6 +91,9 @@ struct BwdTileSchedulerSm90 {
     }
     units = n1 + p.num_kv_heads * per_head2;
   }
+
+  // Pass 1's units a head has at block size 64 (unfolded): pairs of its at most ceil(nb / V) vertical blocks.
+  __device__ __forceinline__ static int pass1_tiles(int nblocks, int V) { return ((nblocks + V - 1) / V + 1) / 2; }
 
   // Whether key block j is one of KV head hk's vertical blocks (pass 1's).
   __device__ __forceinline__ static bool vertical(const PatternRules& pr, int hk, int j) {
@@ -97,8 +110,9 @@ struct BwdTileSchedulerSm90 {
     hk = g0 + r % in_group;
   }
 
-  // Unit u (u must not decrease between calls); false when u is past the last unit.
-  __device__ __forceinline__ bool get(const BackwardParamsSm90& fp, int u, BwdWorkUnitSm90& w) {
+  // Unit u (u must not decrease between calls); false when u is past the last unit. part 1: the second unit
+  // of the folded pair u (only after part 0 of the same u said w.folds).
+  __device__ __forceinline__ bool get(const BackwardParamsSm90& fp, int u, int part, BwdWorkUnitSm90& w) {
     const AttentionBwdParams& p = fp.p;
     if (b < 0) {
       b = 0;
@@ -117,11 +131,19 @@ struct BwdTileSchedulerSm90 {
     w.g = g;
     w.jstride = 1;
     w.valid = true;
+    w.reversed = false;
+    w.folds = false;
     const int V = pr.vert_stride;
     if (v < n1) {
       const int per_head = n1 / hkv;
-      const int m = v % per_head;
+      int m = v % per_head;
       w.hk = v / per_head;
+      if (fp.fold_vertical && bs < kBlockN) {  // pair (m, last - m): the long one down, the short one up
+        const int last = pass1_tiles(nblocks, V) - 1;
+        w.folds = part == 0 && last - m > m;
+        w.reversed = part != 0;
+        if (part != 0) m = last - m;
+      }
       const int r = first_vertical_block(pr, w.hk);
       if (bs < kBlockN) {  // vertical blocks 2 m and 2 m + 1 of the head
         const int j = r + 2 * m * V;

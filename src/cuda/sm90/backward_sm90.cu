@@ -42,6 +42,7 @@ namespace s2attn::cuda {
 namespace {
 
 constexpr int kBlockN = 128;  // BackwardTraitsSm90::kBlockN
+constexpr int kFoldMinKeys = 65536;  // pass 1 folded from this key length on (backward_sm90 below)
 
 // Which backward kernels this build has: those of the variants of S2ATTN_SM90_VARIANTS (sm90.cmake).
 bool backward_variant_built(DType dtype, int head_dim) {
@@ -168,6 +169,15 @@ void backward_sm90(const AttentionBwdParams& params) {
   // the scheduler's pass 1 (backward_scheduler_sm90.cuh): stride >= 2 puts at most one vertical block in a
   // 128-key tile
   bp.vertical_first = vertical_first_order(p.pattern) ? 1 : 0;
+  // Pass 1 folded (block size 64: pairs of vertical tiles, backward_scheduler_sm90.cuh): its CTAs stay in two
+  // fronts per head, which the L2 model prefers once a head's keys outgrow the L2. Measured (H100, session 23,
+  // KV kernel): -2% at 64k, -3.5% at 96k, -5% / -9.5% at 128k V32 / V8, but +7% at 32k V32: so from 64k keys
+  // on. S2ATTN_SM90_BWD_FOLD=0 / 1 (read per call) turns it off / on whatever the length.
+  const bool foldable = bp.vertical_first != 0 && p.pattern.block_size < kBlockN;
+  bp.fold_vertical = foldable && p.seqlen_k >= kFoldMinKeys ? 1 : 0;
+  if (const char* fold = std::getenv("S2ATTN_SM90_BWD_FOLD")) {
+    bp.fold_vertical = foldable && fold[0] != '0' ? 1 : 0;
+  }
   // The scheduler's second pass in groups of KV heads. Fused dQ: 4. With all heads' local key tiles side by
   // side, their dQ reduce-adds overflowed the L2 (ncu, 32k V32: 1.98 TB/s of DRAM traffic against 1.07 for
   // the ordered KV kernel; tools/kv_schedule_l2_model.py: 15 GB with all heads, 3.8 GB in groups of 1-8).

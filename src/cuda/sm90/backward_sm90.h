@@ -23,6 +23,7 @@ struct BackwardParamsSm90 {
   float* dq_accum = nullptr;  // fused dQ only: the fp32 accumulator in tiles (dq_accum_tiles_sm90.h)
   int vertical_first = 0;  // the scheduler's first pass over the vertical key tiles (backward_scheduler_sm90.cuh)
   int head_group = 0;      // KV heads side by side in the scheduler's second pass (>= 1; clamped to the count)
+  int fold_vertical = 0;   // pass 1's units of a head in pairs (m, last - m), the second walked upwards
   // Dynamic scheduling when set (more units than CTAs): the producer takes its next unit from this counter
   // (workspace, zeroed before the launch); null: the static stride.
   int* unit_counter = nullptr;
