@@ -9,7 +9,7 @@ Shapes: B=1, H=32, D=128, bf16, causal, block 64, L=16, V in {8, 16, 32}, S in {
 (--long adds 131072). Timing: triton.testing.do_bench, median, after 500 ms of untimed calls (heat).
 
     python3 bench/gpu_forward.py --out results.json [--long] [--seqlens 8192,32768] [--strides 8,16,32]
-                                 [--no-flex] [--no-sm80]
+                                 [--no-flex] [--flex-autotune] [--no-sm80]
 
 Reported per row: ms, dense-equivalent TFLOP/s = 4 * B * H * S^2 * D / 2 / t (causal), effective TFLOP/s
 = dense-equivalent x block density (density = visible blocks / causal block triangle; 1 for the dense
@@ -237,12 +237,14 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=Non
                 except Exception as e:  # noqa: BLE001 - reported, not fatal
                     errors.append(f"paired dense S={S}: {type(e).__name__}: {e}")
 
-    flex = None
+    flex = flex_tuned = None
     try:
         if flex_on:
             from torch.nn.attention.flex_attention import flex_attention
 
             flex = torch.compile(flex_attention, dynamic=False)
+            if flex_on == "autotune":  # Flex at its best too: Inductor's autotuned kernels on the same blocks
+                flex_tuned = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs")
     except Exception as e:  # noqa: BLE001
         errors.append(f"flex import/compile S={S}: {e}")
 
@@ -278,6 +280,21 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=Non
             except Exception as e:  # noqa: BLE001
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {e}")
                 print(f"  flex V={V}: failed ({type(e).__name__}: {e})", flush=True)
+        if flex_tuned is not None:
+            try:
+                t0 = time.time()
+                bmask = flex_block_mask(pattern, S, dev)
+                fo = flex_tuned(q, k, v, block_mask=bmask)
+                torch.cuda.synchronize()
+                compile_s = time.time() - t0
+                err = rel_err(out.transpose(1, 2), fo)
+                add("flex_autotune", V, do_bench(lambda: flex_tuned(q, k, v, block_mask=bmask)), density,
+                    f"compile {compile_s:.0f}s, max-autotune, BlockMask of {BS}-token blocks, "
+                    f"s2attn vs flex rel err {err:.1e}")
+                rows[-1]["s2attn_vs_flex_rel_err"] = err
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"flex_autotune S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
+                print(f"  flex_autotune V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
         dkernel_row(S, V, qc, kc, vc, out, density, add, errors)
     del q, k, v, qc, kc, vc
     torch.cuda.empty_cache()
@@ -324,6 +341,9 @@ def main():
     ap.add_argument("--seqlens", default="8192,32768")
     ap.add_argument("--strides", default="8,16,32")
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes minutes)")
+    ap.add_argument("--flex-autotune", action="store_true",
+                    help="also FlexAttention compiled with Inductor's max-autotune (rows flex_autotune; ~1 min "
+                         "of compile a shape)")
     ap.add_argument("--no-sm80", action="store_true", help="skip the portable path's rows")
     args = ap.parse_args()
     seqlens = [int(s) for s in args.seqlens.split(",")] + ([131072] if args.long else [])
@@ -340,7 +360,8 @@ def main():
     rows, errors, pairs = [], [], []
     for S in seqlens:
         print(f"S = {S}", flush=True)
-        bench_seqlen(S, strides, rows, errors, flex_on=not args.no_flex, sm80_on=not args.no_sm80, pairs=pairs)
+        flex_on = False if args.no_flex else "autotune" if args.flex_autotune else True
+        bench_seqlen(S, strides, rows, errors, flex_on=flex_on, sm80_on=not args.no_sm80, pairs=pairs)
     write_report(args.out, meta, rows, errors, pairs)
     return 0
 
