@@ -187,94 +187,75 @@ __device__ __forceinline__ void release_plan(SharedStorageSm90<T>& ss, uint32_t 
   mbar_arrive(&ss.plan_empty[n % T::kPlanStages]);
 }
 
-// Warp 0, lane 0: for each plan entry the unit's Q (when it opens one) and the stage's K with its descriptor;
-// after the last, an empty Q buffer with unit index -1, which ends the consumers.
-template <class T>
-__device__ __forceinline__ void run_k_loader(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
+// Warp 0 (kK), lane 0: for each plan entry the unit's Q (when it opens one) and the stage's K with its
+// descriptor; after the last, an empty Q buffer with unit index -1, which ends the consumers. Warp 2 (!kK),
+// lane 0: each plan entry's V, in the same order.
+template <class T, bool kK>
+__device__ __forceinline__ void run_kv_loader(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
   using Elem = typename T::Elem;
   if (threadIdx.x % 32 != 0) return;
   const bool paged = fp.paged.block_table != nullptr;
-  prefetch_tensormap(&fp.tma_q);
-  prefetch_tensormap(&fp.tma_k);
-  if (paged) prefetch_tensormap(&fp.paged.tma_k_row);
-  uint32_t k_count = 0;  // K stages loaded: slot k_count % kStages, phase (k_count / kStages) & 1
+  const CUtensorMap* map = kK ? &fp.tma_k : &fp.tma_v;
+  // paged maps: {D, heads, page rows, pages}
+  const CUtensorMap* map_row = kK ? &fp.paged.tma_k_row : &fp.paged.tma_v_row;
+  if constexpr (kK) prefetch_tensormap(&fp.tma_q);
+  prefetch_tensormap(map);
+  if (paged) prefetch_tensormap(map_row);
+  Elem(*buf)[T::kTileElems] = kK ? ss.k : ss.v;
+  uint64_t* full = kK ? ss.k_full : ss.v_full;
+  uint64_t* empty = kK ? ss.k_empty : ss.v_empty;
+  uint32_t count = 0;  // stages loaded: slot count % kStages, phase (count / kStages) & 1
   int unit_count = 0;
-  int hk = 0, qb = 0;    // the current unit's (its first entry has them)
-  for (uint32_t n = 0;; ++n) {
-    const ProducerPlanSm90& e = wait_plan(ss, n);
-    if (e.first) {
-      hk = e.hk;
-      qb = e.qb;
-    }
-    if (e.first || e.end) {
-      // Q of this unit, and the unit for the consumers, in the next Q buffer once they have released it
-      // (after the S GEMM of the last stage of the unit kQStages units back)
-      const int slot = unit_count % T::kQStages;
-      mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
-      if (e.end) {
-        release_plan(ss, n);
-        ss.unit[slot].u = -1;
-        mbar_arrive(&ss.q_full[slot]);
-        return;
-      }
-      ss.unit[slot] = e.unit;  // released to the consumers by the arrive below
-      mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
-      // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
-      // out-of-range elements with zeros and still credits the whole box to the transaction count
-      const int row0 = static_cast<int>(e.unit.q_begin) + (e.unit.t0 - e.unit.offset);
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int c = 0; c < T::kChunks; ++c) {
-          Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
-          tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, e.unit.h, qb);
-        }
-      ++unit_count;
-    }
-    const uint32_t k_stage = k_count % T::kStages;
-    if (paged) {  // paged maps: {D, heads, page rows, pages}
-      load_paged_kv_stage<T>(&fp.tma_k, &fp.paged.tma_k_row, ss.k[k_stage], &ss.k_full[k_stage],
-                             &ss.k_empty[k_stage], (k_count / T::kStages) & 1, e.pages,
-                             fp.paged.head_paged ? 0 : hk, &ss.stage[k_stage], &e.st);
-    } else {
-      load_kv_stage<T>(&fp.tma_k, ss.k[k_stage], &ss.k_full[k_stage], &ss.k_empty[k_stage],
-                       (k_count / T::kStages) & 1, e.st.boxes, e.key0, e.key1, hk, qb, &ss.stage[k_stage], &e.st);
-    }
-    release_plan(ss, n);
-    ++k_count;
-  }
-}
-
-// Warp 2, lane 0: each plan entry's V, in the same order.
-template <class T>
-__device__ __forceinline__ void run_v_loader(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
-  if (threadIdx.x % 32 != 0) return;
-  const bool paged = fp.paged.block_table != nullptr;
-  prefetch_tensormap(&fp.tma_v);
-  if (paged) prefetch_tensormap(&fp.paged.tma_v_row);
-  uint32_t v_count = 0;
   int hk = 0, qb = 0;  // the current unit's (its first entry has them)
   for (uint32_t n = 0;; ++n) {
     const ProducerPlanSm90& e = wait_plan(ss, n);
-    if (e.end) {
-      release_plan(ss, n);
-      return;
-    }
     if (e.first) {
       hk = e.hk;
       qb = e.qb;
     }
-    const uint32_t v_stage = v_count % T::kStages;
+    if constexpr (kK) {
+      if (e.first || e.end) {
+        // Q of this unit, and the unit for the consumers, in the next Q buffer once they have released it
+        // (after the S GEMM of the last stage of the unit kQStages units back)
+        const int slot = unit_count % T::kQStages;
+        mbar_wait(&ss.q_empty[slot], ((unit_count / T::kQStages) & 1) ^ 1);
+        if (e.end) {
+          release_plan(ss, n);
+          ss.unit[slot].u = -1;
+          mbar_arrive(&ss.q_full[slot]);
+          return;
+        }
+        ss.unit[slot] = e.unit;  // released to the consumers by the arrive below
+        mbar_arrive_expect_tx(&ss.q_full[slot], T::kQBytes);
+        // first row; may be negative, and a 64-row half may lie wholly past the sequence's end: TMA fills the
+        // out-of-range elements with zeros and still credits the whole box to the transaction count
+        const int row0 = static_cast<int>(e.unit.q_begin) + (e.unit.t0 - e.unit.offset);
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int c = 0; c < T::kChunks; ++c) {
+            Elem* dst = ss.q[slot] + half * T::kWgRows * T::kHeadDim + c * T::kWgRows * T::kChunk;
+            tma_load_4d(&fp.tma_q, dst, &ss.q_full[slot], c * T::kChunk, row0 + half * T::kWgRows, e.unit.h, qb);
+          }
+        ++unit_count;
+      }
+    } else if (e.end) {
+      release_plan(ss, n);
+      return;
+    }
+    const uint32_t stage = count % T::kStages;
+    // K's slot also gets the stage's descriptor, for the consumers
+    StageSm90* desc_slot = kK ? &ss.stage[stage] : nullptr;
+    const StageSm90* desc = kK ? &e.st : nullptr;
     if (paged) {
-      load_paged_kv_stage<T>(&fp.tma_v, &fp.paged.tma_v_row, ss.v[v_stage], &ss.v_full[v_stage],
-                             &ss.v_empty[v_stage], (v_count / T::kStages) & 1, e.pages,
-                             fp.paged.head_paged ? 0 : hk);
+      load_paged_kv_stage<T>(map, map_row, buf[stage], &full[stage], &empty[stage], (count / T::kStages) & 1,
+                             e.pages, fp.paged.head_paged ? 0 : hk, desc_slot, desc);
     } else {
-      load_kv_stage<T>(&fp.tma_v, ss.v[v_stage], &ss.v_full[v_stage], &ss.v_empty[v_stage],
-                       (v_count / T::kStages) & 1, e.st.boxes, e.key0, e.key1, hk, qb);
+      load_kv_stage<T>(map, buf[stage], &full[stage], &empty[stage], (count / T::kStages) & 1, e.st.boxes,
+                       e.key0, e.key1, hk, qb, desc_slot, desc);
     }
     release_plan(ss, n);
-    ++v_count;
+    ++count;
   }
 }
 
@@ -282,9 +263,9 @@ __device__ __forceinline__ void run_v_loader(const ForwardParamsSm90& fp, Shared
 template <class T>
 __device__ __forceinline__ void run_producer(const ForwardParamsSm90& fp, SharedStorageSm90<T>& ss) {
   switch (threadIdx.x / 32) {
-    case 0: run_k_loader<T>(fp, ss); break;
+    case 0: run_kv_loader<T, true>(fp, ss); break;
     case 1: run_planner<T>(fp, ss); break;
-    case 2: run_v_loader<T>(fp, ss); break;
+    case 2: run_kv_loader<T, false>(fp, ss); break;
     default: break;
   }
 }
