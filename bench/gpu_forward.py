@@ -259,42 +259,46 @@ def bench_seqlen(S, strides, rows, errors, flex_on=True, sm80_on=True, pairs=Non
                 ref = (name, o.contiguous())
         if out is None:
             continue
-        if flex is not None:
+
+        def flex_row(name, first, run, note=""):
+            """A FlexAttention row: `first()` compiles (timed) and returns the output, `run` is timed."""
             try:
                 t0 = time.time()
-                bmask = flex_block_mask(pattern, S, dev)
-                opts = {"BLOCK_M": 64, "BLOCK_N": 64}  # the sparse blocks are 64 x 64
-                try:
-                    fo = flex(q, k, v, block_mask=bmask, kernel_options=opts)
-                    torch.cuda.synchronize()
-                except Exception as e:  # noqa: BLE001 - retry with Flex's own tile choice
-                    errors.append(f"flex S={S} V={V} with {opts}: {type(e).__name__}: {e}; retried without")
-                    opts = None
-                    fo = flex(q, k, v, block_mask=bmask)
-                    torch.cuda.synchronize()
-                compile_s = time.time() - t0
-                err = rel_err(out.transpose(1, 2), fo)
-                add("flex", V, do_bench(lambda: flex(q, k, v, block_mask=bmask, kernel_options=opts)), density,
-                    f"compile {compile_s:.0f}s, s2attn vs flex rel err {err:.1e}")
-                rows[-1]["s2attn_vs_flex_rel_err"] = err
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"flex S={S} V={V}: {type(e).__name__}: {e}")
-                print(f"  flex V={V}: failed ({type(e).__name__}: {e})", flush=True)
-        if flex_tuned is not None:
-            try:
-                t0 = time.time()
-                bmask = flex_block_mask(pattern, S, dev)
-                fo = flex_tuned(q, k, v, block_mask=bmask)
+                fo = first()
                 torch.cuda.synchronize()
                 compile_s = time.time() - t0
                 err = rel_err(out.transpose(1, 2), fo)
-                add("flex_autotune", V, do_bench(lambda: flex_tuned(q, k, v, block_mask=bmask)), density,
-                    f"compile {compile_s:.0f}s, max-autotune, BlockMask of {BS}-token blocks, "
-                    f"s2attn vs flex rel err {err:.1e}")
+                add(name, V, do_bench(run), density,
+                    f"compile {compile_s:.0f}s{note}, s2attn vs flex rel err {err:.1e}")
                 rows[-1]["s2attn_vs_flex_rel_err"] = err
             except Exception as e:  # noqa: BLE001
-                errors.append(f"flex_autotune S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
-                print(f"  flex_autotune V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+                errors.append(f"{name} S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
+                print(f"  {name} V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+
+        bmask = None
+        if flex is not None or flex_tuned is not None:
+            try:
+                bmask = flex_block_mask(pattern, S, dev)
+            except Exception as e:  # noqa: BLE001 - reported, not fatal (no Flex rows then)
+                errors.append(f"flex block mask S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
+        if flex is not None and bmask is not None:
+            opts = {"BLOCK_M": 64, "BLOCK_N": 64}  # the sparse blocks are 64 x 64
+
+            def flex_first():
+                nonlocal opts
+                try:
+                    fo = flex(q, k, v, block_mask=bmask, kernel_options=opts)
+                    torch.cuda.synchronize()
+                    return fo
+                except Exception as e:  # noqa: BLE001 - retry with Flex's own tile choice
+                    errors.append(f"flex S={S} V={V} with {opts}: {type(e).__name__}: {e}; retried without")
+                    opts = None
+                    return flex(q, k, v, block_mask=bmask)
+
+            flex_row("flex", flex_first, lambda: flex(q, k, v, block_mask=bmask, kernel_options=opts))
+        if flex_tuned is not None and bmask is not None:
+            run_tuned = lambda: flex_tuned(q, k, v, block_mask=bmask)  # noqa: E731
+            flex_row("flex_autotune", run_tuned, run_tuned, f", max-autotune, BlockMask of {BS}-token blocks")
         dkernel_row(S, V, qc, kc, vc, out, density, add, errors)
     del q, k, v, qc, kc, vc
     torch.cuda.empty_cache()
