@@ -69,26 +69,50 @@ struct ConsumerSm90 {
     }
   }
 
-  // Online softmax over one S tile (masked; `scale` > 0 takes it to the log2 domain): updates the running
-  // max (log2 domain) and this thread's partial row sums, returns in alpha the factor by which O must be
-  // rescaled before the next P V, leaves the probabilities in s. Returns whether any row max of the warp
-  // changed (warp-uniform): when none did, every alpha of the warp is exactly 1 (exp2(0)), or 0 on a row
-  // that has seen nothing yet and whose O is still 0, so the rescale of O can be skipped.
+  // Online softmax over one S tile (masked; `scale` > 0 takes it to the log2 domain): updates each row's
+  // reference max m (log2 domain) and this thread's partial row sums, returns in alpha the factor by which O
+  // must be rescaled before the next P V, leaves the probabilities in s. The reference moves only when the
+  // row's max passes it by more than kRescaleSlack: P = exp2(s - m) then stays below 2^8, O and l keep their
+  // scale, and most stages need no rescale of O once the rows have seen their large keys (lse = m + log2(l)
+  // is exact whatever the reference). Returns whether any reference of the warp moved (warp-uniform): when
+  // none did, every alpha of the warp is exactly 1 (exp2(0)), or 0 on a row that has seen nothing yet and
+  // whose O is still 0, so the rescale of O can be skipped.
+  static constexpr float kRescaleSlack = 8.f;
   template <class TS>
   __device__ __forceinline__ static bool softmax(TS& s, float scale, float (&m)[2], float (&l)[2],
                                                  float (&alpha)[2]) {
     bool changed = false;
+    // Both rows' maxima first, each as a tree (depth 5 over 32 values: the serial chain it replaces was 17
+    // dependent FMNMX before the first exp2 of the stage could issue), then their quad shuffles together.
+    static_assert((kSN8 & (kSN8 - 1)) == 0, "the max tree halves the tiles");
+    float mx[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      float v[kSN8];
       CUTE_UNROLL
-      for (int t = 0; t < kSN8; ++t) mx = fmaxf(mx, fmaxf(s(4 * t + 2 * r), s(4 * t + 2 * r + 1)));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx * scale);
+      for (int t = 0; t < kSN8; ++t) v[t] = fmaxf(s(4 * t + 2 * r), s(4 * t + 2 * r + 1));
+      CUTE_UNROLL
+      for (int w = kSN8 / 2; w > 0; w >>= 1)  // (bounds known after unrolling: v stays in registers)
+        CUTE_UNROLL
+        for (int t = 0; t < kSN8 / 2; ++t) {
+          if (t < w) v[t] = fmaxf(v[t], v[t + w]);
+        }
+      mx[r] = v[0];
+    }
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float m_seen = mx[r] * scale;
+      // (a difference, not m + slack: that sum rounds, and past 2^27 the slack doubled; m = -inf: any finite
+      // max moves it, a -inf one does not, -inf - -inf being NaN)
+      const bool move = m_seen - m[r] > kRescaleSlack;
+      const float m_new = move ? m_seen : m[r];
       const float ref = m_new == -INFINITY ? 0.f : m_new;  // a row that has seen nothing stays at 0
       alpha[r] = fast_exp2(m[r] - ref);
-      changed |= m_new != m[r];
+      changed |= move;
       m[r] = m_new;
       float sum = 0.f;
       CUTE_UNROLL
@@ -217,8 +241,8 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
     clear(tOrO);
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.f, 0.f};
-    float alpha[2];  // rescale of O for the latest stage's running max
-    bool rescale_o = true;  // some row max of the warp changed in the latest stage (else alpha is a no-op)
+    float alpha[2];  // rescale of O for the latest stage's reference max
+    bool rescale_o = true;  // some reference of the warp moved in the latest stage (else alpha is a no-op)
 
     // S of a stage: scale (when negative), mask where needed, online softmax; then P from S.
     // Stages this warpgroup's query block does not see (a box of the other block, the filler box of an odd
@@ -297,8 +321,8 @@ __device__ __forceinline__ void run_consumer(const ForwardParamsSm90& fp, Shared
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         C::release(&ss.v_empty[held]);
-        // O to this stage's running max, before its P V is issued; skipped (warp-uniform branch, no wgmma in
-        // it) when no row max of the warp moved, the common case once the rows have seen their largest keys
+        // O to this stage's reference max, before its P V is issued; skipped (warp-uniform branch, no wgmma in
+        // it) when no reference of the warp moved, the common case once the rows have seen their largest keys
         if (rescale_o) C::rescale(tOrO, alpha);
         make_p();
         held = stage;
