@@ -240,35 +240,43 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         if (seen) {
           const auto tSrK_step = T::kFusedDq ? opaque_rows_operand(ss.k[wg]) : tSrK;
           const auto tSrV_step = T::kFusedDq ? opaque_rows_operand(ss.v[wg]) : tSrV;
+          const float* sl = ss.lse2[stage];
+          const float* sd = ss.dsum[stage];
+          // The rows' lse2 (this thread's 16 query columns) and the unit's geometry are read while S^T runs:
+          // read after its wait, the first exp2's operands waited on the shared loads (~5% of the fused KV
+          // kernel's stall samples at 32k / 128k V32 on those FFMAs, ncu session 23).
+          float2 l2[8];
           if constexpr (kSdPTogether) {
             // dP^T runs under P^T's exp2
             wgmma_issue<true, false>(mma_sdp, tSrK_step, thr_sdp.partition_fragment_B(sQ), tSrS);
             wgmma_issue<true, false>(mma_sdp, tSrV_step, thr_sdp.partition_fragment_B(sdO), tSrdP);
-            warpgroup_wait<1>();
           } else {
             // S^T first, alone (measured faster at D = 64)
             wgmma_issue<true, false>(mma_sdp, tSrK_step, thr_sdp.partition_fragment_B(sQ), tSrS);
+          }
+          CUTE_UNROLL
+          for (int t = 0; t < 8; ++t) l2[t] = *reinterpret_cast<const float2*>(sl + 8 * t + 2 * (lane % 4));
+          const int k0w = unit.k0 + wg * unit.k_half;  // this warpgroup's first key
+          const int len_k = unit.len_k;
+          const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
+          if constexpr (kSdPTogether) {
+            warpgroup_wait<1>();
+          } else {
             warpgroup_wait<0>();
           }
           warpgroup_fence_operand(tSrS);
 
-          const int k0w = unit.k0 + wg * unit.k_half;  // this warpgroup's first key
-          const int len_k = unit.len_k;
-          const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
-          const float* sl = ss.lse2[stage];
-          const float* sd = ss.dsum[stage];
           // P^T (in S^T's registers), then 0 where the step needs the mask. Element e = c + 2 r + 4 t is key
           // row r of this thread and query column 8 t + 2 (lane % 4) + c; its 16-bit pair (c = 0, 1) is
           // A-fragment register r + 2 t.
           CUTE_UNROLL
           for (int t = 0; t < 8; ++t) {
-            const float2 l2 = *reinterpret_cast<const float2*>(sl + 8 * t + 2 * (lane % 4));
             CUTE_UNROLL
             for (int r = 0; r < 2; ++r)
               CUTE_UNROLL
               for (int c = 0; c < 2; ++c) {
                 const int e = c + 2 * r + 4 * t;
-                tSrS(e) = fast_exp2(fmaf(tSrS(e), scale_log2, -(c ? l2.y : l2.x)));
+                tSrS(e) = fast_exp2(fmaf(tSrS(e), scale_log2, -(c ? l2[t].y : l2[t].x)));
               }
           }
           // Branch-free (as the forward's mask; a per-element && chain had cost the dQ kernel 0.46 us a masked
@@ -295,19 +303,30 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             wgmma_issue<true, false>(mma_sdp, tSrV_step, thr_sdp.partition_fragment_B(sdO), tSrdP);
           }
           wgmma_issue<false, true>(mma_dkv, tVrP, thr_dkv.partition_fragment_B(sdOt), tVrdV);
+          // the rows' dsum, read under the GEMMs as lse2 above where registers allow (the ordered kernel then
+          // spilled in its step loop: it reads them after the wait)
+          constexpr bool kDsumEarly = T::kFusedDq;
+          float2 dsv[8];
+          if constexpr (kDsumEarly) {
+            CUTE_UNROLL
+            for (int t = 0; t < 8; ++t) dsv[t] = *reinterpret_cast<const float2*>(sd + 8 * t + 2 * (lane % 4));
+          }
           warpgroup_wait<1>();
           warpgroup_fence_operand(tSrdP);
+          if constexpr (!kDsumEarly) {
+            CUTE_UNROLL
+            for (int t = 0; t < 8; ++t) dsv[t] = *reinterpret_cast<const float2*>(sd + 8 * t + 2 * (lane % 4));
+          }
           // dS^T = P^T (dP^T - dsum), from the fp32 P^T still in S^T's registers (as the portable path does).
           // From the 16-bit P (the value dV uses) it took ~60 more instructions per step and warp to unpack it
           // (PRMT / IMAD: the step loop 464 -> 412 static instructions at D = 128, 421 -> 357 at D = 64)
           CUTE_UNROLL
           for (int t = 0; t < 8; ++t) {
-            const int m0 = 8 * t + 2 * (lane % 4);
-            const float2 dsv = *reinterpret_cast<const float2*>(sd + m0);
             CUTE_UNROLL
             for (int r = 0; r < 2; ++r) {
               const int e = 2 * r + 4 * t;
-              tKrdS32(r + 2 * t) = pack2<CElem>(tSrS(e) * (tSrdP(e) - dsv.x), tSrS(e + 1) * (tSrdP(e + 1) - dsv.y));
+              tKrdS32(r + 2 * t) =
+                  pack2<CElem>(tSrS(e) * (tSrdP(e) - dsv[t].x), tSrS(e + 1) * (tSrdP(e + 1) - dsv[t].y));
             }
           }
           wgmma_issue<false, true>(mma_dkv, tKrdS, thr_dkv.partition_fragment_B(sQt), tKrdK);
