@@ -81,9 +81,10 @@ __device__ __forceinline__ int fresh_thread_in_warpgroup() {
 // lane l addresses row l % 8 of matrix l / 8, whose chunk (2 j + (l / 16)) ^ (l % 8) is the lane's base
 // chunk XOR-ed with 2 j. Only where the warpgroup saw the step: the dQ GEMM skips a half no query sees.
 template <class T, class TdS32>
-__device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot, int wg, const TdS32& ds32) {
+__device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot, int wg, const TdS32& ds32,
+                                           int tid) {
   if constexpr (T::kFusedDq) {
-    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    const int warp = tid / 32, lane = tid % 32;
     const int key = warp * 16 + (lane / 8 % 2) * 8 + lane % 8;
     const uint32_t base = smem_u32(ss.fdq.ds[slot][wg]) + key * 128 +
                           (((lane / 16) ^ (lane % 8)) << 4);
@@ -100,9 +101,9 @@ __device__ __forceinline__ void store_ds_t(BwdSharedStorageSm90<T>& ss, int slot
 // step's stores, waits until it has read the staging buffer (issued a step earlier: normally done). No
 // barrier between warps. Two halves so that the step's dS^T stores and these share one fence.
 template <class T, class TdQ>
-__device__ __forceinline__ void stage_dq(BwdSharedStorageSm90<T>& ss, int wg, const TdQ& dq) {
+__device__ __forceinline__ void stage_dq(BwdSharedStorageSm90<T>& ss, int wg, const TdQ& dq, int tid) {
   if constexpr (T::kFusedDq) {
-    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    const int warp = tid / 32, lane = tid % 32;
     float* stage = ss.fdq.dq_stage[wg * 4 + warp];
     if (lane == 0) bulk_wait_read_all();
     __syncwarp();
@@ -115,9 +116,9 @@ __device__ __forceinline__ void stage_dq(BwdSharedStorageSm90<T>& ss, int wg, co
 // reduction into half tile `half` of the accumulator (in units of kDqHalfFloats).
 template <class T>
 __device__ __forceinline__ void issue_dq_reduction(const BackwardParamsSm90& fp, BwdSharedStorageSm90<T>& ss, int wg,
-                                                   int half) {
+                                                   int half, int tid) {
   if constexpr (T::kFusedDq) {
-    const int tid = fresh_thread_in_warpgroup(), warp = tid / 32, lane = tid % 32;
+    const int warp = tid / 32, lane = tid % 32;
     float* half_tile = fp.dq_accum + int64_t(half) * kDqHalfFloats;
     __syncwarp();
     if (lane == 0) {
@@ -193,7 +194,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
   // The previous step's dQ GEMM and its staging; the caller fences and issues the reduction (fdq_half >= 0).
   // In a step it is issued right behind dK += dS^T Q, so that its wait drains both (its operands are shared
   // memory only; its accumulator takes S^T's dead registers).
-  [[maybe_unused]] auto fused_dq_previous_step = [&]() {
+  [[maybe_unused]] auto fused_dq_previous_step = [&](int tid_now) {
     if constexpr (T::kFusedDq) {
       const uint32_t n = (fdq >> 3) - 1, slot = n & 1u, halves = (fdq >> 1) & 3u;
       mbar_wait(&ss.fdq_bar.ds_full[slot], (n >> 1) & 1u);  // the slot's (n / 2)-th fill
@@ -210,7 +211,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
       warpgroup_wait<0>();
       warpgroup_fence_operand(tQrdQ);
       mbar_arrive(&ss.fdq_bar.ds_empty[slot]);  // this thread's share of the GEMM's reads is done
-      if (fdq_half >= 0) stage_dq<T>(ss, wg, tQrdQ);
+      if (fdq_half >= 0) stage_dq<T>(ss, wg, tQrdQ, tid_now);
     }
   };
 
@@ -334,8 +335,12 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
         // Fused dQ: the previous step's dQ GEMM behind dK's, drained by the same wait, and staged (its
         // accumulator lives inside fused_dq_previous_step only: no value of it merges with another path)
         [[maybe_unused]] const bool dq_now = T::kFusedDq && meta.vis != 0u && (fdq & 1u);
+        // the thread index for the fused-dQ stores below, read here so that its latency passes under the
+        // GEMM wait (read at each store, three S2R a step each held up the address arithmetic after it: ~3%
+        // of the fused KV kernel's stall samples, ncu session 23); one register across the wait
+        [[maybe_unused]] const int tid_now = T::kFusedDq ? fresh_thread_in_warpgroup() : 0;
         if (dq_now) {
-          fused_dq_previous_step();
+          fused_dq_previous_step(tid_now);
         } else {
           warpgroup_wait<0>();
         }
@@ -353,13 +358,13 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             if (n >= 2) mbar_wait(&ss.fdq_bar.ds_empty[slot], ((n >> 1) - 1) & 1u);
             // after dK's wait: PTX leaves reading a wgmma's A registers while it runs undefined (session 15's
             // v3b / v4 stored them under the dK GEMM; measured fine, not relied on)
-            if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32);
+            if (seen) store_ds_t<T>(ss, slot, wg, tKrdS32, tid_now);
             // one proxy fence covers both stores: this step's dS^T (read by the other warpgroup's wgmma) and
             // the previous step's dQ staged above (read by the bulk copy)
             const bool add = dq_now && fdq_half >= 0;
             fence_proxy_async_shared();  // generic-proxy stores, read by the async proxy
             mbar_arrive(&ss.fdq_bar.ds_full[slot]);
-            if (add) issue_dq_reduction<T>(fp, ss, wg, fdq_half);
+            if (add) issue_dq_reduction<T>(fp, ss, wg, fdq_half, tid_now);
             // the step's accumulator half tile and key halves, as the producer derived them (a step with no
             // query of the sequence, which the walk does not emit, adds nothing: a guard)
             fdq_half = meta.dq_half0 >= 0 ? meta.dq_half0 + wg : -1;
@@ -379,10 +384,11 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
     // the unit's last fused step: its dQ reads K, which the release below lets the producer overwrite
     if constexpr (T::kFusedDq) {
       if (fdq & 1u) {
-        fused_dq_previous_step();
+        const int tid_now = fresh_thread_in_warpgroup();
+        fused_dq_previous_step(tid_now);
         if (fdq_half >= 0) {
           fence_proxy_async_shared();
-          issue_dq_reduction<T>(fp, ss, wg, fdq_half);
+          issue_dq_reduction<T>(fp, ss, wg, fdq_half, tid_now);
         }
         fdq &= ~1u;
       }
