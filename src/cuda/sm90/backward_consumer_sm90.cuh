@@ -308,16 +308,14 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           // spilled in its step loop: it reads them after the wait)
           constexpr bool kDsumEarly = T::kFusedDq;
           float2 dsv[8];
-          if constexpr (kDsumEarly) {
+          auto load_dsum = [&]() {
             CUTE_UNROLL
             for (int t = 0; t < 8; ++t) dsv[t] = *reinterpret_cast<const float2*>(sd + 8 * t + 2 * (lane % 4));
-          }
+          };
+          if constexpr (kDsumEarly) load_dsum();
           warpgroup_wait<1>();
           warpgroup_fence_operand(tSrdP);
-          if constexpr (!kDsumEarly) {
-            CUTE_UNROLL
-            for (int t = 0; t < 8; ++t) dsv[t] = *reinterpret_cast<const float2*>(sd + 8 * t + 2 * (lane % 4));
-          }
+          if constexpr (!kDsumEarly) load_dsum();
           // dS^T = P^T (dP^T - dsum), from the fp32 P^T still in S^T's registers (as the portable path does).
           // From the 16-bit P (the value dV uses) it took ~60 more instructions per step and warp to unpack it
           // (PRMT / IMAD: the step loop 464 -> 412 static instructions at D = 128, 421 -> 357 at D = 64)
