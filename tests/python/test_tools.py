@@ -1,7 +1,7 @@
 """The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
 benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output and their clock-paired comparison
 (bench/gpu_forward.paired) on fake timings, and the KV kernel's schedule models (tools/kv_schedule_l2_model.py,
-tools/sm80_kv_grid_model.py)."""
+tools/sm80_kv_grid_model.py), and the GPU timeline analysis of tools/step_gaps.py on synthetic kernel intervals."""
 import json
 import pathlib
 import subprocess
@@ -142,3 +142,20 @@ def test_bench_paired_alternates_the_order_and_takes_the_median_ratio(monkeypatc
     assert e["peer_over_ours_median"] == pytest.approx(1.075)  # ratios 1.0, 1.05, 1.1, 1.2
     assert e["peer_over_ours_range"] == pytest.approx([1.0, 1.2])
     assert e["rounds"][0]["ours_clock"] == {"sm_clock_mhz": 1500.0}
+
+
+def test_step_gaps_analyse_merges_overlaps_and_reports_the_gaps():
+    pytest.importorskip("torch")
+    import step_gaps
+
+    # kernels (start us, end us, name): a and b overlap, then idle 8 us before c, c and d touch, idle 9 before e
+    iv = [(0, 10, "a"), (5, 12, "b"), (20, 30, "c"), (30, 31, "d"), (40, 41, "e")]
+    r = step_gaps.analyse(iv, iters=1)
+    assert r["span_ms_per_step"] == pytest.approx(0.041)
+    assert r["busy_ms_per_step"] == pytest.approx(0.024)  # 12 + 11 + 1 us
+    assert r["idle_fraction"] == pytest.approx(17 / 41)
+    assert r["gaps_over_5us"] == 2
+    assert [(g["us"], g["after"], g["before"]) for g in r["largest_gaps"]] == [(9, "d", "e"), (8, "b", "c")]
+    # two steps: the figures are per step
+    r2 = step_gaps.analyse(iv, iters=2)
+    assert r2["busy_ms_per_step"] == pytest.approx(0.012) and r2["gaps_over_5us"] == 1
