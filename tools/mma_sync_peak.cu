@@ -1,7 +1,8 @@
 // The tensor-core ceiling of the portable path's instruction: mma.sync m16n8k16 bf16 -> fp32, issued back to
-// back from registers (no loads), every SM full. Issue 4 asks the portable (sm_80) kernels for 1.3x
-// FlexAttention's speed on the H100, where Flex's Triton kernels use wgmma; this number bounds what any
-// mma.sync kernel can reach there. Prints one JSON line.
+// back from registers (no loads) by 32 warps on every SM, in bursts of a few milliseconds (below the power
+// cap's reaction: an upper bound for a kernel that also loads its operands). Issue 4 asks the portable
+// (sm_80) kernels for 1.3x FlexAttention's speed on the H100; this bounds what any mma.sync kernel can
+// reach there. Prints one JSON line.
 //
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o /tmp/mma_sync_peak tools/mma_sync_peak.cu
 //   /tmp/mma_sync_peak [iterations]
@@ -24,7 +25,10 @@ constexpr int kChains = 8;  // independent accumulators a warp: enough to cover 
 
 __global__ void mma_sync_loop(int iterations, float* sink) {
   uint32_t a[4], b[2];
-  for (int i = 0; i < 4; ++i) a[i] = 0x3c003c00u ^ (threadIdx.x * 7u + i);  // bf16 values near 1
+  // finite bf16 pairs of small magnitude (0x3c00 is 2^-7 in bf16), the low bits varying with the lane; the
+  // same every iteration (constant operands draw less power than real data: one more reason this is an
+  // upper bound)
+  for (int i = 0; i < 4; ++i) a[i] = 0x3c003c00u ^ (threadIdx.x * 7u + i);
   for (int i = 0; i < 2; ++i) b[i] = 0x3c003c00u ^ (threadIdx.x * 3u + i);
   float c[kChains][4] = {};
   for (int it = 0; it < iterations; ++it) {

@@ -7,21 +7,20 @@ the clock explains shows up here as gaps.
     python3 tools/step_gaps.py --cases 32768:32,131072:32 [--iters 5] [--out step_gaps.json]
 
 Same shapes as the bench (B = 1, H = 32, D = 128, bf16, causal, block 64, local 16, bhsd storage passed as
-[B, S, H, D] views); also prints the step's do_bench median beside the kernels' busy time per step.
+[B, S, H, D] views); also prints the step's time as the bench measures it (bench/gpu_forward.do_bench:
+heated, triton do_bench median, with the SM clock and power it ran at) beside the kernels' busy time.
 """
 import argparse
 import json
+import pathlib
 import sys
 import time
 
-import torch
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
-
-import s2attn
-
 
 def step_fn(S, V, H=32, D=128, block=64, local=16):
+    import torch
+
+    import s2attn
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     q, k, v, dout = (torch.randn(1, H, S, D, device=dev, dtype=torch.bfloat16, generator=g) for _ in range(4))
@@ -40,6 +39,7 @@ def step_fn(S, V, H=32, D=128, block=64, local=16):
 
 def kernel_intervals(prof):
     """(start_us, end_us, name) of every GPU kernel / memset / memcpy the profiler saw, sorted by start."""
+    from torch.autograd import DeviceType
     out = []
     for e in prof.events():
         if getattr(e, "device_type", None) != DeviceType.CUDA:
@@ -52,7 +52,12 @@ def kernel_intervals(prof):
 
 
 def analyse(iv, iters, top=8):
-    busy, gaps = 0.0, []
+    """Busy time (the union of the intervals), span (first start to last end) and the idle gaps between the
+    union's pieces, per step (iters steps in iv)."""
+    if not iv:
+        return dict(span_ms_per_step=0.0, busy_ms_per_step=0.0, idle_fraction=0.0, gaps_over_5us=0.0,
+                    largest_gaps=[])
+    busy, gaps, end = 0.0, [], max(e for _, e, _ in iv)
     cur_s, cur_e, last_name = iv[0][0], iv[0][1], iv[0][2]
     for s, e, name in iv[1:]:
         if s > cur_e:  # an idle stretch between the union's pieces
@@ -64,7 +69,7 @@ def analyse(iv, iters, top=8):
         if e >= cur_e:
             last_name = name
     busy += cur_e - cur_s
-    span = iv[-1][1] - iv[0][0]
+    span = end - iv[0][0]
     gaps.sort(reverse=True)
     return dict(span_ms_per_step=span / 1e3 / iters, busy_ms_per_step=busy / 1e3 / iters,
                 idle_fraction=(span - busy) / span, gaps_over_5us=sum(1 for g in gaps if g[0] > 5) / iters,
@@ -77,14 +82,19 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--out", default="step_gaps.json")
     a = ap.parse_args()
-    from triton.testing import do_bench
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
+    import gpu_forward  # the bench's timing: heated, median, clock sampled
+
     report = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, command=" ".join(sys.argv), cases=[])
     for case in a.cases.split(","):
         S, V = (int(x) for x in case.split(":"))
         step = step_fn(S, V)
         step()
         torch.cuda.synchronize()
-        ms = do_bench(step, warmup=25, rep=200)
+        ms = gpu_forward.do_bench(step)
+        clock = gpu_forward.do_bench.last_clock
         # the host's own time to enqueue a step (no synchronisation inside): a step whose enqueue outlasts its
         # GPU time leaves the GPU waiting for the host
         torch.cuda.synchronize()
@@ -97,7 +107,7 @@ def main():
             for _ in range(a.iters):
                 step()
             torch.cuda.synchronize()
-        r = dict(S=S, V=V, do_bench_ms=ms, host_enqueue_ms_per_step=host_ms,
+        r = dict(S=S, V=V, do_bench_ms=ms, do_bench_clock=clock, host_enqueue_ms_per_step=host_ms,
                  **analyse(kernel_intervals(prof), a.iters))
         report["cases"].append(r)
         print(f"S={S} V={V}: do_bench {ms:.3f} ms; host enqueue {host_ms:.3f} ms a step; profiled step span "

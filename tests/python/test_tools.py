@@ -145,8 +145,7 @@ def test_bench_paired_alternates_the_order_and_takes_the_median_ratio(monkeypatc
 
 
 def test_step_gaps_analyse_merges_overlaps_and_reports_the_gaps():
-    pytest.importorskip("torch")
-    import step_gaps
+    import step_gaps  # (torch and s2attn are imported inside its GPU functions only)
 
     # kernels (start us, end us, name): a and b overlap, then idle 8 us before c, c and d touch, idle 9 before e
     iv = [(0, 10, "a"), (5, 12, "b"), (20, 30, "c"), (30, 31, "d"), (40, 41, "e")]
@@ -159,3 +158,9 @@ def test_step_gaps_analyse_merges_overlaps_and_reports_the_gaps():
     # two steps: the figures are per step
     r2 = step_gaps.analyse(iv, iters=2)
     assert r2["busy_ms_per_step"] == pytest.approx(0.012) and r2["gaps_over_5us"] == 1
+    # a kernel nested inside an earlier, longer one ends the span with the longer one, not with itself
+    nested = [(0, 50, "long"), (10, 20, "short")]
+    r3 = step_gaps.analyse(nested, iters=1)
+    assert r3["span_ms_per_step"] == pytest.approx(0.050) and r3["busy_ms_per_step"] == pytest.approx(0.050)
+    assert r3["idle_fraction"] == 0 and r3["largest_gaps"] == []
+    assert step_gaps.analyse([], iters=1)["busy_ms_per_step"] == 0
