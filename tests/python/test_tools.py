@@ -1,7 +1,8 @@
 """The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
-benchmarks' clock sampling (bench/gpu_clock.py) on canned nvidia-smi output and their clock-paired comparison
-(bench/gpu_forward.paired) on fake timings, and the KV kernel's schedule models (tools/kv_schedule_l2_model.py,
-tools/sm80_kv_grid_model.py), and the GPU timeline analysis of tools/step_gaps.py on synthetic kernel intervals."""
+benchmarks' clock sampling (bench/gpu_clock.py: clock, power, temperature, clock event reasons) on canned
+nvidia-smi output and their clock-paired comparison (bench/gpu_forward.paired) on fake timings, the KV
+kernel's schedule models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py), and the GPU timeline
+analysis of tools/step_gaps.py on synthetic kernel intervals."""
 import json
 import pathlib
 import subprocess
@@ -77,6 +78,17 @@ def test_clock_samples_parse_and_summarize():
     assert gpu_clock.summarize([]) == {}
     assert gpu_clock.label(gpu_clock.summarize(samples)) == "1755 MHz "
     assert gpu_clock.label({}) == ""
+
+
+def test_clock_samples_with_temperature_and_event_reasons():
+    # clock, power, temperature, clock event reasons (hex): power cap (0x4), SW thermal (0x20), none
+    text = "1605, 628.1, 84, 0x0000000000000020\n1590, 699.0, 85, 0x0000000000000024\n1980, 300.2, 70, 0x0\n1600, 6"
+    samples = gpu_clock.parse_samples(text, fields=4)
+    assert samples == [(1605.0, 628.1, 84.0, 0x20), (1590.0, 699.0, 85.0, 0x24), (1980.0, 300.2, 70.0, 0)]
+    summary = gpu_clock.summarize(samples)
+    assert summary == dict(sm_clock_mhz=1605.0, power_w=628.1, samples=3, temp_c=84.0, power_capped=0.333,
+                           thermal=0.667, hw_slowdown=0.0)
+    assert gpu_clock.label(summary) == "1605 MHz 84 C thermal "
 
 
 def test_clock_monitor_without_nvidia_smi_is_empty(monkeypatch):
