@@ -246,6 +246,11 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           // The rows' lse2 (this thread's 16 query columns) and the unit's geometry are read while S^T runs:
           // read after its wait, the first exp2's operands waited on the shared loads (~5% of the fused KV
           // kernel's stall samples at 32k / 128k V32 on those FFMAs, ncu session 23).
+          // this thread's 16 query columns (8 t + 2 (lane % 4) + c) of a stage's per-row statistic
+          auto load_row_stats = [&](const float* rows, float2 (&v)[8]) {
+            CUTE_UNROLL
+            for (int t = 0; t < 8; ++t) v[t] = *reinterpret_cast<const float2*>(rows + 8 * t + 2 * (lane % 4));
+          };
           float2 l2[8];
           if constexpr (kSdPTogether) {
             // dP^T runs under P^T's exp2
@@ -255,8 +260,7 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
             // S^T first, alone (measured faster at D = 64)
             wgmma_issue<true, false>(mma_sdp, tSrK_step, thr_sdp.partition_fragment_B(sQ), tSrS);
           }
-          CUTE_UNROLL
-          for (int t = 0; t < 8; ++t) l2[t] = *reinterpret_cast<const float2*>(sl + 8 * t + 2 * (lane % 4));
+          load_row_stats(sl, l2);
           const int k0w = unit.k0 + wg * unit.k_half;  // this warpgroup's first key
           const int len_k = unit.len_k;
           const bool full = k0w + T::kWgKeys <= len_k && (!causal || k0w + T::kWgKeys - 1 <= meta.p0);
@@ -308,14 +312,10 @@ __device__ __forceinline__ void run_bwd_consumer(const BackwardParamsSm90& fp, B
           // spilled in its step loop: it reads them after the wait)
           constexpr bool kDsumEarly = T::kFusedDq;
           float2 dsv[8];
-          auto load_dsum = [&]() {
-            CUTE_UNROLL
-            for (int t = 0; t < 8; ++t) dsv[t] = *reinterpret_cast<const float2*>(sd + 8 * t + 2 * (lane % 4));
-          };
-          if constexpr (kDsumEarly) load_dsum();
+          if constexpr (kDsumEarly) load_row_stats(sd, dsv);
           warpgroup_wait<1>();
           warpgroup_fence_operand(tSrdP);
-          if constexpr (!kDsumEarly) load_dsum();
+          if constexpr (!kDsumEarly) load_row_stats(sd, dsv);
           // dS^T = P^T (dP^T - dsum), from the fp32 P^T still in S^T's registers (as the portable path does).
           // From the 16-bit P (the value dV uses) it took ~60 more instructions per step and warp to unpack it
           // (PRMT / IMAD: the step loop 464 -> 412 static instructions at D = 128, 421 -> 357 at D = 64)
