@@ -41,6 +41,28 @@ def dense_tflops(B, H, S, D, ms, mode):
     return FACTOR[mode] * 4.0 * B * H * S * S * D / 2.0 / (ms * 1e-3) / 1e12
 
 
+def s2attn_steps(qs, ks, vs, gs, pattern, configs=((False, "auto"),)):
+    """s2attn's timed calls on one shape: (grads, bwd, step). step(det, backend) is the forward returning the
+    LSE, then the backward (the fwd+bwd rows); bwd(det, backend) the backward alone. Outputs, gradients and a
+    workspace per (deterministic, backend) in `configs` are allocated here, once, so that the calls allocate
+    nothing; grads holds the latest call's gradients."""
+    out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
+    grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
+    ws = {}  # workspace per (deterministic, backend), sized by the library
+    for det, backend in configs:
+        n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det, backend=backend)
+        ws[det, backend] = torch.empty(n, dtype=torch.uint8, device=qs.device)
+
+    def bwd(det=False, backend="auto"):
+        s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern, deterministic=det, dq=grads[0],
+                                  dk=grads[1], dv=grads[2], workspace=ws[det, backend], backend=backend)
+
+    def step(det=False, backend="auto"):
+        s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True, backend=backend)
+        bwd(det, backend)
+    return grads, bwd, step
+
+
 def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
     """fwd+bwd of the paper's Triton library (dkernel) on the same pattern, when importable (see
     gpu_forward.dkernel_row); it reads the [B, H, S, D] storage with seq_dim=2."""
@@ -134,21 +156,9 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
                    else s2attn.local_stride(H, BS, L, V, causal=True, num_kv_heads=Hkv))
         density = 1.0 if dense else float(pattern.density(S))
         sfx = "_dense" if dense else ""
-        out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
-        grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
-        ws = {}  # workspace per (deterministic, backend), sized by the library
         # the portable path runs the S2 patterns only (below)
-        for det, backend in ((False, "auto"), (True, "auto")) + (() if dense else ((False, "cuda_sm80"),)):
-            n = s2attn.backward_workspace_size(qs, ks, vs, pattern, deterministic=det, backend=backend)
-            ws[det, backend] = torch.empty(n, dtype=torch.uint8, device=dev)
-
-        def s2_bwd(det=False, backend="auto"):
-            s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern, deterministic=det, dq=grads[0],
-                                      dk=grads[1], dv=grads[2], workspace=ws[det, backend], backend=backend)
-
-        def s2_step(det=False, backend="auto"):
-            s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True, backend=backend)
-            s2_bwd(det, backend)
+        configs = ((False, "auto"), (True, "auto")) + (() if dense else ((False, "cuda_sm80"),))
+        grads, s2_bwd, s2_step = s2attn_steps(qs, ks, vs, gs, pattern, configs)
 
         # "s2attn": the automatic backend (the Hopper kernels on an H100 where they have a variant);
         # "s2attn_sm80": the portable path forced, on the same tensors

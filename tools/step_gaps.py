@@ -1,8 +1,8 @@
-"""Whether the GPU idles inside the bench's training step (forward, then backward: `bench/gpu_backward.py`'s
-s2_step) and where: the step's kernels on the GPU timeline (torch.profiler), their busy time (the union of
-the kernels' intervals) against the span from the first kernel's start to the last one's end, and the
-largest gaps with the kernels on either side. A step whose wall time exceeds its kernels' sum by more than
-the clock explains shows up here as gaps.
+"""Whether the GPU idles inside the bench's training step (forward, then backward: the same calls as
+`bench/gpu_backward.s2attn_steps`) and where: the step's kernels on the GPU timeline (torch.profiler), their
+busy time (the union of the kernels' intervals) against the span from the first kernel's start to the last
+one's end, and the largest gaps with the kernels on either side. A step whose wall time exceeds its kernels'
+sum by more than the clock explains shows up here as gaps.
 
     python3 tools/step_gaps.py --cases 32768:32,131072:32 [--iters 5] [--out step_gaps.json]
 
@@ -18,23 +18,17 @@ import time
 
 
 def step_fn(S, V, H=32, D=128, block=64, local=16):
+    """The bench's fwd+bwd step on fresh random operands (bench/gpu_backward.s2attn_steps)."""
     import torch
 
+    import gpu_backward  # bench/ (main puts it on the path)
     import s2attn
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     q, k, v, dout = (torch.randn(1, H, S, D, device=dev, dtype=torch.bfloat16, generator=g) for _ in range(4))
     qs, ks, vs, gs = (x.transpose(1, 2) for x in (q, k, v, dout))
     pattern = s2attn.local_stride(H, block, local, V, causal=True, num_kv_heads=H)
-    out, lse = s2attn.attention(qs, ks, vs, pattern, return_lse=True)
-    grads = s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern)
-    ws = torch.empty(s2attn.backward_workspace_size(qs, ks, vs, pattern), dtype=torch.uint8, device=dev)
-
-    def step():
-        s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True)
-        s2attn.attention_backward(gs, qs, ks, vs, out, lse, pattern, dq=grads[0], dk=grads[1], dv=grads[2],
-                                  workspace=ws)
-    return step
+    return gpu_backward.s2attn_steps(qs, ks, vs, gs, pattern)[2]
 
 
 def kernel_intervals(prof):
