@@ -10,7 +10,8 @@ D=64, block 128). Timing: triton.testing.do_bench, median, after 500 ms of untim
                                   [--strides ..]
 
 Rows: fwd+bwd (the forward returning lse, then the backward; the peers through autograd) and, for s2attn,
-bwd alone and the deterministic mode (on sm_90 at D = 128: fused dQ by default, the ordered kernels in
+fwd+bwd on [B, S, H, D] storage as well as on the peers' [B, H, S, D] one (the note says which), bwd alone and
+the deterministic mode (on sm_90 at D = 128: fused dQ by default, the ordered kernels in
 deterministic mode, so the two rows compare them). The
 dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN. Dense-equivalent TFLOP/s counts the causal dense FLOPs, 4 * B * H *
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
@@ -148,6 +149,9 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
             errors.append(f"flex import/compile S={S}: {e}")
 
     qs, ks, vs, gs = (x.detach().transpose(1, 2) for x in (q, k, v, dout))  # [B, S, H, D] views
+    # the same tensors in [B, S, H, D] storage (Megatron's sbhd at B = 1; the forward bench's bshd rows): the
+    # layout a training stack hands s2attn, timed beside the bhsd rows (the "bshd storage" fwd+bwd rows)
+    qb, kb, vb, gb = (x.contiguous() for x in (qs, ks, vs, gs))
     # V = 0: the dense causal pattern through s2attn (rows "*_dense"), against cuDNN above (issue 6: the dense
     # case at >= 1.0x cuDNN's fwd+bwd time); then the S2 patterns
     for V in [0] + list(strides):
@@ -166,6 +170,12 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
         add("s2attn" + sfx, V, "bwd", fwd.do_bench(s2_bwd), density, "bhsd storage, automatic backend")
         add("s2attn_deterministic" + sfx, V, "fwd+bwd", fwd.do_bench(lambda: s2_step(True)), density,
             "bhsd storage, automatic backend")
+        s2_step()  # bhsd's default-mode gradients again (the deterministic row left its own), to compare with
+        grads_b, bwd_b, step_b = s2attn_steps(qb, kb, vb, gb, pattern)
+        err_b = max(fwd.rel_err(a, b) for a, b in zip(grads_b, grads))
+        add("s2attn" + sfx, V, "fwd+bwd", fwd.do_bench(step_b), density,
+            f"bshd storage, automatic backend; grad rel err vs bhsd {err_b:.1e}")
+        del grads_b, bwd_b, step_b  # (the closures hold its outputs, gradients and workspace)
         if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
             if pairs is not None:  # issue 6's dense criterion against cuDNN, clock-paired (gpu_forward.paired)
                 def cudnn_step():
@@ -241,7 +251,7 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
                 errors.append(f"flex S={S} V={V}: {type(e).__name__}: {str(e)[:300]}")
                 print(f"  flex V={V}: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
         dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors)
-    del q, k, v, dout
+    del q, k, v, dout, qb, kb, vb, gb
     torch.cuda.empty_cache()
 
 
