@@ -92,6 +92,9 @@ def main():
     variants = ["base"] + sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "base")
     data = {v: load(root / v) for v in variants}
     passes = a.passes.split(",")
+    # the columns in full (the header has room for 10 characters of a name, and names often share a prefix)
+    for n, v in enumerate(variants[1:], 1):
+        print(f"# column {n}: {v}")
     head = f"{'shape':23} {'pass / kernel':34} {'base ms':>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
     print(head)
     base_rounds = data["base"]

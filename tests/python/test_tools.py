@@ -26,10 +26,11 @@ def write_profile(folder, ms_kv, ms_dq):
     (folder / "p_8192_8.json").write_text(json.dumps(rep))
 
 
-def compare(ab_dir):
+def compare(ab_dir, legend=False):
+    """The table's lines (legend=True: the '# column n: name' lines before it instead)."""
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "ab_compare.py"), str(ab_dir), "--kernels"],
                          capture_output=True, text=True, check=True)
-    return run.stdout.splitlines()
+    return [line for line in run.stdout.splitlines() if line.startswith("# column") == legend]
 
 
 def test_ab_compare_one_round(tmp_path):
@@ -40,6 +41,15 @@ def test_ab_compare_one_round(tmp_path):
     assert "backward" in lines[1] and "3.000" in lines[1] and "-6.7%" in lines[1]
     assert "kv_kernel" in lines[2] and "-10.0%" in lines[2]
     assert "dq_kernel" in lines[3] and "+0.0%" in lines[3]
+
+
+def test_ab_compare_names_each_column_in_full(tmp_path):
+    # the header cuts names to 10 characters: two patches with a common prefix need the legend
+    for v, ms in (("base", 2.0), ("probe-timing-bwd-a", 1.8), ("probe-timing-bwd-b", 2.2)):
+        write_profile(tmp_path / v, ms, 1.0)
+    assert compare(tmp_path, legend=True) == ["# column 1: probe-timing-bwd-a", "# column 2: probe-timing-bwd-b"]
+    backward = compare(tmp_path)[1]
+    assert backward.index("-6.7%") < backward.index("+6.7%")  # column 1 is a (2.8 ms), column 2 b (3.2)
 
 
 def test_ab_compare_rounds_take_the_median_of_same_round_ratios(tmp_path):
