@@ -17,6 +17,34 @@
 
 namespace s2attn::cuda {
 
+// The walk of unit w, as BackwardWalk reads it (StridedWalkGeometry): the q heads of its KV head's group over
+// the query blocks that see its key blocks j0 and j0 + jstride (block size 64; the second only when it holds
+// keys of the sequence) or its one block (128). k_half: keys between the two halves' first keys.
+// bs: the block size; group: q heads per KV head (the caller's, computed once).
+template <int kBlockN, bool kDescending>
+__device__ __forceinline__ void set_unit_walk_sm90(const AttentionBwdParams& p, const BwdWorkUnitSm90& w, int bs,
+                                                   int group, int k_half, bool varlen, StridedWalkGeometry& geo) {
+  const SeqGeometry& g = w.g;
+  geo.head0 = w.hk * group;
+  geo.group = group;
+  geo.k0 = w.k0;
+  geo.len_k = g.len_k;
+  geo.j0 = w.k0 / bs;
+  geo.jstride = w.jstride;
+  geo.descending = kDescending != w.reversed ? 1 : 0;
+  geo.fold_next = w.folds ? 1 : 0;
+  geo.nblocks = bs >= kBlockN ? 1 : (w.k0 + k_half < g.len_k ? 2 : 1);
+  geo.offset = g.offset;
+  geo.pos_lo = g.offset;
+  geo.pos_hi = g.offset + g.len_q;
+  geo.causal = p.pattern.causal != 0;
+  geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
+  geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
+  geo.bs_shift = __ffs(bs) - 1;
+  geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+  geo.row_base = varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q;
+}
+
 // kDescending: the query steps from the last to the first. A vertical key block is seen by every later query
 // block, so the CTAs on vertical tiles (pass 1 of the scheduler, started together) all read the same last
 // query blocks of their heads first and then move down in near lockstep: Q and dO come from L2 for all but
@@ -89,26 +117,7 @@ __device__ __forceinline__ void run_bwd_producer(const BackwardParamsSm90& fp, B
                       batch_coord);
         }
       // the walk's constants (the walk reads them through a pointer: shared memory, not registers)
-      StridedWalkGeometry& geo = ss.geo;
-      geo.head0 = w.hk * group;
-      geo.group = group;
-      geo.k0 = w.k0;
-      geo.len_k = g.len_k;
-      geo.j0 = w.k0 / bs;
-      geo.jstride = w.jstride;
-      geo.descending = kDescending != w.reversed ? 1 : 0;
-      geo.fold_next = w.folds ? 1 : 0;
-      // block size 64: blocks j0 and j0 + jstride, the second only when it holds keys of the sequence
-      geo.nblocks = bs >= T::kBlockN ? 1 : (w.k0 + k_half < g.len_k ? 2 : 1);
-      geo.offset = g.offset;
-      geo.pos_lo = g.offset;
-      geo.pos_hi = g.offset + g.len_q;
-      geo.causal = p.pattern.causal != 0;
-      geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
-      geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
-      geo.bs_shift = __ffs(bs) - 1;
-      geo.all_blocks = bs >= T::kBlockN ? 1u : (1u << (T::kBlockN / bs)) - 1;
-      geo.row_base = varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q;
+      set_unit_walk_sm90<T::kBlockN, kDescending>(p, w, bs, group, k_half, varlen, ss.geo);
     }
     __syncwarp();
     ++unit_count;
