@@ -199,7 +199,7 @@ __device__ __forceinline__ void backward_step(const typename T::Elem* sK, const 
 }
 
 // The walk geometry of the KV-kernel CTA of KV head hk whose key tile (kBlockN keys) starts at key k0 of
-// sequence b.
+// sequence b. The Hopper producer's set_unit_walk_sm90 sets the same fields in its own order (see there).
 template <int kBlockN>
 __device__ __forceinline__ void init_walk_geometry(WalkGeometry& geo, const AttentionBwdParams& params,
                                                    const SeqGeometry& g, int b, int hk, int k0) {

@@ -20,7 +20,9 @@ namespace s2attn::cuda {
 // The walk of unit w, as BackwardWalk reads it (StridedWalkGeometry): the q heads of its KV head's group over
 // the query blocks that see its key blocks j0 and j0 + jstride (block size 64; the second only when it holds
 // keys of the sequence) or its one block (128). k_half: keys between the two halves' first keys.
-// bs: the block size; group: q heads per KV head (the caller's, computed once).
+// bs: the block size; group: q heads per KV head (the caller's, computed once). The fields it shares with the
+// portable kernel's init_walk_geometry (backward_kernel_sm80.cuh) are set here again on purpose: calling that
+// one changed this producer's SASS (an extra store and division, other spill code; session 26).
 template <int kBlockN, bool kDescending>
 __device__ __forceinline__ void set_unit_walk_sm90(const AttentionBwdParams& p, const BwdWorkUnitSm90& w, int bs,
                                                    int group, int k_half, bool varlen, StridedWalkGeometry& geo) {
