@@ -19,6 +19,18 @@ from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_ref
 
 
 def run(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic=False, local=2, stride=3, D=128):
+    try:
+        return run_case(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic, local, stride, D)
+    except s2attn.UnsupportedError as e:
+        # a reduced build (S2ATTN_SM90_VARIANTS) lacks this case's kernels ("not built", or the forward's "has no
+        # forward kernel for this dtype / head dim"): skipped, said, not failed
+        if "not built" not in str(e) and "has no forward kernel" not in str(e):
+            raise
+        print(f"{name}: skipped ({e})")
+        return True
+
+
+def run_case(name, lens_q, lens_k, H, Hkv, bs, causal, dtype, gen, deterministic, local, stride, D):
     p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
     q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     kw = dict(backend="cuda_sm90")
