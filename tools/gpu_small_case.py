@@ -92,6 +92,19 @@ def hopper_missing(label):
     return why
 
 
+def unless_not_built(name, case, *args, **kwargs):
+    """case(*args, **kwargs), or True with a note where a reduced build (S2ATTN_SM90_VARIANTS) lacks the case's
+    Hopper kernels (the backward's "variant is not built", the forward's "has no forward kernel"): skipped and
+    said, not failed, so that the cases after it still run under the sanitizers."""
+    try:
+        return case(*args, **kwargs)
+    except s2attn.UnsupportedError as e:
+        if "not built" not in str(e) and "has no forward kernel" not in str(e):
+            raise
+        print(f"{name}: skipped ({e})")
+        return True
+
+
 def check(name, out, ref):
     assert not torch.isnan(out).any(), f"{name}: NaN in the output"
     err = ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()

@@ -14,10 +14,14 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_reference  # noqa: E402
+from gpu_small_case import DEV, check, hopper_missing, packed_inputs, packed_reference, unless_not_built  # noqa: E402
 
 
 def run(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local=2, stride=3):
+    return unless_not_built(name, run_case, name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local, stride)
+
+
+def run_case(name, lens_q, lens_k, H, Hkv, D, bs, causal, dtype, gen, local, stride):
     p = s2attn.local_stride(H, bs, local, stride, causal=causal, num_kv_heads=Hkv)
     q, k, v, cu_q, cu_k = packed_inputs(lens_q, lens_k, H, Hkv, D, dtype, gen)
     if len(lens_q) == 1:  # dense batch of one
