@@ -199,26 +199,15 @@ __device__ __forceinline__ void backward_step(const typename T::Elem* sK, const 
 }
 
 // The walk geometry of the KV-kernel CTA of KV head hk whose key tile (kBlockN keys) starts at key k0 of
-// sequence b. The Hopper producer's set_unit_walk_sm90 sets the same fields in its own order (see there).
+// sequence b.
 template <int kBlockN>
 __device__ __forceinline__ void init_walk_geometry(WalkGeometry& geo, const AttentionBwdParams& params,
                                                    const SeqGeometry& g, int b, int hk, int k0) {
   const int bs = params.pattern.block_size;
   const int group = params.num_heads / params.num_kv_heads;
-  geo.head0 = hk * group;
-  geo.group = group;
-  geo.k0 = k0;
-  geo.len_k = g.len_k;
-  geo.j0 = k0 / bs;
+  set_walk_tile(geo, hk * group, group, k0, g.len_k, bs);
   geo.nblocks = bs >= kBlockN ? 1 : min(kBlockN / bs, (g.len_k - k0 + bs - 1) / bs);
-  geo.offset = g.offset;
-  geo.pos_lo = g.offset;
-  geo.pos_hi = g.offset + g.len_q;
-  geo.causal = params.pattern.causal != 0;
-  geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
-  geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
-  geo.bs_shift = __ffs(bs) - 1;
-  geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+  set_walk_rows<kBlockN>(geo, g, bs, params.pattern.causal != 0);
   geo.row_base = params.cu_seqlens_q != nullptr ? g.q_begin : int64_t(b) * params.seqlen_q;
 }
 

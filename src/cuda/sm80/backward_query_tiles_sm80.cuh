@@ -12,6 +12,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "cuda/common/numeric.cuh"       // floor_div
+#include "cuda/common/seq_geometry.cuh"  // SeqGeometry
 #include "cuda/sm80/key_tiles_sm80.cuh"
 #include "s2attn/pattern_rules.h"
 
@@ -134,6 +136,29 @@ struct StridedWalkGeometry : WalkGeometry {
   int descending;  // this unit's walk direction (kDirFromGeo walks)
   int fold_next;   // the unit is the first of a folded pair: its CTA takes the second next (the producer's)
 };
+// The walk fields that the KV head, the tile's first key, the sequence and the pattern decide alone, the same
+// in every KV kernel (the portable kernel's init_walk_geometry, the Hopper producer's set_unit_walk_sm90),
+// which set their tile's blocks between the two calls and the workspace row base after them. Two calls in
+// this order: one call with the blocks set after it gave both kernels other SASS (instruction order, and 16
+// instructions fewer in the Hopper producer); so split, their SASS is unchanged (cuobjdump -sass, compared).
+__device__ __forceinline__ void set_walk_tile(WalkGeometry& geo, int head0, int group, int k0, int len_k, int bs) {
+  geo.head0 = head0;
+  geo.group = group;
+  geo.k0 = k0;
+  geo.len_k = len_k;
+  geo.j0 = k0 / bs;
+}
+template <int kBlockN>
+__device__ __forceinline__ void set_walk_rows(WalkGeometry& geo, const SeqGeometry& g, int bs, bool causal) {
+  geo.offset = g.offset;
+  geo.pos_lo = g.offset;
+  geo.pos_hi = g.offset + g.len_q;
+  geo.causal = causal ? 1 : 0;
+  geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
+  geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
+  geo.bs_shift = __ffs(bs) - 1;
+  geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+}
 __device__ __forceinline__ int block_stride(const WalkGeometry&) { return 1; }
 __device__ __forceinline__ int block_stride(const StridedWalkGeometry& g) { return g.jstride; }
 

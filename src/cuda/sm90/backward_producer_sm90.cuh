@@ -20,30 +20,17 @@ namespace s2attn::cuda {
 // The walk of unit w, as BackwardWalk reads it (StridedWalkGeometry): the q heads of its KV head's group over
 // the query blocks that see its key blocks j0 and j0 + jstride (block size 64; the second only when it holds
 // keys of the sequence) or its one block (128). k_half: keys between the two halves' first keys.
-// bs: the block size; group: q heads per KV head (the caller's, computed once). The fields it shares with the
-// portable kernel's init_walk_geometry (backward_kernel_sm80.cuh) are set here again on purpose: calling that
-// one changed this producer's SASS (an extra store and division, other spill code; session 26).
+// bs: the block size; group: q heads per KV head (the caller's, computed once).
 template <int kBlockN, bool kDescending>
 __device__ __forceinline__ void set_unit_walk_sm90(const AttentionBwdParams& p, const BwdWorkUnitSm90& w, int bs,
                                                    int group, int k_half, bool varlen, StridedWalkGeometry& geo) {
   const SeqGeometry& g = w.g;
-  geo.head0 = w.hk * group;
-  geo.group = group;
-  geo.k0 = w.k0;
-  geo.len_k = g.len_k;
-  geo.j0 = w.k0 / bs;
+  set_walk_tile(geo, w.hk * group, group, w.k0, g.len_k, bs);
   geo.jstride = w.jstride;
   geo.descending = kDescending != w.reversed ? 1 : 0;
   geo.fold_next = w.folds ? 1 : 0;
   geo.nblocks = bs >= kBlockN ? 1 : (w.k0 + k_half < g.len_k ? 2 : 1);
-  geo.offset = g.offset;
-  geo.pos_lo = g.offset;
-  geo.pos_hi = g.offset + g.len_q;
-  geo.causal = p.pattern.causal != 0;
-  geo.q_lo = g.len_q > 0 ? max(floor_div(geo.pos_lo, bs), 0) : 0;  // blocks before position 0 see nothing
-  geo.q_end = g.len_q > 0 ? floor_div(geo.pos_hi - 1, bs) + 1 : 0;
-  geo.bs_shift = __ffs(bs) - 1;
-  geo.all_blocks = bs >= kBlockN ? 1u : (1u << (kBlockN / bs)) - 1;
+  set_walk_rows<kBlockN>(geo, g, bs, p.pattern.causal != 0);
   geo.row_base = varlen ? g.q_begin : int64_t(w.b) * p.seqlen_q;
 }
 
