@@ -8,13 +8,15 @@ per case, in microseconds from the first stamp kernel:
   rows       rows, split range and Q issued (median CTA, from its entry)
   first      the first K/V tile landed (median CTA, from its entry)
   stream     the tile loop, first tile to past the last (median CTA), its iterations (tiles scored + 1),
-             and the time thread 0 spent waiting at their tops (its cp.async / mbarrier wait and the barrier)
+             and, within it, the time thread 0 spent waiting at the tops of the iterations after the first
+             (its cp.async / mbarrier wait and the barrier)
   epilogue   past the last tile to outputs stored (median CTA)
   decode end the last decode CTA's end
   combine    entry / after griddepcontrol.wait / end of the combine CTAs (first / last)
   after      the second stamp kernel
 
-beside the call's graph-replayed time (back-to-back replays, as bench/gpu_decode.py's graph_ms).
+beside the call's graph-replayed time (back-to-back replays, as bench/gpu_decode.py's graph_ms) and the
+timer's step (the smallest non-zero difference between two stamps of a replay: below it, 0 means "less").
 
     python3 tools/decode_timeline.py [--cases 1x8192,...] [--V 8] [--page 16] [--reps 20] [--out F.json]
 """
@@ -81,6 +83,8 @@ def one_replay(ws_area, stamps):
         sms=len({x[7] for x in ran}),
         after=us(t1),
     )
+    stamps_ns = sorted({int(v) for x in ran for v in x[:5] if v})
+    r["timer_step_ns"] = min((b - a for a, b in zip(stamps_ns, stamps_ns[1:])), default=0)
     crow = [x for x in com.tolist() if x[0] != 0]
     if crow:
         r.update(combine_entry=[us(x[0]) for x in crow], combine_go=[us(x[1]) for x in crow],
@@ -135,7 +139,8 @@ def main():
                    entry_first=over(min, "entry"), entry_median=over(med, "entry"), entry_last=over(max, "entry"),
                    rows=over(med, "rows"), first_tile=over(med, "first"), stream=over(med, "stream"),
                    iterations=over(med, "iterations"), wait=over(med, "wait"), epilogue=over(med, "epilogue"),
-                   decode_end=over(lambda x: x, "decode_end"), after=over(lambda x: x, "after"))
+                   decode_end=over(lambda x: x, "decode_end"), after=over(lambda x: x, "after"),
+                   timer_step_ns=min(r["timer_step_ns"] for r in reps))
         if n_combine:
             row.update(combine_entry_first=over(min, "combine_entry"), combine_go_first=over(min, "combine_go"),
                        combine_go_last=over(max, "combine_go"), combine_end_last=over(max, "combine_end"))
@@ -147,7 +152,7 @@ def main():
               f"{row['epilogue']:.1f}; decode end {row['decode_end']:.1f}"
               + (f"; combine entry {row['combine_entry_first']:.1f}, go {row['combine_go_first']:.1f} / "
                  f"{row['combine_go_last']:.1f}, end {row['combine_end_last']:.1f}" if n_combine else "")
-              + f"; after {row['after']:.1f}", flush=True)
+              + f"; after {row['after']:.1f}; timer step {row['timer_step_ns']} ns", flush=True)
         del kp, vp
         torch.cuda.empty_cache()
     with open(a.out, "w") as f:
