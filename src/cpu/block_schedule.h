@@ -36,20 +36,27 @@ struct SeqBlocks {
   int32_t keys(int32_t j) const { return std::min(bs, len_k - j * bs); }
 };
 
-inline SeqBlocks seq_blocks(const AttentionParams& p, int32_t b) {
+// The geometry of a sequence whose rows start at q_begin and keys at k_begin in the operands (the derived
+// block counts set here, once for the contiguous and the paged calls).
+inline SeqBlocks make_seq_blocks(int64_t q_begin, int64_t k_begin, int32_t len_q, int32_t len_k, int64_t offset,
+                                 int32_t bs) {
   SeqBlocks s;
-  s.q_begin = p.q_begin(b);
-  s.k_begin = p.k_begin(b);
-  s.len_q = p.len_q(b);
-  s.len_k = p.len_k(b);
-  s.offset = p.offset_q(b);
-  s.bs = p.pattern.block_size;
+  s.q_begin = q_begin;
+  s.k_begin = k_begin;
+  s.len_q = len_q;
+  s.len_k = len_k;
+  s.offset = offset;
+  s.bs = bs;
   s.nk = (s.len_k + s.bs - 1) / s.bs;
   if (s.len_q > 0) {
     s.q_first = static_cast<int32_t>(floor_div(s.offset, s.bs));
     s.q_end = static_cast<int32_t>(floor_div(s.offset + s.len_q - 1, s.bs)) + 1;
   }
   return s;
+}
+
+inline SeqBlocks seq_blocks(const AttentionParams& p, int32_t b) {
+  return make_seq_blocks(p.q_begin(b), p.k_begin(b), p.len_q(b), p.len_k(b), p.offset_q(b), p.pattern.block_size);
 }
 
 // First block of `it` that is >= lo (it.end() if none); continue with it.next(). Analytic rules jump

@@ -20,19 +20,8 @@ namespace {
 
 // Sequence b of a paged call as the CPU kernels' block geometry: keys are the context_lens[b] cached tokens.
 SeqBlocks paged_seq_blocks(const PagedParams& p, int32_t b) {
-  SeqBlocks s;
-  s.q_begin = p.q_begin(b);
-  s.k_begin = 0;
-  s.len_q = p.len_q(b);
-  s.len_k = p.context_lens[b];
-  s.offset = int64_t(s.len_k) - s.len_q;
-  s.bs = p.pattern.block_size;
-  s.nk = (s.len_k + s.bs - 1) / s.bs;
-  if (s.len_q > 0) {
-    s.q_first = static_cast<int32_t>(floor_div(s.offset, s.bs));
-    s.q_end = static_cast<int32_t>(floor_div(s.offset + s.len_q - 1, s.bs)) + 1;
-  }
-  return s;
+  const int32_t len_q = p.len_q(b), len_k = p.context_lens[b];
+  return make_seq_blocks(p.q_begin(b), 0, len_q, len_k, int64_t(len_k) - len_q, p.pattern.block_size);
 }
 
 // Rows [0, n) of key tokens t0 .. t0 + n - 1 of (sequence b, KV head hk) into kb (ld D) and vb (ld Dp),

@@ -4,11 +4,14 @@
 #include <vector>
 
 #include "check.h"
+#include "expect_invalid.h"
 #include "s2attn/s2attn.h"
 
 using namespace s2attn;
 
 namespace {
+
+using s2test::expect_invalid;
 
 struct Buffers {
   int B = 2, S = 40, H = 4, Hkv = 2, D = 32;
@@ -35,18 +38,6 @@ Pattern pattern(int H = 4, int Hkv = 2) {
   a.local_blocks = 2;
   a.vert_stride = 2;
   return Pattern::local_stride(a);
-}
-
-// Runs `fn`, expects InvalidArgument (or a subclass) naming `argument`.
-template <typename Fn>
-void expect_invalid(const std::string& argument, Fn fn) {
-  try {
-    fn();
-    CHECK_MSG(false, "no error for argument '%s'", argument.c_str());
-  } catch (const InvalidArgument& e) {
-    CHECK_MSG(e.argument() == argument, "argument '%s' expected, error says '%s' (%s)", argument.c_str(),
-              e.argument().c_str(), e.what());
-  }
 }
 
 }  // namespace

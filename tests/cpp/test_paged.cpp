@@ -9,12 +9,15 @@
 #include <vector>
 
 #include "check.h"
+#include "expect_invalid.h"
 #include "inference/split_ranges.h"
 #include "s2attn/s2attn.h"
 
 using namespace s2attn;
 
 namespace {
+
+using s2test::expect_invalid;
 
 // A small paged cache: B sequences, pages shuffled, H q heads over Hkv KV heads.
 struct Cache {
@@ -77,17 +80,6 @@ Pattern pattern(int H = 4, int Hkv = 2, int bs = 16) {
   a.local_blocks = 2;
   a.vert_stride = 3;
   return Pattern::local_stride(a);
-}
-
-template <typename Fn>
-void expect_invalid(const std::string& argument, Fn fn) {
-  try {
-    fn();
-    CHECK_MSG(false, "no error for argument '%s'", argument.c_str());
-  } catch (const InvalidArgument& e) {
-    CHECK_MSG(e.argument() == argument, "argument '%s' expected, error says '%s' (%s)", argument.c_str(),
-              e.argument().c_str(), e.what());
-  }
 }
 
 float max_abs_diff(const float* a, const float* b, size_t n) {
