@@ -36,4 +36,21 @@ __device__ __forceinline__ Elem* seq_rows(Elem* base, const SeqStrides& s, int b
   return base + b * s.batch + begin * s.seq + head * s.head;
 }
 
+// A sequence-major unit scheduler (the Hopper forward's and backward's) moved to the sequence that holds unit
+// u (u must not decrease between calls): `s` has b (-1 before the first call), base (the sequence's first
+// unit), units (its unit count) and load(fp) (units and geometry of sequence b). False past the last one.
+template <class Scheduler, class Params>
+__device__ __forceinline__ bool seek_sequence_of_unit(Scheduler& s, const Params& fp, int u, int batch) {
+  if (s.b < 0) {
+    s.b = 0;
+    s.load(fp);
+  }
+  while (u >= s.base + s.units) {
+    s.base += s.units;
+    if (++s.b >= batch) return false;
+    s.load(fp);
+  }
+  return true;
+}
+
 }  // namespace s2attn::cuda

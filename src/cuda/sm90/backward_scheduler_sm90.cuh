@@ -114,15 +114,7 @@ struct BwdTileSchedulerSm90 {
   // of the folded pair u (only after part 0 of the same u said w.folds).
   __device__ __forceinline__ bool get(const BackwardParamsSm90& fp, int u, int part, BwdWorkUnitSm90& w) {
     const AttentionBwdParams& p = fp.p;
-    if (b < 0) {
-      b = 0;
-      load(fp);
-    }
-    while (u >= base + units) {
-      base += units;
-      if (++b >= p.batch) return false;
-      load(fp);
-    }
+    if (!seek_sequence_of_unit(*this, fp, u, p.batch)) return false;
     const PatternRules& pr = p.pattern;
     const int bs = pr.block_size;
     const int hkv = p.num_kv_heads;

@@ -71,15 +71,7 @@ struct TileSchedulerSm90 {
   // Unit u (u must not decrease between calls); false when u is past the last unit.
   __device__ __forceinline__ bool get(const ForwardParamsSm90& fp, int u, WorkUnitSm90& w) {
     const AttentionParams& p = fp.p;
-    if (b < 0) {
-      b = 0;
-      load(fp);
-    }
-    while (u >= base + units) {
-      base += units;
-      if (++b >= p.batch) return false;
-      load(fp);
-    }
+    if (!seek_sequence_of_unit(*this, fp, u, p.batch)) return false;
     const int v = u - base;
     const int hg = fp.head_group;
     const int group_units = hg * tiles;
