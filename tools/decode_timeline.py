@@ -133,7 +133,7 @@ def main():
         # per field: the median over replays of the per-replay statistic
         def over(f, key):
             return med([f(r[key]) for r in reps if key in r])
-        n_combine = over(len, "combine_entry") if any("combine_entry" in r for r in reps) else 0
+        combined = any("combine_entry" in r for r in reps)  # split-KV: the combine kernel ran
         row = dict(batch=B, context=ctx, splits=splits, decode_ctas=over(lambda x: x, "ctas"), graph_us=graph_us,
                    sms=over(lambda x: x, "sms"),
                    entry_first=over(min, "entry"), entry_median=over(med, "entry"), entry_last=over(max, "entry"),
@@ -141,17 +141,17 @@ def main():
                    iterations=over(med, "iterations"), wait=over(med, "wait"), epilogue=over(med, "epilogue"),
                    decode_end=over(lambda x: x, "decode_end"), after=over(lambda x: x, "after"),
                    timer_step_ns=min(r["timer_step_ns"] for r in reps))
-        if n_combine:
+        if combined:
             row.update(combine_entry_first=over(min, "combine_entry"), combine_go_first=over(min, "combine_go"),
                        combine_go_last=over(max, "combine_go"), combine_end_last=over(max, "combine_end"))
         report["cases"].append(row)
-        print(f"{B} x {ctx}: {splits} splits, {row['decode_ctas']:.0f} decode CTAs on {row['sms']:.0f} SMs; graph {graph_us:.1f} us "
-              f"a call; from the first stamp kernel (us): entry {row['entry_first']:.1f} / {row['entry_median']:.1f} / "
-              f"{row['entry_last']:.1f}; median CTA: rows +{row['rows']:.1f}, first tile +{row['first_tile']:.1f}, "
-              f"stream {row['stream']:.1f} ({row['iterations']:.0f} loop iterations, waiting {row['wait']:.1f}), epilogue "
-              f"{row['epilogue']:.1f}; decode end {row['decode_end']:.1f}"
+        print(f"{B} x {ctx}: {splits} splits, {row['decode_ctas']:.0f} decode CTAs on {row['sms']:.0f} SMs; "
+              f"graph {graph_us:.1f} us a call; from the first stamp kernel (us): entry {row['entry_first']:.1f} / "
+              f"{row['entry_median']:.1f} / {row['entry_last']:.1f}; median CTA: rows +{row['rows']:.1f}, first tile "
+              f"+{row['first_tile']:.1f}, stream {row['stream']:.1f} ({row['iterations']:.0f} loop iterations, "
+              f"waiting {row['wait']:.1f}), epilogue {row['epilogue']:.1f}; decode end {row['decode_end']:.1f}"
               + (f"; combine entry {row['combine_entry_first']:.1f}, go {row['combine_go_first']:.1f} / "
-                 f"{row['combine_go_last']:.1f}, end {row['combine_end_last']:.1f}" if n_combine else "")
+                 f"{row['combine_go_last']:.1f}, end {row['combine_end_last']:.1f}" if combined else "")
               + f"; after {row['after']:.1f}; timer step {row['timer_step_ns']} ns", flush=True)
         del kp, vp
         torch.cuda.empty_cache()
