@@ -17,12 +17,15 @@ dense causal pattern runs through s2attn too (V = 0, rows *_dense), beside cuDNN
 S^2 * D / 2 for the forward, x 3.5 for fwd+bwd (DESIGN.md section 4) and x 2.5 for bwd alone; effective
 TFLOP/s = dense-equivalent x block density (visible blocks / causal block triangle; 1 for dense peers).
 "paired": in alternating rounds (gpu_forward.paired), s2attn's dense fwd+bwd time against cuDNN's, and the
-portable path's fwd+bwd against FlexAttention's at each S2 shape where Flex runs.
+portable path's fwd+bwd against FlexAttention's at each S2 shape where Flex runs, and the automatic backend's
+fwd+bwd on bhsd against bshd storage at each S2 shape (each storage's median over the rounds, as effective
+TFLOP/s: the single rows of the two run a minute apart, after different rows).
 """
 import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -62,6 +65,23 @@ def s2attn_steps(qs, ks, vs, gs, pattern, configs=((False, "auto"),)):
         s2attn.attention(qs, ks, vs, pattern, out=out, lse=lse, return_lse=True, backend=backend)
         bwd(det, backend)
     return grads, bwd, step
+
+
+def storage_pair(S, V, bhsd_step, bshd_step, effective):
+    """The same fwd+bwd step on bhsd and on bshd storage in alternating rounds (gpu_forward.paired). The two
+    rows above run a minute apart, after different rows: at 128k V32 they differed by 10% in three runs
+    (session 30) while the kernels take the same cycles under Nsight Compute and the same time in a fresh
+    process (bench/results/layout_128k_v32_h100_2026-12-08_s30.txt). Each storage's median over the rounds,
+    as effective TFLOP/s (`effective`: ms -> TFLOP/s), goes into the entry and the log."""
+    entry = fwd.paired(f"fwd+bwd V={V} s2attn bhsd (ours) vs bshd storage (peer)", S, bhsd_step, bshd_step)
+    for storage, key in (("bhsd", "ours"), ("bshd", "peer")):
+        ms = statistics.median(t[key] for t in entry["rounds"])
+        entry[f"{storage}_median_ms"] = ms
+        entry[f"{storage}_effective_tflops"] = effective(ms)
+    print(f"  storages, alternating rounds, S={S} V={V}: bhsd {entry['bhsd_median_ms']:.3f} ms "
+          f"({entry['bhsd_effective_tflops']:.1f} effective TFLOP/s), bshd {entry['bshd_median_ms']:.3f} ms "
+          f"({entry['bshd_effective_tflops']:.1f})", flush=True)
+    return entry
 
 
 def dkernel_row(cfg, S, V, q, k, v, dout, grads, density, add, errors):
@@ -175,6 +195,9 @@ def bench_shape(cfg, S, strides, rows, errors, flex_on, pairs=None):
         err_b = max(fwd.rel_err(a, b) for a, b in zip(grads_b, grads))
         add("s2attn" + sfx, V, "fwd+bwd", fwd.do_bench(step_b), density,
             f"bshd storage, automatic backend; grad rel err vs bhsd {err_b:.1e}")
+        if pairs is not None and not dense:
+            pairs.append(storage_pair(S, V, s2_step, step_b,
+                                      lambda ms: dense_tflops(B, H, S, D, ms, "fwd+bwd") * density))
         del grads_b, bwd_b, step_b  # (the closures hold its outputs, gradients and workspace)
         if dense:  # the peers' dense rows are above; the portable path and dkernel run the S2 patterns only
             if pairs is not None:  # issue 6's dense criterion against cuDNN, clock-paired (gpu_forward.paired)
