@@ -5,7 +5,8 @@ that far, replays the call from a CUDA graph between two stamp kernels (Triton, 
 per case, in microseconds from the first stamp kernel:
 
   entry      the decode CTAs' first instruction (first / median / last CTA)
-  rows       rows, split range and Q issued (median CTA, from its entry)
+  rows       rows, split range and Q issued (median CTA, from its entry), in four parts: setup (entry to
+             the rows), context (the context length's load), search (the split range), Q (the Q copies issued)
   first      the first K/V tile landed (median CTA, from its entry)
   stream     the tile loop, first tile to past the last (median CTA), its iterations (tiles scored + 1),
              and, within it, the time thread 0 spent waiting at the tops of the iterations after the first
@@ -35,7 +36,7 @@ from gpu_decode import graph_bench  # noqa: E402  (the decode benchmark's graph 
 from model.timing import capture_graph  # noqa: E402
 from profile_decode import BS, H, HKV, L, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
-DECODE_CTAS, DECODE_FIELDS, COMBINE_CTAS, COMBINE_FIELDS = 8192, 8, 65536, 4  # paged_timeline.cuh
+DECODE_CTAS, DECODE_FIELDS, COMBINE_CTAS, COMBINE_FIELDS = 8192, 12, 65536, 4  # paged_timeline.cuh
 AREA = 256 + DECODE_CTAS * DECODE_FIELDS * 8 + COMBINE_CTAS * COMBINE_FIELDS * 8
 
 
@@ -73,6 +74,10 @@ def one_replay(ws_area, stamps):
     r = dict(
         entry=[us(x[0]) for x in ran],
         rows=[(x[1] - x[0]) / 1e3 for x in ran],
+        setup=[(x[8] - x[0]) / 1e3 for x in ran if x[8]],
+        ctx_load=[(x[9] - x[8]) / 1e3 for x in ran if x[8] and x[9]],
+        search=[(x[11] - x[9]) / 1e3 for x in ran if x[9] and x[11]],
+        q_issue=[(x[1] - x[11]) / 1e3 for x in ran if x[11]],
         first=[(x[2] - x[0]) / 1e3 for x in ran if x[2]],
         stream=[(x[3] - x[2]) / 1e3 for x in ran if x[2] and x[3]],
         ctas=len(ran),
@@ -137,7 +142,9 @@ def main():
         row = dict(batch=B, context=ctx, splits=splits, decode_ctas=over(lambda x: x, "ctas"), graph_us=graph_us,
                    sms=over(lambda x: x, "sms"),
                    entry_first=over(min, "entry"), entry_median=over(med, "entry"), entry_last=over(max, "entry"),
-                   rows=over(med, "rows"), first_tile=over(med, "first"), stream=over(med, "stream"),
+                   rows=over(med, "rows"), setup=over(med, "setup"), ctx_load=over(med, "ctx_load"),
+                   search=over(med, "search"), q_issue=over(med, "q_issue"),
+                   first_tile=over(med, "first"), stream=over(med, "stream"),
                    iterations=over(med, "iterations"), wait=over(med, "wait"), epilogue=over(med, "epilogue"),
                    decode_end=over(lambda x: x, "decode_end"), after=over(lambda x: x, "after"),
                    timer_step_ns=min(r["timer_step_ns"] for r in reps))
@@ -147,7 +154,9 @@ def main():
         report["cases"].append(row)
         print(f"{B} x {ctx}: {splits} splits, {row['decode_ctas']:.0f} decode CTAs on {row['sms']:.0f} SMs; "
               f"graph {graph_us:.1f} us a call; from the first stamp kernel (us): entry {row['entry_first']:.1f} / "
-              f"{row['entry_median']:.1f} / {row['entry_last']:.1f}; median CTA: rows +{row['rows']:.1f}, first tile "
+              f"{row['entry_median']:.1f} / {row['entry_last']:.1f}; median CTA: rows +{row['rows']:.1f} (setup "
+              f"{row['setup']:.1f}, context {row['ctx_load']:.1f}, search {row['search']:.1f}, "
+              f"Q {row['q_issue']:.1f}), first tile "
               f"+{row['first_tile']:.1f}, stream {row['stream']:.1f} ({row['iterations']:.0f} loop iterations, "
               f"waiting {row['wait']:.1f}), epilogue {row['epilogue']:.1f}; decode end {row['decode_end']:.1f}"
               + (f"; combine entry {row['combine_entry_first']:.1f}, go {row['combine_go_first']:.1f} / "
