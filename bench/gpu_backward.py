@@ -72,15 +72,16 @@ def storage_pair(S, V, bhsd_step, bshd_step, effective):
     rows above run a minute apart, after different rows: at 128k V32 they differed by 10% in three runs
     (session 30) while the kernels take the same cycles under Nsight Compute and the same time in a fresh
     process (bench/results/layout_128k_v32_h100_2026-12-08_s30.txt). Each storage's median over the rounds,
-    as effective TFLOP/s (`effective`: ms -> TFLOP/s), goes into the entry and the log."""
+    as effective TFLOP/s (`effective`: ms -> TFLOP/s), goes into the entry, its note (the summary's paired
+    line) and the log."""
     entry = fwd.paired(f"fwd+bwd V={V} s2attn bhsd (ours) vs bshd storage (peer)", S, bhsd_step, bshd_step)
     for storage, key in (("bhsd", "ours"), ("bshd", "peer")):
         ms = statistics.median(t[key] for t in entry["rounds"])
         entry[f"{storage}_median_ms"] = ms
         entry[f"{storage}_effective_tflops"] = effective(ms)
-    print(f"  storages, alternating rounds, S={S} V={V}: bhsd {entry['bhsd_median_ms']:.3f} ms "
-          f"({entry['bhsd_effective_tflops']:.1f} effective TFLOP/s), bshd {entry['bshd_median_ms']:.3f} ms "
-          f"({entry['bshd_effective_tflops']:.1f})", flush=True)
+    entry["note"] = (f"bhsd {entry['bhsd_median_ms']:.3f} ms ({entry['bhsd_effective_tflops']:.1f} effective "
+                     f"TFLOP/s), bshd {entry['bshd_median_ms']:.3f} ms ({entry['bshd_effective_tflops']:.1f})")
+    print(f"  storages, alternating rounds, S={S} V={V}: {entry['note']}", flush=True)
     return entry
 
 

@@ -386,10 +386,9 @@ def write_report(path, meta, rows, errors, pairs=()):
         print(f"{r['impl']:<{w}}{mode}{r['S']:>{7 if with_mode else 8}}{r['V'] or '-':>4}{r['ms']:>10.3f}"
               f"{r['dense_equiv_tflops']:>10.1f}{r['effective_tflops']:>10.1f}{sp:>8}  {r['note']}")
     for pr in pairs:
-        storages = "".join(f"; {st} {pr[st + '_effective_tflops']:.1f} effective TFLOP/s" for st in ("bhsd", "bshd")
-                           if st + "_effective_tflops" in pr)  # gpu_backward.storage_pair's entries
+        note = f"; {pr['note']}" if pr.get("note") else ""  # what the entry's maker adds (storage_pair)
         print(f"paired: {pr['what']} S={pr['S']}: peer / ours time {pr['peer_over_ours_median']:.3f} "
-              f"[{pr['peer_over_ours_range'][0]:.3f}, {pr['peer_over_ours_range'][1]:.3f}]{storages}")
+              f"[{pr['peer_over_ours_range'][0]:.3f}, {pr['peer_over_ours_range'][1]:.3f}]{note}")
     if errors:
         print("\nerrors:\n  " + "\n  ".join(errors))
     print(f"\nwrote {path}")
