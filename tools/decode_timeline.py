@@ -71,19 +71,18 @@ def one_replay(ws_area, stamps):
     if not ran:
         raise SystemExit("no decode CTA wrote a stamp: is this the probe build "
                          "(tools/pending/probe-paged-timeline.patch)?")
+    def span(a, b):  # us from stamp a to stamp b, over the CTAs that wrote both
+        return [(x[b] - x[a]) / 1e3 for x in ran if x[a] and x[b]]
+
     r = dict(
         entry=[us(x[0]) for x in ran],
         rows=[(x[1] - x[0]) / 1e3 for x in ran],
-        setup=[(x[8] - x[0]) / 1e3 for x in ran if x[8]],
-        ctx_load=[(x[9] - x[8]) / 1e3 for x in ran if x[8] and x[9]],
-        search=[(x[11] - x[9]) / 1e3 for x in ran if x[9] and x[11]],
-        q_issue=[(x[1] - x[11]) / 1e3 for x in ran if x[11]],
-        first=[(x[2] - x[0]) / 1e3 for x in ran if x[2]],
-        stream=[(x[3] - x[2]) / 1e3 for x in ran if x[2] and x[3]],
+        setup=span(0, 8), ctx_load=span(8, 9), search=span(9, 11), q_issue=span(11, 1),
+        first=span(0, 2), stream=span(2, 3),
         ctas=len(ran),
         iterations=[x[5] for x in ran],
         wait=[x[6] / 1e3 for x in ran],
-        epilogue=[(x[4] - x[3]) / 1e3 for x in ran if x[3] and x[4]],
+        epilogue=span(3, 4),
         decode_end=max(us(x[4]) for x in ran),
         sms=len({x[7] for x in ran}),
         after=us(t1),
