@@ -67,6 +67,8 @@ CASES = [
     # groups of 3 q heads, 3 KV heads: the kernels' index arithmetic off its power-of-two fast paths
     ("decode_groups_of_3", [700, 65, 1, 2100], 1, 16, 9, 3, 128, torch.bfloat16, "ls", 64, {}),
     ("spec_decode_groups_of_3", [300, 41], 3, 16, 6, 2, 64, torch.float16, "ls_het", 16, {}),
+    # fp32 CTAs hold 8 rows: a group of 20 q heads is 3 head chunks (8, 8, 4) of one KV head
+    ("decode_f32_three_head_chunks", [300, 41, 1], 1, 16, 20, 1, 64, torch.float32, "ls", 16, {}),
     ("decode_f32", [260, 31], 1, 64, 4, 4, 64, torch.float32, "ls_het", 32, {}),
     ("decode_long_v8", [16384 + 77], 1, 64, 8, 2, 128, torch.bfloat16, "v8", 64, {}),
     ("spec_decode_q4", [97, 300, 4, 2], 4, 16, 4, 2, 128, torch.bfloat16, "ls", 16, {}),
