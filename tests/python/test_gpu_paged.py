@@ -110,8 +110,8 @@ def run_case(c, gen, drop=False, num_splits=None, device=DEV):
     return out, lse, ro, rl, dtype, cache, p
 
 
-# 3 and 7 splits: on sm_90 a decode call with 2-8 splits may be merged in a thread-block cluster of that many
-# CTAs (no power of two among them), 16: the combine kernel
+# split counts that are not powers of two (3, 7: also cluster sizes for tools/pending/paged-decode-cluster.patch,
+# which merges 2-8 splits in a thread-block cluster on sm_90) and one past a cluster's 8 (16)
 @pytest.mark.parametrize("splits", [1, 3, 7, 16, None], ids=["nosplit", "split3", "split7", "split16", "auto"])
 @pytest.mark.parametrize("c", CASES, ids=[c[0] for c in CASES])
 def test_paged_cuda_matches_reference(c, splits, gen):
