@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Table of a `tools/gpu-ab` run's kernel times: each variant against base, per shape, pass and kernel.
 
-    python3 tools/ab_compare.py AB_DIR [--passes forward,backward] [--kernels]
+    python3 tools/ab_compare.py AB_DIR [--passes forward,backward] [--kernels] [--us]
 
 AB_DIR holds one folder per variant (base first), each with the p_*.json files that tools/profile_kernels.py
 wrote there. Prints, for every shape and pass, base's ms per call and each variant's change in percent; with
@@ -77,9 +77,11 @@ def cell(change):
     return text
 
 
-def table_line(label, ms, variants):
-    """label, base's median ms, then each variant's change; ms: {variant: {round: ms or None}}."""
-    return f"{label} {median_ms(ms['base']):9.3f}" + "".join(cell(change(ms["base"], ms[v])) for v in variants[1:])
+def table_line(label, ms, variants, scale=1.0):
+    """label, base's median ms (times `scale`: 1000 prints us), then each variant's change; ms: {variant:
+    {round: ms or None}}."""
+    return f"{label} {scale * median_ms(ms['base']):9.3f}" + "".join(
+        cell(change(ms["base"], ms[v])) for v in variants[1:])
 
 
 def main():
@@ -87,7 +89,9 @@ def main():
     ap.add_argument("ab_dir")
     ap.add_argument("--passes", default="forward,forward_sm80,backward,backward_sm80")
     ap.add_argument("--kernels", action="store_true")
+    ap.add_argument("--us", action="store_true", help="base times in microseconds (decode calls)")
     a = ap.parse_args()
+    scale = 1000.0 if a.us else 1.0
     root = pathlib.Path(a.ab_dir)
     variants = ["base"] + sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "base")
     data = {v: load(root / v) for v in variants}
@@ -95,7 +99,8 @@ def main():
     # the columns in full (the header has room for 10 characters of a name, and names often share a prefix)
     for n, v in enumerate(variants[1:], 1):
         print(f"# column {n}: {v}")
-    head = f"{'shape':23} {'pass / kernel':34} {'base ms':>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
+    unit = "base us" if a.us else "base ms"
+    head = f"{'shape':23} {'pass / kernel':34} {unit:>9}" + "".join(f" {v[:10]:>10}" for v in variants[1:])
     print(head)
     base_rounds = data["base"]
     shapes = sorted({sh for rd in base_rounds.values() for sh in rd})
@@ -106,14 +111,14 @@ def main():
             if all(x is None for x in rows["base"].values()):
                 continue
             totals = {v: {r: pass_ms(x) if x else None for r, x in rows[v].items()} for v in variants}
-            print(table_line(f"{shape:23} {p:34}", totals, variants))
+            print(table_line(f"{shape:23} {p:34}", totals, variants, scale))
             if not a.kernels:
                 continue
             first = next(x for x in rows["base"].values() if x)
             for r in first:
                 name = kernel_name(r["kernel"])
                 per = {v: {rd: kernel_ms(x, name) for rd, x in rows[v].items()} for v in variants}
-                print(table_line(f"{'':23}   {name[:32]:32}", per, variants))
+                print(table_line(f"{'':23}   {name[:32]:32}", per, variants, scale))
     return 0
 
 

@@ -4,7 +4,7 @@ p_*.json files (pass `decode`, one row: the call), so that `tools/gpu-ab` rounds
 like kernel A/Bs:
 
     python3 tools/decode_ab.py --out-dir DIR [--cases 1x8192,8x32768] [--V 8,16] [--page 16] [--iters 200]
-    python3 tools/ab_compare.py AB_DIR --passes decode
+    python3 tools/ab_compare.py AB_DIR --passes decode --us
 """
 import argparse
 import json
