@@ -1,4 +1,5 @@
-"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results, the
+"""The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results (kernels and
+decode calls), the
 benchmarks' clock sampling (bench/gpu_clock.py: clock, power, temperature, clock event reasons) on canned
 nvidia-smi output and their clock-paired comparison (bench/gpu_forward.paired) on fake timings, the KV
 kernel's schedule models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py), and the GPU timeline
@@ -41,6 +42,21 @@ def test_ab_compare_one_round(tmp_path):
     assert "backward" in lines[1] and "3.000" in lines[1] and "-6.7%" in lines[1]
     assert "kv_kernel" in lines[2] and "-10.0%" in lines[2]
     assert "dq_kernel" in lines[3] and "+0.0%" in lines[3]
+
+
+def test_ab_compare_decode_calls_in_microseconds(tmp_path):
+    # tools/decode_ab.py's files: pass "decode", the batch in the shape's layout; --us prints base in us
+    for v, ms in (("base", 0.0412), ("lean", 0.0371)):
+        folder = tmp_path / v
+        folder.mkdir()
+        rep = dict(shape=dict(D=128, S=131072, V=8, layout="B1", splits=33, page=16),
+                   passes={"decode": [dict(kernel="paged_decode_call(graph)", ms_per_call=ms)]})
+        (folder / "p_decode_b1_s131072_v8.json").write_text(json.dumps(rep))
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "ab_compare.py"), str(tmp_path), "--passes", "decode",
+                          "--us"], capture_output=True, text=True, check=True)
+    lines = [line for line in run.stdout.splitlines() if not line.startswith("# column")]
+    assert "base us" in lines[0]
+    assert lines[1].startswith("D128 S131072 V8 B1") and "41.200" in lines[1] and "-10.0%" in lines[1]
 
 
 def test_ab_compare_names_each_column_in_full(tmp_path):
