@@ -1,9 +1,8 @@
 """The GPU tools' CPU-side parts: tools/ab_compare.py's tables from synthetic tools/gpu-ab results (kernels and
-decode calls), the
-benchmarks' clock sampling (bench/gpu_clock.py: clock, power, temperature, clock event reasons) on canned
-nvidia-smi output and their clock-paired comparison (bench/gpu_forward.paired) on fake timings, the KV
-kernel's schedule models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py), and the GPU timeline
-analysis of tools/step_gaps.py on synthetic kernel intervals."""
+decode calls), the benchmarks' clock sampling (bench/gpu_clock.py: clock, power, temperature, clock event
+reasons) on canned nvidia-smi output and their clock-paired comparison (bench/gpu_forward.paired) on fake
+timings, the KV kernel's schedule models (tools/kv_schedule_l2_model.py, tools/sm80_kv_grid_model.py), and the
+GPU timeline analysis of tools/step_gaps.py on synthetic kernel intervals."""
 import json
 import pathlib
 import subprocess
