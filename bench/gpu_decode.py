@@ -43,6 +43,15 @@ def graph_bench(fn, iters=50):
     return Timer("cuda").per_call(capture_graph(fn, warmup=3).replay, iters)
 
 
+def graph_bench_splits(q, kp, vp, table, lens, p, out, splits, iters=50):
+    """graph_bench of one paged call at `splits` key splits, with the workspace that count needs (the tools
+    that time decode against the split count: tools/sweep_splits.py, decode_latency.py, decode_ab.py)."""
+    ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=splits)),
+                     dtype=torch.uint8, device=DEV)
+    return graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
+                                                      num_splits=splits), iters)
+
+
 def env():
     try:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

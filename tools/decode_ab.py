@@ -17,7 +17,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from gpu_decode import graph_bench  # noqa: E402  (the decode benchmark's CUDA-graph timing)
+from gpu_decode import graph_bench_splits  # noqa: E402  (the decode benchmark's CUDA-graph timing)
 from profile_decode import BS, D, H, HKV, L, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
@@ -37,10 +37,7 @@ def main():
         for V in (int(v) for v in a.V.split(",")):
             p = s2attn.local_stride(H, block_size=BS, local_blocks=L, vert_stride=V, num_kv_heads=HKV)
             splits = s2attn.paged_num_splits(q, kp, vp, table, lens, p)
-            ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=splits)),
-                             dtype=torch.uint8, device="cuda")
-            ms = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
-                                                            num_splits=splits), iters=a.iters)
+            ms = graph_bench_splits(q, kp, vp, table, lens, p, out, splits, iters=a.iters)
             # ab_compare's shape key is "D{D} S{S} V{V} {layout}": the batch goes in `layout`
             report = dict(gpu=torch.cuda.get_device_name(), command=" ".join(sys.argv),
                           shape=dict(D=D, S=ctx, V=V, layout=f"B{B}", splits=splits, page=a.page),

@@ -16,7 +16,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from gpu_decode import gathered, graph_bench, touched_tokens  # noqa: E402  (the decode benchmark's helpers)
+from gpu_decode import gathered, graph_bench, graph_bench_splits, touched_tokens  # noqa: E402  (the decode bench's)
 from profile_decode import BS, H, HKV, L, D, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
@@ -41,10 +41,7 @@ def main():
         auto = s2attn.paged_num_splits(q, kp, vp, table, lens, p)
         row = dict(context=ctx, splits=auto, bytes_touched=sum(touched_tokens(p, ctx)) * D * 2 * 2)
         for name, n in (("auto_us", auto), ("one_split_us", 1)):
-            ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=n)),
-                             dtype=torch.uint8, device=dev)
-            row[name] = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
-                                                                   num_splits=n)) * 1e3
+            row[name] = graph_bench_splits(q, kp, vp, table, lens, p, out, n) * 1e3
         kg, vg = gathered(kp, table, ctx), gathered(vp, table, ctx)
         qs = q.transpose(1, 2).contiguous()
         row["sdpa_us"] = graph_bench(lambda: torch.nn.functional.scaled_dot_product_attention(

@@ -14,7 +14,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from gpu_decode import graph_bench  # noqa: E402  (the decode benchmark's CUDA-graph timing)
+from gpu_decode import graph_bench_splits  # noqa: E402  (the decode benchmark's CUDA-graph timing)
 from profile_decode import BS, H, HKV, L, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
@@ -35,10 +35,7 @@ def main():
         auto = s2attn.paged_num_splits(q, kp, vp, table, lens, p)
         row = dict(batch=B, context=ctx, page=a.page, V=a.V, auto_splits=auto, ms={})
         for n in sorted({int(x) for x in a.splits.split(",")} | {auto}):
-            ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=n)),
-                             dtype=torch.uint8, device=dev)
-            row["ms"][n] = graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
-                                                                   num_splits=n))
+            row["ms"][n] = graph_bench_splits(q, kp, vp, table, lens, p, out, n)
         best = min(row["ms"], key=row["ms"].get)
         row["best_splits"] = best
         print(f"B={B} ctx={ctx}: auto {auto} {row['ms'][auto] * 1e3:.1f} us, best {best} {row['ms'][best] * 1e3:.1f} us |"
