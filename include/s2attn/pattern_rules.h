@@ -73,6 +73,15 @@ S2_HD int32_t pmod(int32_t a, int32_t m) {
   return r < 0 ? r + m : r;
 }
 S2_HD int32_t imin(int32_t a, int32_t b) { return a < b ? a : b; }
+// a / d for a >= 0 and d >= 1; on the GPU a shift when d is a power of two (KV heads, group sizes, block sizes
+// and the usual strides are): a division by a runtime value is ~20 dependent instructions there, and a paged
+// decode CTA chained ~20 of them before its first load (ncu, session 10).
+S2_HD int32_t div_nonneg(int32_t a, int32_t d) {
+#if defined(__CUDA_ARCH__)
+  if ((d & (d - 1)) == 0) return a >> (__ffs(d) - 1);
+#endif
+  return static_cast<int32_t>(static_cast<uint32_t>(a) / static_cast<uint32_t>(d));
+}
 S2_HD int32_t imax(int32_t a, int32_t b) { return a > b ? a : b; }
 
 // The head whose pattern query head `h` follows.

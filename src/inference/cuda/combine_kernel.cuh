@@ -32,25 +32,35 @@ __global__ void __launch_bounds__(kCombineThreads) paged_split_combine_kernel(co
   __shared__ float weight[kMaxPagedSplits];
   __shared__ float row_lse;
   __shared__ float4 part[kCombineThreads];
-  grid_dependency_wait();  // launched as the paged kernel's dependent (sm_90): its partials are complete
-  const int64_t row = blockIdx.x;
+  // Before the wait (nothing here reads the paged kernel's output; cu_seqlens_q was complete when the paged
+  // kernel, a plain launch, started): the row's sequence and position in 32-bit arithmetic (a 64-bit division
+  // is a call of ~70 instructions: the compiled kernel spent two of them, and a 64-bit address chain per load,
+  // before its first load of a partial) and split 0's addresses.
+  const int32_t row = blockIdx.x;  // total_q is a 32-bit count
   // varlen rows of no sequence (before the first one's start or past the last one's end): no split wrote
-  // them, and the single-split path leaves them untouched too
-  if (p.cu_seqlens_q && (row < p.cu_seqlens_q[0] || row >= p.cu_seqlens_q[p.batch])) return;
-  const int32_t b = p.cu_seqlens_q ? 0 : int32_t(row / p.q_len);
-  const int64_t s = p.cu_seqlens_q ? row : row % p.q_len;
+  // them, and the single-split path leaves them untouched too (they return after the wait: a dependent's
+  // completion must imply the paged kernel's, launch_kernel_overlapping)
+  const bool no_sequence = p.cu_seqlens_q && (row < p.cu_seqlens_q[0] || row >= p.cu_seqlens_q[p.batch]);
+  const int32_t b = p.cu_seqlens_q ? 0 : div_nonneg(row, p.q_len);
+  const int32_t s = p.cu_seqlens_q ? row : row - b * p.q_len;
   const int S = p.num_splits;
   const PagedWorkspace ws = PagedWorkspace::carve(p.workspace, S, p.total_q, p.num_heads, D);
   const int h = blockIdx.y;
   const int tid = threadIdx.x, grp = tid / kCols, col = tid % kCols;
-  auto at = [&](int i) { return (int64_t(i) * p.total_q + row) * p.num_heads + h; };
-  const float my_lse = tid < S ? ws.lse[at(tid)] : -INFINITY;
+  const int64_t split_rows = int64_t(p.total_q) * p.num_heads;  // (row, head) pairs of one split's partials
+  const int64_t row0 = int64_t(row) * p.num_heads + h;            // this (row, head) in split 0
+  const int64_t group_step = kGroups * split_rows * D;  // floats from one of this group's splits to the next
+  // split grp's partial row, this thread's float4 (the workspace's start when this group has no split)
+  const float* src = ws.out + (grp < S ? (row0 + grp * split_rows) * D + col * 4 : 0);
+  grid_dependency_wait();  // launched as the paged kernel's dependent (sm_90): its partials are complete
+  if (no_sequence) return;
+  const float my_lse = tid < S ? ws.lse[row0 + tid * split_rows] : -INFINITY;
   float4 part_out[kPerGroup];  // every split writes its rows (zeros where it saw nothing): all are readable
 #pragma unroll
   for (int k = 0; k < kPerGroup; ++k) {
-    const int i = grp + k * kGroups;
-    part_out[k] = i < S ? *reinterpret_cast<const float4*>(ws.out + at(i) * D + col * 4)
-                        : make_float4(0.f, 0.f, 0.f, 0.f);
+    const bool has = grp + k * kGroups < S;
+    part_out[k] = has ? *reinterpret_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (grp + (k + 1) * kGroups < S) src += group_step;  // never past the last split's row
   }
   if (tid < S) weight[tid] = my_lse;
   __syncthreads();

@@ -234,7 +234,8 @@ __global__ void __launch_bounds__(PagedDecodeTraits<T, D, ROWS>::kThreads)
           O = fmaf(oo[(gi * ROWS + rr) * D + d], w, O);
         }
       }
-      store_paged_output<T>(p, ws, c, split, row_base, c.h0 + g, c.r0 + qi, d, D, O, L, M);
+      const float out[1] = {O};
+      store_paged_output<T>(p, ws, c, split, row_base, c.h0 + g, c.r0 + qi, d, D, out, L, M);
     }
     __syncthreads();  // shared memory is reused by the next query tile
   }

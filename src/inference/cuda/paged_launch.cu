@@ -134,15 +134,17 @@ void launch_combine(const PagedParams& p) {
   }
 }
 
-// One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk,
-// split) x query-tile grid, then the split combine.
+// One launch of `kernel` (either paged kernel: same arguments) over the (sequence, KV head, head chunk) x
+// query-tile x split grid, then the split combine.
 template <class Kernel>
 void launch_paged(const PagedParams& p, Kernel* kernel, int threads, int smem_bytes, int rows, uint64_t* configured,
                   const PagedTmaMaps& maps) {
   const Geometry g = geometry(p, rows);
-  const int64_t ctas = int64_t(p.batch) * p.num_kv_heads * g.head_chunks * p.num_splits;
-  if (ctas > INT32_MAX) throw InvalidArgument("q", "fewer than 2^31 (sequence, KV head, split) work units");
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(std::min(g.q_tiles, 65535)));
+  const int64_t units = int64_t(p.batch) * p.num_kv_heads * g.head_chunks;
+  if (units > INT32_MAX) throw InvalidArgument("q", "fewer than 2^31 (sequence, KV head) work units");
+  // z: the split (cta_coords), outermost, so that the CTAs of one split are launched together
+  const dim3 grid(static_cast<unsigned>(units), static_cast<unsigned>(std::min(g.q_tiles, 65535)),
+                  static_cast<unsigned>(p.num_splits));
   launch_kernel(kernel, grid, threads, smem_bytes, static_cast<cudaStream_t>(p.stream), p.device, configured, p,
                 maps, g.heads_per_cta, g.rows_per_head, g.head_chunks, g.q_tiles);
   launch_combine(p);

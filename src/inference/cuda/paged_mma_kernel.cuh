@@ -92,7 +92,7 @@ struct PagedMmaTraits {
   static constexpr int kListLen = kThreads;  // one window of candidate blocks, one per thread
   static constexpr int kEntryOffset = kListOffset + (kListLen + kWarps) * 4;
   static constexpr int kPipeBytes = kEntryOffset + 2 * kThreads * 4;  // [2][thread] table entries
-  static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts)
+  static constexpr int kMergeStride = D + 4;  // floats per merge row (padded: fewer bank conflicts; 16-byte rows)
   static constexpr int kMergeBytes = kWarps * 16 * (kMergeStride + 2) * 4;
   static constexpr int kBarOffset = ((kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes) + 7) / 8 * 8;
   // (TMA: + 1024 bytes of slack, the base rounded up to the swizzle's 1024-byte period)
@@ -100,6 +100,7 @@ struct PagedMmaTraits {
       kTma ? kBarOffset + kStages * 8 + 1024 : (kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes);
   static_assert(kThreads % kChunks == 0 && kTileKeys % kRowsPerPass == 0, "copy passes");
   static_assert(kWarpKeys % 16 == 0, "a warp scores whole k16 steps of keys");
+  static_assert(D % 4 == 0 && kMergeStride % 4 == 0, "the merge reads 16-byte quads of its rows");
   static_assert(!kTma || (RT == 1 && !kLean && D % 64 == 0), "the TMA path: decode, 64-element halves");
   static_assert(!kTma || ((kQElems * sizeof(T)) % 1024 == 0 && (kTileElems * sizeof(T)) % 1024 == 0),
                 "the TMA path: every K / V tile starts on the 128-byte swizzle's 1024-byte period");
@@ -155,6 +156,9 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThread
   // waited for yet (drained before the shared memory is reused)
   uint64_t* sbar = reinterpret_cast<uint64_t*>(smem + Tr::kBarOffset);
   uint32_t bar_phase = 0, bar_pending = 0;
+  // first: the context length's load (cta_coords) is the head of the chain to the first K / V load; its
+  // latency passes behind the setup below
+  const CtaCoords k = cta_coords(p, heads_per_cta, head_chunks);
   if constexpr (kTma) {
     if (threadIdx.x == 0) {
       for (int s = 0; s < Tr::kStages; ++s) mbar_init(&sbar[s], Tr::kThreads);
@@ -169,11 +173,10 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThread
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rt = warp / Tr::kKeySplit;                    // this warp's row tile
   const int kw0 = (warp % Tr::kKeySplit) * Tr::kWarpKeys;  // and its keys within a tile
-  const CtaCoords k = cta_coords(p, heads_per_cta, head_chunks);
   const int32_t bs = p.pattern.block_size;
   const int32_t w = bs < Tr::kTileKeys ? bs : Tr::kTileKeys;  // keys of a slot
-  const int32_t slots = Tr::kTileKeys / w;
   const int wshift = __ffs(w) - 1;  // block sizes are powers of two
+  const int32_t slots = Tr::kTileKeys >> wshift;
   const int32_t ps = p.page_size;
   const bool ps_pow2 = (ps & (ps - 1)) == 0;  // the usual case: a shift, not a division, per key row
   const int pshift = __ffs(ps) - 1;
@@ -191,7 +194,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThread
     // Q: packed row rr = g * rows_per_head + qi (q head h0 + g, query row r0 + qi); dead rows zero.
     for (int idx = tid; idx < Tr::kRows * Tr::kChunks; idx += Tr::kThreads) {
       const int rr = idx / Tr::kChunks, ch = idx % Tr::kChunks;
-      const int g = rr / rows_per_head, qi = rr % rows_per_head;
+      const int g = div_nonneg(rr, rows_per_head), qi = rr - g * rows_per_head;
       const bool live = g < c.nh && qi < c.nq;
       const T* src = live ? static_cast<const T*>(p.q) + c.b * p.q_stride.batch +
                                 (p.q_begin(c.b) + c.r0 + qi) * p.q_stride.seq + (c.h0 + g) * p.q_stride.head + ch * 8
@@ -205,7 +208,7 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThread
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int rr = rt * 16 + hf * 8 + lane / 4;
-      const int g = rr / rows_per_head, qi = rr % rows_per_head;
+      const int g = div_nonneg(rr, rows_per_head), qi = rr - g * rows_per_head;
       const bool live = g < c.nh && qi < c.nq;
       pos[hf] = live ? pos0 + qi : -1;  // a dead row (and a row before the first key) sees nothing
       head[hf] = c.h0 + (live ? g : 0);
@@ -587,26 +590,33 @@ __global__ void __launch_bounds__(PagedMmaTraits<T, D, RT, kLean, kTma>::kThread
     const bool split_out = p.num_splits > 1;
     const PagedWorkspace ws =
         split_out ? PagedWorkspace::carve(p.workspace, p.num_splits, p.total_q, p.num_heads, D) : PagedWorkspace{};
-    // live rows only (decode: the group's 4 heads of the 16 packed rows; the loop over all rows spent 5% of
-    // a decode CTA's time skipping dead ones)
-    for (int idx = tid; idx < c.nh * c.nq * D; idx += Tr::kThreads) {
-      const int li = idx / D, d = idx % D;
-      const int g = li / c.nq, qi = li - g * c.nq;
+    // Live rows only (decode: the group's 4 heads of the 16 packed rows; the loop over all rows spent 5% of
+    // a decode CTA's time skipping dead ones), a thread per (row, 4 columns): the row's merge weights once
+    // per 4 outputs, 16-byte loads of the warps' partial rows, one 16-byte store into the workspace (decode:
+    // one pass of the CTA; per element, the merge and the division cost ~600 instructions a warp, ncu).
+    constexpr int kQuads = D / 4;
+    for (int idx = tid; idx < c.nh * c.nq * kQuads; idx += Tr::kThreads) {
+      const int li = idx / kQuads, d0 = (idx % kQuads) * 4;
+      const int g = div_nonneg(li, c.nq), qi = li - g * c.nq;
       const int rr = g * rows_per_head + qi;
       const int w0 = (rr / 16) * Tr::kKeySplit, lr = rr % 16;
       float M = -INFINITY;
 #pragma unroll
       for (int kp = 0; kp < Tr::kKeySplit; ++kp) M = fmaxf(M, mm[(w0 + kp) * 16 + lr]);
-      float L = 0.f, O = 0.f;
+      float L = 0.f, O[4] = {0.f, 0.f, 0.f, 0.f};
       if (M > -INFINITY) {
 #pragma unroll
         for (int kp = 0; kp < Tr::kKeySplit; ++kp) {
           const float f = fast_exp2(mm[(w0 + kp) * 16 + lr] - M);  // exp2(-inf) = 0 for empty states
           L = fmaf(ml[(w0 + kp) * 16 + lr], f, L);
-          O = fmaf(mo[((w0 + kp) * 16 + lr) * Tr::kMergeStride + d], f, O);
+          const float4 x = *reinterpret_cast<const float4*>(mo + ((w0 + kp) * 16 + lr) * Tr::kMergeStride + d0);
+          O[0] = fmaf(x.x, f, O[0]);
+          O[1] = fmaf(x.y, f, O[1]);
+          O[2] = fmaf(x.z, f, O[2]);
+          O[3] = fmaf(x.w, f, O[3]);
         }
       }
-      store_paged_output<T>(p, ws, c, k.split, row_base, c.h0 + g, c.r0 + qi, d, D, O, L, M);
+      store_paged_output<T, 4>(p, ws, c, k.split, row_base, c.h0 + g, c.r0 + qi, d0, D, O, L, M);
     }
     if constexpr (kTma) fence_proxy_async_shared();  // the merge area's stores, before TMA refills the ring
     __syncthreads();  // shared memory is reused by the next query tile

@@ -56,26 +56,26 @@ __device__ __forceinline__ int32_t next_union_block(const PatternRules& p, const
   return best < end ? best : end;
 }
 
-// The CTA's sequence, KV head, q heads [h0, h0 + nh) and split, from
-// blockIdx.x = split * (B * Hkv * head_chunks) + (b * Hkv + hk) * head_chunks + hc: the CTAs of one split
-// (the KV heads of a sequence read the same pages, 256 bytes apart) are launched together.
+// The CTA's sequence, KV head, q heads [h0, h0 + nh) and split, from blockIdx.z = split and
+// blockIdx.x = (b * Hkv + hk) * head_chunks + hc: the CTAs of one split (the KV heads of a sequence read the
+// same pages, 256 bytes apart) are launched together. Divisions by powers of two are shifts (div_nonneg).
 struct CtaCoords {
   int32_t b, hk, h0, nh, split;
+  int32_t ctx;  // the sequence's context length, loaded here: first in the CTA's chain of dependent steps
 };
 
 __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t heads_per_cta, int32_t head_chunks) {
-  const int32_t G = p.num_heads / p.num_kv_heads;
-  int32_t x = blockIdx.x;
+  const int32_t G = div_nonneg(p.num_heads, p.num_kv_heads);
+  const int32_t unit = blockIdx.x;
   CtaCoords k;
-  const int32_t units = gridDim.x / p.num_splits;
-  k.split = x / units;
-  x -= k.split * units;
-  const int32_t hc = x % head_chunks;
-  x /= head_chunks;
-  k.hk = x % p.num_kv_heads;
-  k.b = x / p.num_kv_heads;
+  k.split = blockIdx.z;
+  const int32_t bk = div_nonneg(unit, head_chunks);  // b * Hkv + hk (one head chunk, the usual case: a shift by 0)
+  const int32_t hc = unit - bk * head_chunks;
+  k.b = div_nonneg(bk, p.num_kv_heads);
+  k.hk = bk - k.b * p.num_kv_heads;
   k.h0 = k.hk * G + hc * heads_per_cta;
   k.nh = imin(heads_per_cta, k.hk * G + G - k.h0);
+  k.ctx = p.context_lens[k.b];
   return k;
 }
 
@@ -86,13 +86,14 @@ __device__ __forceinline__ CtaCoords cta_coords(const PagedParams& p, int32_t he
 // boundary one after the other doubled the rounds and the code (a decode CTA runs this code once, cold in
 // the instruction cache). `scratch`: kThreads / 32 ints of shared memory (free on entry and on return).
 // segments_count_below for a list whose segments start at their first member (lo made a member first, once):
-// one division per segment instead of two, in the search's rounds.
+// one division per segment instead of two, in the search's rounds; a shift for the usual strides (1, and
+// powers of two).
 __device__ __forceinline__ int32_t first_aligned_count_below(const SegmentList& s, int32_t x) {
   int32_t n = 0;
   for (int k = 0; k < kMaxSegments && k < s.n; ++k) {
     const Segment& g = s.seg[k];
     const int32_t m = imin(x, g.hi);
-    n += g.lo < m ? (m - 1 - g.lo) / g.stride + 1 : 0;
+    n += g.lo < m ? div_nonneg(m - 1 - g.lo, g.stride) + 1 : 0;
   }
   return n;
 }
@@ -115,7 +116,14 @@ __device__ __forceinline__ void parallel_split_range(const PatternRules& p, int3
   const bool fixed = part == 0 || part >= splits;
   int32_t a = part == 0 ? 0 : (part >= splits ? nk : 0), b = fixed ? a : nk;
   // the smallest x in [a, b] with count_below(x) >= target; count_below(b) >= target throughout
-  const int64_t target = fixed ? 0 : (int64_t(first_aligned_count_below(s, nk)) * part + splits - 1) / splits;
+  // ceil(count * part / splits); 32-bit while the product fits (count < 2^24, part <= kMaxPagedSplits):
+  // a 64-bit division is a call of ~70 instructions
+  int64_t target = 0;
+  if (!fixed) {
+    const int32_t count = first_aligned_count_below(s, nk);
+    target = count < (1 << 24) ? int64_t(div_nonneg(count * part + splits - 1, splits))
+                               : (int64_t(count) * part + splits - 1) / splits;
+  }
   while (__syncthreads_or(a < b)) {  // a round while either half searches (barriers stay uniform)
     const int32_t step = (b - a + kHalf) / kHalf;  // ceil((b - a + 1) / kHalf)
     const int32_t x = a + t * step;
@@ -158,17 +166,18 @@ __device__ __forceinline__ bool cta_rows(const PagedParams& p, const CtaCoords& 
   c.h0 = k.h0;
   c.nh = k.nh;
   c.len_q = p.len_q(k.b);
-  c.ctx = p.context_lens[k.b];
+  c.ctx = k.ctx;
   const int32_t bs = p.pattern.block_size;
-  c.nk = (c.ctx + bs - 1) / bs;
+  const int bshift = __ffs(bs) - 1;  // block sizes are powers of two (16 to 128)
+  c.nk = (c.ctx + bs - 1) >> bshift;
   c.r0 = qt * rows_per_head;
   if (c.r0 >= c.len_q) return false;
   c.nq = imin(rows_per_head, c.len_q - c.r0);
   *pos0 = c.ctx - c.len_q + c.r0;  // absolute position of the CTA's first query row (bottom-right aligned)
-  c.i_lo = *pos0 >= 0 ? *pos0 / bs : -((-*pos0 + bs - 1) / bs);
-  c.i_hi = (*pos0 + c.nq - 1) >= 0 ? (*pos0 + c.nq - 1) / bs : -1;
+  c.i_lo = *pos0 >> bshift;        // floor: an arithmetic shift (rows before the first key: negative)
+  c.i_hi = (*pos0 + c.nq - 1) >= 0 ? (*pos0 + c.nq - 1) >> bshift : -1;
   if (kList || p.num_splits == 1) {
-    const int32_t per_split = (c.nk + p.num_splits - 1) / p.num_splits;
+    const int32_t per_split = div_nonneg(c.nk + p.num_splits - 1, p.num_splits);
     *j_lo = imin(c.nk, k.split * per_split);
     *j_hi = imin(c.nk, *j_lo + per_split);
   } else if constexpr (kThreads > 0) {
