@@ -43,13 +43,15 @@ def graph_bench(fn, iters=50):
     return Timer("cuda").per_call(capture_graph(fn, warmup=3).replay, iters)
 
 
-def graph_bench_splits(q, kp, vp, table, lens, p, out, splits, iters=50):
+def graph_bench_splits(q, kp, vp, table, lens, p, out, splits, iters=50, cu_seqlens_q=None):
     """graph_bench of one paged call at `splits` key splits, with the workspace that count needs (the tools
-    that time decode against the split count: tools/sweep_splits.py, decode_latency.py, decode_ab.py)."""
-    ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=splits)),
+    that time decode against the split count: tools/sweep_splits.py, decode_latency.py, decode_ab.py,
+    varlen_decode_cost.py)."""
+    ws = torch.empty(max(1, s2attn.paged_workspace_size(q, kp, vp, table, lens, p, num_splits=splits,
+                                                        cu_seqlens_q=cu_seqlens_q)),
                      dtype=torch.uint8, device=DEV)
     return graph_bench(lambda: s2attn.paged_attention(q, kp, vp, table, lens, p, out=out, workspace=ws,
-                                                      num_splits=splits), iters)
+                                                      num_splits=splits, cu_seqlens_q=cu_seqlens_q), iters)
 
 
 def env():

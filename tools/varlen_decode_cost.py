@@ -4,7 +4,7 @@ bounds each sequence's rows by its token count B, so at group x B > 16 it runs t
 instead of the 16-row decode kernel (docs/inference.md, "Known limitation"). Graph-timed, the automatic split
 count for each layout; the outputs must agree.
 
-    python3 tools/varlen_decode_cost.py [--cases 8x32768,32x32768,32x131072] [--V 8] [--out varlen_decode.json]
+    python3 tools/varlen_decode_cost.py [--cases 8x8192,32x131072] [--V 8] [--page 16] [--out varlen_decode.json]
 """
 import argparse
 import json
@@ -16,7 +16,7 @@ import torch
 import s2attn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from gpu_decode import env, graph_bench, graph_bench_splits  # noqa: E402  (the decode benchmark's CUDA-graph timing)
+from gpu_decode import env, graph_bench_splits  # noqa: E402  (the decode benchmark's CUDA-graph timing)
 from profile_decode import BS, H, HKV, L, decode_inputs  # noqa: E402  (tools/: the script's directory)
 
 
@@ -38,15 +38,7 @@ def main():
         dense_ms = graph_bench_splits(q, kp, vp, table, lens, p, out, dense_splits)
         ref = out.clone()
         varlen_splits = s2attn.paged_num_splits(qv, kp, vp, table, lens, p, cu_seqlens_q=cu)
-        ws = torch.zeros(max(1, s2attn.paged_workspace_size(qv, kp, vp, table, lens, p, cu_seqlens_q=cu,
-                                                            num_splits=varlen_splits)),
-                         dtype=torch.uint8, device=q.device)
-
-        def varlen_call():
-            s2attn.paged_attention(qv, kp, vp, table, lens, p, cu_seqlens_q=cu, out=outv, workspace=ws,
-                                   num_splits=varlen_splits)
-
-        varlen_ms = graph_bench(varlen_call)
+        varlen_ms = graph_bench_splits(qv, kp, vp, table, lens, p, outv, varlen_splits, cu_seqlens_q=cu)
         torch.cuda.synchronize()
         err = float((out.float() - ref.float()).abs().max())
         rows.append(dict(batch=B, context=ctx, V=a.V, page=a.page, dense_splits=dense_splits,
